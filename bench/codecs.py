@@ -1,0 +1,100 @@
+"""Codec throughput: decoding 16,384-multihash entry chunks and verifying ads.
+
+Each figure stands beside its limit measured in the same run:
+- chunk decode through ``sync`` vs the raw parser underneath (msgspec JSON / cbrrr with plain
+  CIDs), and vs the reference ``dag-json`` / ``dag-cbor`` packages;
+- ad load+verify vs raw Ed25519 verifications (the signature check that bounds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cbrrr
+import dag_cbor
+import dag_json
+import msgspec
+
+from sync import (
+    DAG_CBOR,
+    DAG_JSON,
+    Advertisement,
+    EntryChunk,
+    PrivateKey,
+    encode_block,
+    load_advertisement,
+    load_entry_chunk,
+    sign_advertisement,
+    verify_advertisement,
+)
+from sync.cid import Link
+from sync.metadata import bitswap
+
+CHUNK_SIZE = 16_384
+
+
+def _rate(fn: Callable[[], Any], min_seconds: float = 1.0) -> float:
+    """Calls per second of ``fn`` over at least ``min_seconds``."""
+    fn()
+    count, start = 0, time.perf_counter()
+    while True:
+        fn()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return count / elapsed
+
+
+def _chunk() -> EntryChunk:
+
+    entries = tuple(
+        b"\x12\x20" + hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(CHUNK_SIZE)
+    )
+    return EntryChunk(entries=entries, next=Link.make(DAG_JSON, b"next"))
+
+
+def run() -> dict[str, Any]:
+    chunk = _chunk()
+    out: dict[str, Any] = {}
+    for name, codec, raw_decode, ref_decode in [
+        ("dag-json", DAG_JSON, msgspec.json.decode, dag_json.decode),
+        ("dag-cbor", DAG_CBOR, cbrrr.decode_dag_cbor, dag_cbor.decode),
+    ]:
+        cid, raw = encode_block(chunk.to_node(), codec)
+        ours = _rate(lambda cid=cid, raw=raw: load_entry_chunk(cid, raw)) * CHUNK_SIZE
+        limit = _rate(lambda raw=raw, f=raw_decode: f(raw)) * CHUNK_SIZE
+        ref = _rate(lambda raw=raw, f=ref_decode: f(raw), 0.5) * CHUNK_SIZE
+        out[f"chunk_decode_{name}"] = {
+            "multihashes_per_s": round(ours),
+            "raw_parser_multihashes_per_s": round(limit),
+            "ratio_to_raw_parser": round(ours / limit, 3),
+            "reference_package_multihashes_per_s": round(ref),
+            "speedup_over_reference": round(ours / ref, 1),
+        }
+    key = PrivateKey.generate()
+    ad = sign_advertisement(
+        Advertisement(
+            provider=str(key.peer_id()),
+            addresses=("/ip4/127.0.0.1/tcp/9999",),
+            entries=Link.make(DAG_JSON, b"entries"),
+            context_id=b"ctx",
+            metadata=bitswap(),
+        ),
+        key,
+    )
+    cid, raw = encode_block(ad.to_node())
+
+    ads = _rate(lambda: verify_advertisement(load_advertisement(cid, raw)))
+    message = b"x" * 34
+    signature = key.sign(message)
+    public = key.public_key()
+    verifies = _rate(lambda: public.verify(message, signature))
+    out["ad_load_and_verify"] = {
+        "ads_per_s": round(ads),
+        "raw_ed25519_verifies_per_s": round(verifies),
+        "ratio_to_raw_verify": round(ads / verifies, 3),
+    }
+    return out

@@ -1,0 +1,19 @@
+"""Store: the embedded LevelDB key-value layer (later, the value store and provider registry).
+
+The bottom of the dependency direction ``store <- staging <- sync <- indexer``: it imports none of
+the other three packages.
+"""
+
+from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
+from .kv import KV, Tuning, Write
+
+__all__ = [
+    "KV",
+    "StoreClosed",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreLocked",
+    "StoreNotFound",
+    "Tuning",
+    "Write",
+]

@@ -1,0 +1,93 @@
+"""Sync: the IPNI data model (advertisements, entry chunks, signed heads, announces, signatures).
+
+Later it also holds the per-publisher sync handlers and the chain walker; this package may import
+``staging`` and ``store`` but never ``indexer``.
+"""
+
+from .announce import Message
+from .blocks import (
+    BlockKind,
+    classify,
+    decode_node,
+    encode_block,
+    load_advertisement,
+    load_entry_chunk,
+)
+from .cid import DAG_CBOR, DAG_JSON, Link, Multihash, check_block, parse_multihash
+from .errors import (
+    BadCid,
+    BadEnvelope,
+    BadMultiaddr,
+    BadPeerId,
+    DecodeError,
+    FieldTooLarge,
+    HashMismatch,
+    ModelError,
+    SchemaError,
+    SignatureError,
+    SyncError,
+    TransientError,
+    UnknownCodec,
+    UnsupportedKeyType,
+)
+from .head import SignedHead
+from .keys import KeyType, PrivateKey, PublicKey
+from .metadata import Metadata, decode_metadata
+from .peer import PeerId
+from .schema import (
+    MAX_CONTEXT_ID_LEN,
+    MAX_METADATA_LEN,
+    NO_ENTRIES,
+    Advertisement,
+    EntryChunk,
+    ExtendedProvider,
+    Provider,
+)
+from .signing import AdSignature, sign_advertisement, verify_advertisement
+
+__all__ = [
+    "DAG_CBOR",
+    "DAG_JSON",
+    "MAX_CONTEXT_ID_LEN",
+    "MAX_METADATA_LEN",
+    "NO_ENTRIES",
+    "AdSignature",
+    "Advertisement",
+    "BadCid",
+    "BadEnvelope",
+    "BadMultiaddr",
+    "BadPeerId",
+    "BlockKind",
+    "DecodeError",
+    "EntryChunk",
+    "ExtendedProvider",
+    "FieldTooLarge",
+    "HashMismatch",
+    "KeyType",
+    "Link",
+    "Message",
+    "Metadata",
+    "ModelError",
+    "Multihash",
+    "PeerId",
+    "PrivateKey",
+    "Provider",
+    "PublicKey",
+    "SchemaError",
+    "SignatureError",
+    "SignedHead",
+    "SyncError",
+    "TransientError",
+    "UnknownCodec",
+    "UnsupportedKeyType",
+    "check_block",
+    "classify",
+    "decode_metadata",
+    "decode_node",
+    "encode_block",
+    "load_advertisement",
+    "load_entry_chunk",
+    "parse_multihash",
+    "sign_advertisement",
+    "verify_advertisement",
+]

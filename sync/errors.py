@@ -1,0 +1,115 @@
+"""Typed errors of the ``sync`` package.
+
+Every failure the data model can report is one of these classes, so callers branch on types,
+never on message text.  Third-party exceptions (msgspec, cbrrr, cryptography, multiaddr) are
+translated where they are caught and never escape this package.
+
+Each advertisement error says whether it is *permanent* (the block itself is wrong: skip the ad,
+mark it processed-with-error and go on) or *transient* (the network or the publisher failed:
+retry later and keep the staged stack intact), as storetheindex's ``internal/ingest/error.go``
+does.  ``permanent`` is a class attribute so the decision is made once, here.
+
+The tree::
+
+    SyncError
+    ├── ModelError                 permanent: the bytes are not a valid IPNI object
+    │   ├── BadCid                 a CID or multihash that does not parse
+    │   ├── HashMismatch           the raw bytes do not hash to the CID they were fetched by
+    │   ├── UnknownCodec           an IPLD codec or hash function this indexer does not speak
+    │   ├── DecodeError            bytes that are not valid dag-json / dag-cbor / protobuf
+    │   ├── SchemaError            decoded, but not the shape of the schema (missing, wrong type)
+    │   │   └── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
+    │   ├── BadPeerId              a peer ID string or public key that does not parse
+    │   ├── BadMultiaddr           a multiaddr that does not parse
+    │   └── SignatureError         an envelope or signature that does not verify
+    │       ├── BadEnvelope        the signed envelope itself is malformed or of the wrong type
+    │       └── UnsupportedKeyType a key type libp2p does not define
+    └── TransientError             transient: retry later, keep the stack
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadCid",
+    "BadEnvelope",
+    "BadMultiaddr",
+    "BadPeerId",
+    "DecodeError",
+    "FieldTooLarge",
+    "HashMismatch",
+    "ModelError",
+    "SchemaError",
+    "SignatureError",
+    "SyncError",
+    "TransientError",
+    "UnknownCodec",
+    "UnsupportedKeyType",
+]
+
+
+class SyncError(Exception):
+    """Base class of every error raised by the ``sync`` package."""
+
+    permanent: bool = True
+
+    @property
+    def kind(self) -> str:
+        """A stable, machine-readable name of the error (for ``--json`` output and logs)."""
+        name = type(self).__name__
+        return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+class ModelError(SyncError):
+    """The bytes are not a valid IPNI object; retrying cannot help."""
+
+    permanent = True
+
+
+class BadCid(ModelError):
+    """A CID or multihash that does not parse."""
+
+
+class HashMismatch(ModelError):
+    """The raw bytes received do not hash to the CID they were asked for."""
+
+
+class UnknownCodec(ModelError):
+    """An IPLD codec or a multihash function this indexer does not implement."""
+
+
+class DecodeError(ModelError):
+    """Bytes that are not valid in the codec they claim (dag-json, dag-cbor, protobuf)."""
+
+
+class SchemaError(ModelError):
+    """A decoded node that does not have the shape of the IPNI schema."""
+
+
+class FieldTooLarge(SchemaError):
+    """A field over the limit go-libipni sets for it."""
+
+
+class BadPeerId(ModelError):
+    """A peer ID (string, bytes or public key) that does not parse."""
+
+
+class BadMultiaddr(ModelError):
+    """A multiaddr that does not parse."""
+
+
+class SignatureError(ModelError):
+    """A signature that does not verify, or a signed field that was changed."""
+
+
+class BadEnvelope(SignatureError):
+    """A libp2p signed envelope that is malformed or carries the wrong payload type."""
+
+
+class UnsupportedKeyType(SignatureError):
+    """A public or private key of a type libp2p does not define (or we cannot use to sign)."""
+
+
+class TransientError(SyncError):
+    """A failure of the network or of the publisher: retry later, keep the staged work."""
+
+    permanent = False
