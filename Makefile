@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml requirements.lock scripts/check-setup.sh
 	@scripts/check-setup.sh $(PYTHON)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@# trio-typing (a libp2p dependency) ships stubs for old trio releases that shadow trio's own
+	@# inline types in mypy; only the stubs go, its runtime module stays.
+	@rm -rf $(VENV)/lib/python*/site-packages/trio-stubs
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -12,8 +12,13 @@ import sys
 
 import click
 
+from store import StoreError
+from sync import SyncError
+
 from . import __version__
 from .cli_ad import ad
+from .cli_publisher import publisher
+from .cli_serve import serve
 from .errors import CliError
 
 __all__ = ["cli", "main"]
@@ -26,6 +31,8 @@ def cli() -> None:
 
 
 cli.add_command(ad)
+cli.add_command(publisher)
+assert serve.name in publisher.commands  # registered on import
 
 
 def main() -> None:
@@ -43,3 +50,6 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except (SyncError, StoreError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -24,12 +24,17 @@ The tree::
     │   └── SignatureError         an envelope or signature that does not verify
     │       ├── BadEnvelope        the signed envelope itself is malformed or of the wrong type
     │       └── UnsupportedKeyType a key type libp2p does not define
+    ├── PublisherError             a publisher refused an operation; its chain is unchanged
+    │   ├── NotInitialized         no publisher (identity key) in the data directory
+    │   ├── AlreadyInitialized     ``init`` on a directory that already has a publisher
+    │   └── UnknownContext         remove / update of a context ID never published (or removed)
     └── TransientError             transient: retry later, keep the stack
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyInitialized",
     "BadCid",
     "BadEnvelope",
     "BadMultiaddr",
@@ -38,11 +43,14 @@ __all__ = [
     "FieldTooLarge",
     "HashMismatch",
     "ModelError",
+    "NotInitialized",
+    "PublisherError",
     "SchemaError",
     "SignatureError",
     "SyncError",
     "TransientError",
     "UnknownCodec",
+    "UnknownContext",
     "UnsupportedKeyType",
 ]
 
@@ -107,6 +115,22 @@ class BadEnvelope(SignatureError):
 
 class UnsupportedKeyType(SignatureError):
     """A public or private key of a type libp2p does not define (or we cannot use to sign)."""
+
+
+class PublisherError(SyncError):
+    """A publisher operation was refused (bad input or state); nothing was published."""
+
+
+class NotInitialized(PublisherError):
+    """The data directory holds no publisher."""
+
+
+class AlreadyInitialized(PublisherError):
+    """The data directory already holds a publisher."""
+
+
+class UnknownContext(PublisherError):
+    """The context ID was never published, or is already removed."""
 
 
 class TransientError(SyncError):
