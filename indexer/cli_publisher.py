@@ -72,15 +72,20 @@ def _result_doc(result: PublishResult) -> dict[str, Any]:
 @publisher.command("init")
 @DATA_DIR
 @click.option("--addr", "addrs", multiple=True, help="A provider retrieval multiaddr (repeat).")
+@click.option(
+    "--codec", type=click.Choice(["dag-json", "dag-cbor"]), default="dag-json",
+    show_default=True, help="How ads and entry chunks are encoded.",
+)  # fmt: skip
 @AS_JSON
-def init(data_dir: Path, addrs: tuple[str, ...], as_json: bool) -> None:
+def init(data_dir: Path, addrs: tuple[str, ...], codec: str, as_json: bool) -> None:
     """Create the publisher's identity key and empty chain; print its peer ID."""
     from sync.announce import multiaddr_bytes
 
     for addr in addrs:
         multiaddr_bytes(addr)
-    pub = Publisher.init(data_dir, addrs)
+    pub = Publisher.init(data_dir, addrs, codec)
     doc = {"peer_id": str(pub.peer_id), "data_dir": str(data_dir), "addresses": list(addrs)}
+    doc["codec"] = codec
     pub.close()
     _emit(as_json, doc, "publisher created")
 

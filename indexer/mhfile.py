@@ -38,37 +38,29 @@ def _whole_multihash(raw: bytes) -> bytes:
     return raw
 
 
-def _decoded(text: str) -> list[bytes]:
-    """Every byte string ``text`` could be, in the order they are tried."""
-    decoders: list[Callable[[], bytes]] = [lambda: base58.b58decode(text)]
-    if len(text) % 2 == 0 and set(text) <= _HEX:
-        decoders.insert(0, lambda: bytes.fromhex(text))
+def _decoders(text: str) -> list[Callable[[], bytes]]:
+    """Ways to read ``text``, cheapest and most likely first; each may raise."""
     prefix, body = text[0], text[1:]
+    ways: list[Callable[[], bytes]] = []
+    if len(text) % 2 == 0 and set(text) <= _HEX:
+        ways.append(lambda: bytes.fromhex(text))
+    ways.append(lambda: Link.parse(text).multihash.raw)
+    ways.append(lambda: base58.b58decode(text))
     if prefix in "bB":
-        decoders.append(lambda: base64.b32decode(body.upper() + "=" * (-len(body) % 8)))
+        ways.append(lambda: base64.b32decode(body.upper() + "=" * (-len(body) % 8)))
     elif prefix == "z":
-        decoders.append(lambda: base58.b58decode(body))
+        ways.append(lambda: base58.b58decode(body))
     elif prefix == "f":
-        decoders.append(lambda: bytes.fromhex(body))
-    out = []
-    for decode in decoders:
-        try:
-            out.append(decode())
-        except ValueError:
-            continue
-    return out
+        ways.append(lambda: bytes.fromhex(body))
+    return ways
 
 
 def parse_multihash_line(text: str) -> bytes:
     """The multihash a line names; ``BadCid`` with the reason when it names none."""
-    try:
-        return Link.parse(text).multihash.raw
-    except BadCid:
-        pass
-    for raw in _decoded(text):
+    for decode in _decoders(text):
         try:
-            return _whole_multihash(raw)
-        except BadCid:
+            return _whole_multihash(decode())
+        except (BadCid, ValueError):
             continue
     raise BadCid("not a CID, nor a base58, base32 or hex multihash")
 

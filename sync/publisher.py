@@ -23,7 +23,7 @@ from pathlib import Path
 from store import KV
 
 from .blocks import encode_block
-from .cid import DAG_JSON, Link, parse_multihash
+from .cid import DAG_CBOR, DAG_JSON, Link, parse_multihash
 from .errors import (
     AlreadyInitialized,
     BadCid,
@@ -39,8 +39,9 @@ from .pubstore import ChainRecord, ContextRecord, PublisherConfig, PublisherStor
 from .schema import NO_ENTRIES, Advertisement, EntryChunk, ExtendedProvider, Provider
 from .signing import sign_advertisement
 
-__all__ = ["ExtraProvider", "Published", "Publisher"]
+__all__ = ["CODECS", "ExtraProvider", "Published", "Publisher"]
 
+CODECS = {"dag-json": DAG_JSON, "dag-cbor": DAG_CBOR}
 KEY_FILE = "identity.key"
 DB_DIR = "publisher.db"
 
@@ -75,14 +76,21 @@ class Publisher:
         self.data_dir = data_dir
         self.key = key
         self.store = PublisherStore(kv)
-        self.codec = DAG_JSON
+
+    @property
+    def codec(self) -> int:
+        return CODECS[self.store.config().codec]
 
     @property
     def peer_id(self) -> PeerId:
         return self.key.peer_id()
 
     @classmethod
-    def init(cls, data_dir: str | Path, addresses: Sequence[str] = ()) -> Publisher:
+    def init(
+        cls, data_dir: str | Path, addresses: Sequence[str] = (), codec: str = "dag-json"
+    ) -> Publisher:
+        if codec not in CODECS:
+            raise PublisherError(f"codec must be one of {', '.join(CODECS)}, not {codec!r}")
         path = Path(data_dir)
         if (path / KEY_FILE).exists():
             raise AlreadyInitialized(f"{path} already holds a publisher ({KEY_FILE} exists)")
@@ -92,7 +100,7 @@ class Publisher:
         with os.fdopen(fd, "wb") as f:
             f.write(key.marshal())
         publisher = cls(path, key, KV(path / DB_DIR))
-        publisher.store.set_config(PublisherConfig(addresses=list(addresses)))
+        publisher.store.set_config(PublisherConfig(addresses=list(addresses), codec=codec))
         return publisher
 
     @classmethod

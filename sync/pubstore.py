@@ -54,6 +54,7 @@ class PublisherConfig(msgspec.Struct, frozen=True):
     topic: str = "/indexer/ingest/mainnet"
     addresses: list[str] = msgspec.field(default_factory=list)
     chunk_size: int = 16_384
+    codec: str = "dag-json"  # or "dag-cbor": how new ads and entry chunks are encoded
 
 
 @dataclass(frozen=True)

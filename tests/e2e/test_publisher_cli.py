@@ -119,7 +119,7 @@ def fetch_chain(url: str) -> tuple[bytes, dict[str, bytes]]:
             assert r.status_code == 200, cid
             blocks[cid] = r.content
             link = Link.parse(cid)
-            if b'"Signature"' in r.content:
+            if b"Signature" in r.content:
                 ad = load_advertisement(link, r.content)
                 links = (ad.previous_id, ad.entries if ad.has_entries else None)
                 todo += [str(x) for x in links if x]
@@ -129,9 +129,15 @@ def fetch_chain(url: str) -> tuple[bytes, dict[str, bytes]]:
     return head.content, blocks
 
 
-def test_three_ad_chain_serves_verifies_and_announces(tmp_path: Path, receiver: Receiver) -> None:
+@pytest.mark.parametrize("codec", ["dag-json", "dag-cbor"])
+def test_three_ad_chain_serves_verifies_and_announces(
+    tmp_path: Path, receiver: Receiver, codec: str
+) -> None:
     data = tmp_path / "pub"
-    peer = ok("init", "--data-dir", str(data), "--addr", "/ip4/127.0.0.1/tcp/4001")["peer_id"]
+    init = ok(
+        "init", "--data-dir", str(data), "--addr", "/ip4/127.0.0.1/tcp/4001", "--codec", codec
+    )
+    peer = init["peer_id"]
     ok("add", "--data-dir", str(data), "--context-id", "one", "--multihashes", "-",
        stdin=mh_lines(0, 20_000))  # fmt: skip
     ok("add", "--data-dir", str(data), "--context-id", "two", "--metadata", "http",
@@ -145,7 +151,7 @@ def test_three_ad_chain_serves_verifies_and_announces(tmp_path: Path, receiver: 
         assert serving.info["peer_id"] == peer
         head_raw, blocks = fetch_chain(serving.info["url"])
         # 1. Our data model.
-        ads = [load_advertisement(Link.parse(c), b) for c, b in blocks.items() if b'"IsRm"' in b]
+        ads = [load_advertisement(Link.parse(c), b) for c, b in blocks.items() if b"IsRm" in b]
         assert len(ads) == 3
         assert {str(verify_advertisement(ad).signer) for ad in ads} == {peer}
         # 2. The independent verifier, written to go-libipni's rules.

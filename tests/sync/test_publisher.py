@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sync import (
+    DAG_CBOR,
     NO_ENTRIES,
     BadCid,
     FieldTooLarge,
@@ -139,3 +140,16 @@ def test_state_survives_reopen_and_init_is_once(tmp_path: Path) -> None:
     again.close()
     with pytest.raises(NotInitialized, match="publisher init"):
         Publisher.open(tmp_path / "elsewhere")
+
+
+def test_dag_cbor_publisher(tmp_path: Path) -> None:
+    pub = Publisher.init(tmp_path / "cbor", codec="dag-cbor")
+    result = pub.add(b"c", [multihash(i) for i in range(4)], bitswap())
+    assert result.cid.codec == DAG_CBOR
+    [(ad, mhs)] = walk(pub)
+    assert mhs == [multihash(i) for i in range(4)] and ad.entries.codec == DAG_CBOR  # type: ignore[attr-defined]
+    head = SignedHead.decode(pub.signed_head() or b"")  # heads are always dag-json
+    assert head.head == result.cid
+    pub.close()
+    with pytest.raises(PublisherError, match="codec"):
+        Publisher.init(tmp_path / "other", codec="json")
