@@ -1,9 +1,21 @@
 """Staging: the persistent per-provider stacks of advertisements waiting to be indexed.
 
-Only its error types exist so far; the staging area itself is issue 4.  It may import ``store``
-and nothing else of this project.
+It may import ``store`` and nothing else of this project.  See ``area.py`` for the rules and
+``keys.py`` for the key layout.
 """
 
+from .area import Entry, StagingArea
 from .errors import StagingCorrupt, StagingError
+from .records import DoneRecord, PublisherRecord, StackRecord, StagedAd, WalkRecord
 
-__all__ = ["StagingCorrupt", "StagingError"]
+__all__ = [
+    "DoneRecord",
+    "Entry",
+    "PublisherRecord",
+    "StackRecord",
+    "StagedAd",
+    "StagingArea",
+    "StagingCorrupt",
+    "StagingError",
+    "WalkRecord",
+]

@@ -21,6 +21,8 @@ The tree::
     │   │   └── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
     │   ├── BadPeerId              a peer ID string or public key that does not parse
     │   ├── BadMultiaddr           a multiaddr that does not parse
+    │   ├── BlockTooLarge          a block over the size cap (4 MiB by default)
+    │   ├── ChainTooLong           entries past the configured chunk/depth limit
     │   └── SignatureError         an envelope or signature that does not verify
     │       ├── BadEnvelope        the signed envelope itself is malformed or of the wrong type
     │       └── UnsupportedKeyType a key type libp2p does not define
@@ -28,7 +30,10 @@ The tree::
     │   ├── NotInitialized         no publisher (identity key) in the data directory
     │   ├── AlreadyInitialized     ``init`` on a directory that already has a publisher
     │   └── UnknownContext         remove / update of a context ID never published (or removed)
+    ├── PolicyError                a publisher may not publish for a provider (policy says no)
     └── TransientError             transient: retry later, keep the stack
+        ├── FetchFailed            network failure, timeout, 5xx from the publisher
+        └── BlockNotFound          404 from the publisher (permanent once retries run out)
 """
 
 from __future__ import annotations
@@ -39,11 +44,16 @@ __all__ = [
     "BadEnvelope",
     "BadMultiaddr",
     "BadPeerId",
+    "BlockNotFound",
+    "BlockTooLarge",
+    "ChainTooLong",
     "DecodeError",
+    "FetchFailed",
     "FieldTooLarge",
     "HashMismatch",
     "ModelError",
     "NotInitialized",
+    "PolicyError",
     "PublisherError",
     "SchemaError",
     "SignatureError",
@@ -105,6 +115,14 @@ class BadMultiaddr(ModelError):
     """A multiaddr that does not parse."""
 
 
+class BlockTooLarge(ModelError):
+    """A block over the size cap."""
+
+
+class ChainTooLong(ModelError):
+    """An entries chain (or HAMT) past the configured limit."""
+
+
 class SignatureError(ModelError):
     """A signature that does not verify, or a signed field that was changed."""
 
@@ -133,7 +151,19 @@ class UnknownContext(PublisherError):
     """The context ID was never published, or is already removed."""
 
 
+class PolicyError(SyncError):
+    """The policy does not let this publisher publish for this provider."""
+
+
 class TransientError(SyncError):
     """A failure of the network or of the publisher: retry later, keep the staged work."""
 
     permanent = False
+
+
+class FetchFailed(TransientError):
+    """The publisher could not be reached, timed out, or answered with a server error."""
+
+
+class BlockNotFound(TransientError):
+    """The publisher does not have the block (now); permanent once retries are exhausted."""

@@ -1,0 +1,265 @@
+"""The persistent staging area: per provider, a FIFO of stacks of advertisements to index.
+
+Rules this module keeps (the design card's invariants hang on them):
+
+- A walk spills its ads under its walk id as it goes (``spill``); they are invisible to workers
+  and to ``is_known`` until ``commit_walk`` writes, in ONE synced batch, the walk's stack headers,
+  the publisher's ``latest_scanned`` cursor and the walk's committed flag (invariant 4).  A crash
+  before that leaves only an open walk, deleted by ``cleanup_open_walks`` at start-up.
+- Stacks of a provider are served in commit order; within a stack the oldest ad (highest
+  position) pops first, so a provider's ads are applied oldest to newest (invariant 1).
+- ``finish`` removes an ad from its stack and marks it done in the same batch as the caller's
+  last index writes; ``save_progress`` records mid-ad progress with the writes it covers.  Either
+  batch is all-or-nothing, so a replay after a crash redoes exactly what was not recorded
+  (invariants 2 and 3).
+- ``commit_walk`` re-checks, when another walk committed meanwhile, that none of its ads was
+  staged or done by that walk, and keeps per provider only the ads newer than the first such ad:
+  two publishers announcing one chain at once apply every ad exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from store import KV, Write
+
+from . import keys
+from .records import (
+    DoneRecord,
+    KnownRecord,
+    PublisherRecord,
+    StackRecord,
+    StagedAd,
+    WalkRecord,
+    decode,
+    encode,
+)
+
+__all__ = ["Entry", "StagingArea"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The next ad a provider's worker must apply."""
+
+    provider: bytes
+    seq: int
+    pos: int
+    stack: StackRecord
+    ad: StagedAd
+
+
+class StagingArea:
+    def __init__(self, kv: KV, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
+        self.clock = clock
+
+    def _get(self, key: bytes, kind: type[object]) -> object | None:
+        raw = self.kv.get(key)
+        return None if raw is None else decode(raw, kind, key)
+
+    def _counter(self, key: bytes) -> int:
+        raw = self.kv.get(key)
+        return int.from_bytes(raw, "big") if raw else 0
+
+    # --- the sync side ---------------------------------------------------------------------
+
+    def begin_walk(self, publisher: bytes, addrs: Sequence[str], head: bytes) -> int:
+        walk_id = self._counter(keys.WALK_ID) + 1
+        record = WalkRecord(publisher, list(addrs), head, self.clock())
+        self.kv.write_batch(
+            [(keys.WALK_ID, keys.u64(walk_id)), (keys.walk(walk_id), encode(record))]
+        )
+        return walk_id
+
+    def commit_seq(self) -> int:
+        return self._counter(keys.COMMIT_SEQ)
+
+    def spill(self, walk_id: int, items: Iterable[tuple[bytes, int, StagedAd]]) -> None:
+        """Write a segment of a walk's ads (not yet visible)."""
+        writes: list[Write] = []
+        for provider, pos, ad in items:
+            writes.append((keys.staged(walk_id, provider, pos), encode(ad)))
+            writes.append(
+                (keys.known(ad.cid, walk_id), encode(KnownRecord(walk_id, provider, pos)))
+            )
+        self.kv.write_batch(writes)
+
+    def is_known(self, cid: bytes) -> bool:
+        """True when the ad is done, or staged by a committed walk."""
+        if self.kv.get(keys.done(cid)) is not None:
+            return True
+        for key, raw in self.kv.scan(keys.known_prefix(cid)):
+            walk = self._get(keys.walk(decode(raw, KnownRecord, key).walk_id), WalkRecord)
+            if isinstance(walk, WalkRecord) and walk.committed:
+                return True
+        return False
+
+    def commit_walk(
+        self, walk_id: int, counts: Mapping[bytes, int], *, base_seq: int
+    ) -> dict[bytes, int]:
+        """Make the walk's stacks visible and move the publisher's cursor, atomically.
+
+        ``counts`` is how many ads each provider got; ``base_seq`` is ``commit_seq()`` as seen
+        when the walk began.  Returns how many ads each provider's new stack holds.
+        """
+        walk = self._get(keys.walk(walk_id), WalkRecord)
+        assert isinstance(walk, WalkRecord) and not walk.committed
+        writes: list[Write] = []
+        kept = dict(counts)
+        if self.commit_seq() != base_seq:  # someone else committed since we began: re-check
+            for provider, n in counts.items():
+                kept[provider] = self._truncate(walk_id, provider, n, writes)
+        seq = self.commit_seq()
+        now = self.clock()
+        stacks = 0
+        for provider, n in sorted(kept.items()):
+            if n:
+                seq += 1
+                stacks += 1
+                record = StackRecord(walk_id, n, walk.publisher, walk.addrs, now, total=n)
+                writes.append((keys.stack(provider, seq), encode(record)))
+        committed = msgspec.structs.replace(walk, committed=True, stacks=stacks)
+        writes.append((keys.walk(walk_id), encode(committed) if stacks else None))
+        prior = self.publisher(walk.publisher)
+        cursor = PublisherRecord(walk.head, prior.latest_processed, walk.addrs, now, None)
+        writes += [
+            (keys.publisher(walk.publisher), encode(cursor)),
+            (keys.COMMIT_SEQ, keys.u64(seq)),
+        ]
+        self.kv.write_batch(writes, sync=True)
+        return kept
+
+    def _truncate(self, walk_id: int, provider: bytes, n: int, writes: list[Write]) -> int:
+        keep = n
+        for pos in range(n):
+            raw = self.kv.get(keys.staged(walk_id, provider, pos))
+            ad = decode(raw or b"", StagedAd, keys.staged(walk_id, provider, pos))
+            if keep == n and self.is_known(ad.cid):
+                keep = pos
+            if keep < n:  # this ad and every older one were staged by the other walk
+                writes.append((keys.staged(walk_id, provider, pos), None))
+                writes.append((keys.known(ad.cid, walk_id), None))
+        return keep
+
+    def abandon_walk(self, walk_id: int) -> int:
+        """Delete an uncommitted walk's spilled ads; return how many."""
+        writes: list[Write] = [(keys.walk(walk_id), None)]
+        count = 0
+        for key, raw in self.kv.scan(b"w" + keys.u64(walk_id)):
+            count += 1
+            ad = decode(raw, StagedAd, key)
+            writes += [(keys.known(ad.cid, walk_id), None), (key, None)]
+        self.kv.write_batch(writes)
+        return count
+
+    def cleanup_open_walks(self) -> list[int]:
+        """Abandon every walk a crash left uncommitted; return their ids."""
+        open_walks = [
+            int.from_bytes(key[1:], "big")
+            for key, raw in self.kv.scan(b"W")
+            if not decode(raw, WalkRecord, key).committed
+        ]
+        for walk_id in open_walks:
+            self.abandon_walk(walk_id)
+        return open_walks
+
+    def publisher(self, publisher: bytes) -> PublisherRecord:
+        record = self._get(keys.publisher(publisher), PublisherRecord)
+        return record if isinstance(record, PublisherRecord) else PublisherRecord()
+
+    def set_publisher_error(self, publisher: bytes, error: str | None) -> None:
+        prior = self.publisher(publisher)
+        updated = msgspec.structs.replace(prior, last_sync=self.clock(), last_error=error)
+        self.kv.put(keys.publisher(publisher), encode(updated))
+
+    # --- the worker side -------------------------------------------------------------------
+
+    def providers(self) -> list[bytes]:
+        """Providers with staged work, in key order."""
+        out: list[bytes] = []
+        for key, _ in self.kv.scan(keys.stack_prefix()):
+            provider = key[2 : 2 + key[1]]
+            if not out or out[-1] != provider:
+                out.append(provider)
+        return out
+
+    def stacks(self, provider: bytes) -> list[tuple[int, StackRecord]]:
+        prefix = keys.stack_prefix(provider)
+        return [
+            (int.from_bytes(key[len(prefix) :], "big"), decode(raw, StackRecord, key))
+            for key, raw in self.kv.scan(prefix)
+        ]
+
+    def next_entry(self, provider: bytes) -> Entry | None:
+        """The oldest ad of the provider's oldest stack."""
+        for seq, stack in self.stacks(provider):
+            pos = stack.count - 1
+            key = keys.staged(stack.walk_id, provider, pos)
+            return Entry(provider, seq, pos, stack, decode(self.kv.get(key) or b"", StagedAd, key))
+        return None
+
+    def finish(
+        self, entry: Entry, *, ok: bool, error: str | None = None, writes: Sequence[Write] = ()
+    ) -> None:
+        """Pop ``entry`` and mark its ad done, atomically with ``writes``."""
+        cid = entry.ad.cid
+        batch: list[Write] = list(writes)
+        batch += [
+            (keys.staged(entry.stack.walk_id, entry.provider, entry.pos), None),
+            (keys.done(cid), encode(DoneRecord(ok, self.clock(), error))),
+            (keys.known(cid, entry.stack.walk_id), None),
+            (keys.progress(cid), None),
+            (b"p" + keys.peer(entry.stack.publisher), cid),
+        ]
+        stack_key = keys.stack(entry.provider, entry.seq)
+        if entry.pos == 0:
+            batch.append((stack_key, None))
+            batch += self._walk_done_if_last(entry)
+        else:
+            popped = msgspec.structs.replace(entry.stack, count=entry.pos, attempts=0)
+            batch.append((stack_key, encode(popped)))
+        self.kv.write_batch(batch)
+
+    def _walk_done_if_last(self, entry: Entry) -> list[Write]:
+        key = keys.walk(entry.stack.walk_id)
+        walk = self._get(key, WalkRecord)
+        if not isinstance(walk, WalkRecord) or walk.stacks <= 1:
+            return [(key, None)]
+        return [(key, encode(msgspec.structs.replace(walk, stacks=walk.stacks - 1)))]
+
+    def save_progress(self, entry: Entry, progress: bytes, writes: Sequence[Write]) -> None:
+        self.kv.write_batch([*writes, (keys.progress(entry.ad.cid), progress)])
+
+    def load_progress(self, cid: bytes) -> bytes | None:
+        return self.kv.get(keys.progress(cid))
+
+    def record_attempt(self, entry: Entry, error: str) -> StackRecord:
+        s = entry.stack
+        updated = msgspec.structs.replace(s, last_error=error, attempts=s.attempts + 1)
+        self.kv.put(keys.stack(entry.provider, entry.seq), encode(updated))
+        return updated
+
+    def done(self, cid: bytes) -> DoneRecord | None:
+        record = self._get(keys.done(cid), DoneRecord)
+        return record if isinstance(record, DoneRecord) else None
+
+    def latest_processed(self, publisher: bytes) -> bytes | None:
+        return self.kv.get(b"p" + keys.peer(publisher))
+
+    def entries(self, provider: bytes, seq: int, limit: int = 0) -> list[tuple[int, StagedAd]]:
+        """A stack's ads still to do, next to pop first."""
+        for s_seq, stack in self.stacks(provider):
+            if s_seq == seq:
+                prefix = keys.staged_prefix(stack.walk_id, provider)
+                items = [
+                    (int.from_bytes(key[len(prefix) :], "big"), decode(raw, StagedAd, key))
+                    for key, raw in self.kv.scan(prefix, reverse=True)
+                ]
+                todo = [(pos, ad) for pos, ad in items if pos < stack.count]
+                return todo[:limit] if limit else todo
+        return []

@@ -1,0 +1,89 @@
+"""The values stored in the staging area (msgspec MessagePack structs).
+
+Rules: records are immutable values; a field added later gets a default so old records still
+decode; a record that does not decode raises ``StagingCorrupt`` naming its key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from .errors import StagingCorrupt
+
+__all__ = [
+    "DoneRecord",
+    "KnownRecord",
+    "PublisherRecord",
+    "StackRecord",
+    "StagedAd",
+    "WalkRecord",
+    "decode",
+    "encode",
+]
+
+T = TypeVar("T")
+
+
+class WalkRecord(msgspec.Struct, frozen=True):
+    publisher: bytes
+    addrs: list[str]
+    head: bytes
+    started: float
+    committed: bool = False
+    stacks: int = 0  # committed stacks not yet finished; the record goes when it reaches 0
+
+
+class StagedAd(msgspec.Struct, frozen=True):
+    """One advertisement as fetched and verified: everything a worker needs to apply it."""
+
+    cid: bytes
+    raw: bytes
+    skip_entries: bool = False  # a newer ad of the same stack removes its (provider, context)
+    error: str | None = None  # a permanent error found while walking: record it, apply nothing
+
+
+class StackRecord(msgspec.Struct, frozen=True):
+    walk_id: int
+    count: int  # entries [0, count) of the walk are still to do; count - 1 pops next
+    publisher: bytes
+    addrs: list[str]
+    created: float
+    total: int = 0
+    last_error: str | None = None
+    attempts: int = 0
+
+
+class KnownRecord(msgspec.Struct, frozen=True):
+    walk_id: int
+    provider: bytes
+    pos: int
+
+
+class DoneRecord(msgspec.Struct, frozen=True):
+    ok: bool
+    at: float
+    error: str | None = None
+
+
+class PublisherRecord(msgspec.Struct, frozen=True):
+    latest_scanned: bytes | None = None
+    latest_processed: bytes | None = None
+    addrs: list[str] = msgspec.field(default_factory=list)
+    last_sync: float | None = None
+    last_error: str | None = None
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(record: Any) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode(raw: bytes, kind: type[T], key: bytes = b"") -> T:
+    try:
+        return msgspec.msgpack.decode(raw, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise StagingCorrupt(f"staging record {key!r} does not decode: {exc}") from None

@@ -1,0 +1,96 @@
+"""The staging area's commit rules, on a real LevelDB in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from staging import StagedAd, StagingArea, StagingCorrupt
+from staging import keys as staging_keys
+from store import KV
+
+P = b"\x00\x03prv"
+PUB_A, PUB_B = b"\x00\x01a", b"\x00\x01b"
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> StagingArea:
+    kv = KV(tmp_path / "db")
+    yield StagingArea(kv, clock=lambda: 1000.0)  # type: ignore[misc]
+    kv.close()
+
+
+def chain(n: int) -> list[bytes]:
+    """cids of one chain, newest first: c{n-1} ... c0."""
+    return [f"c{i}".encode() for i in reversed(range(n))]
+
+
+def walk(area: StagingArea, publisher: bytes, cids: list[bytes]) -> tuple[int, int]:
+    base = area.commit_seq()
+    walk_id = area.begin_walk(publisher, ["/dns4/x/tcp/1/http"], cids[0])
+    area.spill(walk_id, [(P, pos, StagedAd(cid=c, raw=c)) for pos, c in enumerate(cids)])
+    return walk_id, base
+
+
+def drain(area: StagingArea) -> list[bytes]:
+    out = []
+    while (entry := area.next_entry(P)) is not None:
+        out.append(entry.ad.cid)
+        area.finish(entry, ok=True)
+    return out
+
+
+def test_two_publishers_walking_one_chain_apply_each_ad_once(area: StagingArea) -> None:
+    """Both walks began before either committed; the second keeps only what is new."""
+    long_walk, base_a = walk(area, PUB_A, chain(6))  # head c5
+    short_walk, base_b = walk(area, PUB_B, chain(4))  # head c3, same chain
+    assert area.commit_walk(short_walk, {P: 4}, base_seq=base_b) == {P: 4}
+    assert area.commit_walk(long_walk, {P: 6}, base_seq=base_a) == {P: 2}
+    assert drain(area) == [b"c0", b"c1", b"c2", b"c3", b"c4", b"c5"]
+    assert area.kv.get(staging_keys.staged(long_walk, P, 3)) is None  # truncated tail deleted
+
+
+def test_identical_concurrent_walks_stage_nothing_twice(area: StagingArea) -> None:
+    w1, b1 = walk(area, PUB_A, chain(3))
+    w2, b2 = walk(area, PUB_B, chain(3))
+    area.commit_walk(w1, {P: 3}, base_seq=b1)
+    assert area.commit_walk(w2, {P: 3}, base_seq=b2) == {P: 0}
+    assert [seq for seq, _ in area.stacks(P)] == [1]
+    assert drain(area) == [b"c0", b"c1", b"c2"]
+
+
+def test_cursor_moves_only_with_the_commit(area: StagingArea) -> None:
+    walk_id, base = walk(area, PUB_A, chain(2))
+    assert area.publisher(PUB_A).latest_scanned is None
+    assert not area.is_known(b"c1")
+    area.commit_walk(walk_id, {P: 2}, base_seq=base)
+    record = area.publisher(PUB_A)
+    assert record.latest_scanned == b"c1" and record.addrs == ["/dns4/x/tcp/1/http"]
+    assert area.is_known(b"c1") and area.is_known(b"c0")
+    drain(area)
+    assert area.latest_processed(PUB_A) == b"c1"
+    assert area.done(b"c0") is not None and area.done(b"c0").ok  # type: ignore[union-attr]
+    assert area.kv.get(staging_keys.walk(walk_id)) is None  # the finished walk is gone
+
+
+def test_progress_and_attempts(area: StagingArea) -> None:
+    walk_id, base = walk(area, PUB_A, chain(1))
+    area.commit_walk(walk_id, {P: 1}, base_seq=base)
+    entry = area.next_entry(P)
+    assert entry is not None
+    area.save_progress(entry, b"half", [(b"xindex", b"1")])
+    assert area.load_progress(b"c0") == b"half" and area.kv.get(b"xindex") == b"1"
+    assert area.record_attempt(entry, "publisher down").attempts == 1
+    again = area.next_entry(P)
+    assert again is not None and again.stack.last_error == "publisher down"
+    area.finish(again, ok=False, error="entries not found", writes=[(b"xindex", None)])
+    assert area.load_progress(b"c0") is None and area.kv.get(b"xindex") is None
+    done = area.done(b"c0")
+    assert done is not None and not done.ok and done.error == "entries not found"
+
+
+def test_corrupt_record_is_a_typed_error(area: StagingArea) -> None:
+    area.kv.put(staging_keys.publisher(PUB_A), b"\xc1garbage")
+    with pytest.raises(StagingCorrupt):
+        area.publisher(PUB_A)
