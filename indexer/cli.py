@@ -17,6 +17,7 @@ from sync import SyncError
 
 from . import __version__
 from .cli_ad import ad
+from .cli_ingest import ingest
 from .cli_publisher import publisher
 from .cli_serve import serve
 from .errors import CliError
@@ -32,6 +33,7 @@ def cli() -> None:
 
 cli.add_command(ad)
 cli.add_command(publisher)
+cli.add_command(ingest)
 assert serve.name in publisher.commands  # registered on import
 
 

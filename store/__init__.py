@@ -5,15 +5,20 @@ the other three packages.
 """
 
 from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
+from .index import IndexStore, ProviderRecord, ValueRecord, value_key
 from .kv import KV, Tuning, Write
 
 __all__ = [
     "KV",
+    "IndexStore",
+    "ProviderRecord",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
     "StoreLocked",
     "StoreNotFound",
     "Tuning",
+    "ValueRecord",
     "Write",
+    "value_key",
 ]

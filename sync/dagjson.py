@@ -8,6 +8,7 @@ Rules this module keeps:
 - Decoding is lenient where go-ipld-prime is: bytes may be base64 with or without padding
   (real Go-produced ads carry padded base64), and whitespace is allowed.  Anything else that is
   not DAG-JSON raises ``DecodeError``; no msgspec exception escapes.
+- Encoding refuses a map whose only key is ``/`` (reserved: it could not be decoded back).
 - Encoding is canonical: map keys sorted bytewise, no whitespace, unpadded standard base64 for
   bytes, ``{"/": "<cid>"}`` for links.  Its output is byte-identical to the reference
   ``dag-json`` package (tested), ~30x faster.
@@ -38,10 +39,11 @@ _json_encode = msgspec.json.Encoder(order="sorted").encode
 def decode(raw: bytes) -> Node:
     """Decode DAG-JSON bytes into IPLD data-model values."""
     try:
-        value = _json_decode(raw)
+        return _from_json(_json_decode(raw))
     except msgspec.DecodeError as exc:
         raise DecodeError(f"not valid JSON: {exc}") from None
-    return _from_json(value)
+    except RecursionError:
+        raise DecodeError("DAG-JSON nested too deeply") from None
 
 
 def _from_json(value: Any) -> Node:
@@ -78,6 +80,8 @@ def encode(node: Node) -> bytes:
 
 def _to_json(node: Node) -> Any:
     if isinstance(node, dict):
+        if len(node) == 1 and "/" in node:
+            raise ValueError('DAG-JSON reserves maps whose only key is "/"')
         return {_key(k): _to_json(v) for k, v in node.items()}
     if isinstance(node, list | tuple):
         return [_to_json(v) for v in node]

@@ -18,6 +18,7 @@ _TYPE_NAMES = {
     str: "a string",
     bytes: "bytes",
     bool: "a bool",
+    int: "an integer",
     Link: "a link",
     list: "a list",
     dict: "a map",

@@ -25,6 +25,10 @@ def _to_ref(node: object) -> object:
     return node
 
 
+def _not_reserved(node: dict[str, object]) -> bool:
+    return not (len(node) == 1 and "/" in node)
+
+
 leaves = st.one_of(
     st.none(),
     st.booleans(),
@@ -36,7 +40,8 @@ leaves = st.one_of(
 nodes = st.recursive(
     leaves,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4).filter(_not_reserved)
     ),
     max_leaves=12,
 )
@@ -72,6 +77,8 @@ def test_dagjson_accepts_padded_and_unpadded_base64() -> None:
         b'{"/":{"bytes":1}}',
         b'{"/":5}',
         b"[1e999]",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"a":' * 900 + b"1" + b"}" * 900,
     ],
 )
 def test_dagjson_rejects_malformed_input_with_decode_error(raw: bytes) -> None:
@@ -95,3 +102,5 @@ def test_encoders_refuse_values_outside_the_data_model() -> None:
         dagjson.encode(object())
     with pytest.raises(ValueError):
         dagjson.encode(float("nan"))
+    with pytest.raises(ValueError, match="reserves"):
+        dagjson.encode({"/": None})

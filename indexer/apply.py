@@ -1,0 +1,114 @@
+"""Applying one staged advertisement to the index (a worker's unit of work).
+
+Rules this module keeps:
+
+- The provider registry is updated from every ad: addresses (when the ad lists any), publisher,
+  last ad; extended providers are replaced, chain-level when the ad has no ContextID, else for
+  that context; an empty list deletes them (as storetheindex does).
+- ``IsRm`` removes the (provider, ContextID) value record; an ad with ``NoEntries`` sets the
+  context's metadata; an ad marked ``skip_entries`` (removed later in its stack) only updates the
+  registry; an ad staged with an error is marked processed-with-error and applies nothing.
+- Entries are applied block by block; each block's multihashes go in one batch with the walk's
+  progress after it, and the last block's batch also pops the ad and marks it done.  Replaying
+  after a crash resumes at the first block not recorded; every write is idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Literal
+
+import msgspec
+
+from staging import Entry, StagingArea
+from store import IndexStore, ProviderRecord, Write, value_key
+from store.index import ExtendedProviderRecord
+from sync import Advertisement, Link, PeerId, decode_node
+from sync.entries import EntriesProgress, EntriesWalk
+from sync.fetcher import BlockFetcher
+
+__all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
+
+FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[BlockFetcher]]
+# An open fetcher for (publisher, addresses), owned and reused by the caller.
+GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
+Outcome = Literal["indexed", "removed", "metadata", "skipped", "error"]
+
+
+def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) -> list[Write]:
+    prior = index.provider(entry.provider) or ProviderRecord()
+    record = msgspec.structs.replace(
+        prior,
+        addresses=list(ad.addresses) or prior.addresses,
+        publisher=entry.stack.publisher,
+        publisher_addrs=entry.stack.addrs,
+        last_ad=entry.ad.cid,
+        last_ad_time=now,
+        last_error=None,
+    )
+    ep = ad.extended_provider
+    if ep is not None:
+        eps = [ExtendedProviderRecord(p.id, list(p.addresses), p.metadata) for p in ep.providers]
+        if not ad.context_id:
+            record = msgspec.structs.replace(record, extended=eps, extended_override=ep.override)
+        else:
+            per_context = dict(record.context_extended)
+            key = base64.b64encode(ad.context_id).decode()
+            if eps:
+                per_context[key] = eps
+            else:
+                per_context.pop(key, None)
+            record = msgspec.structs.replace(record, context_extended=per_context)
+    if ad.is_rm:
+        per_context = dict(record.context_extended)
+        per_context.pop(base64.b64encode(ad.context_id).decode(), None)
+        record = msgspec.structs.replace(record, context_extended=per_context)
+    return IndexStore.put_provider(entry.provider, record)
+
+
+async def apply_entry(
+    entry: Entry,
+    staging: StagingArea,
+    index: IndexStore,
+    get_fetcher: GetFetcher,
+    *,
+    max_blocks: int = 1_000_000,
+    clock: Callable[[], float] = time.time,
+) -> Outcome:
+    """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped)."""
+    if entry.ad.error is not None:
+        staging.finish(entry, ok=False, error=entry.ad.error)
+        return "error"
+    link = Link(entry.ad.cid)
+    ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
+    registry = _registry(index, entry, ad, clock())
+    if ad.is_rm:
+        removal = IndexStore.remove_context(entry.provider, ad.context_id)
+        staging.finish(entry, ok=True, writes=[*removal, *registry])
+        return "removed"
+    value = IndexStore.put_value(entry.provider, ad.context_id, ad.metadata) if ad.metadata else []
+    if not ad.has_entries:
+        staging.finish(entry, ok=True, writes=[*value, *registry])
+        return "metadata"
+    if entry.ad.skip_entries:
+        staging.finish(entry, ok=True, writes=registry)
+        return "skipped"
+    saved = staging.load_progress(entry.ad.cid)
+    progress = EntriesProgress.decode(saved) if saved else None
+    walk = EntriesWalk(ad.entries, progress=progress, max_blocks=max_blocks)
+    vk = value_key(entry.provider, ad.context_id)
+    first: list[Write] = [*value, *registry]
+    fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
+    while (need := walk.next_block()) is not None:
+        raw = await fetcher.block(need, "EntryChunk")
+        writes = [*first, *IndexStore.put_multihashes(vk, walk.feed(need, raw))]
+        first = []
+        if walk.next_block() is None:
+            staging.finish(entry, ok=True, writes=writes)
+            return "indexed"
+        staging.save_progress(entry, walk.progress.encode(), writes)
+    staging.finish(entry, ok=True, writes=first)
+    return "indexed"

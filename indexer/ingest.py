@@ -1,0 +1,193 @@
+"""The ingest engine: one sync handler per publisher, one worker per provider, one nursery.
+
+Rules this module keeps:
+
+- ``announce`` (from HTTP, gossipsub, the admin API or the poller) wakes the publisher's
+  handler; while a sync runs only the newest pending request is kept.  Handlers exit when they
+  have nothing to do and are started again on the next announce.
+- After every commit, and at start-up, every provider with staged work gets a worker unless it has
+  one: never two workers for one provider, and work for a busy provider waits in its queue.
+- A worker pops and applies its provider's ads one at a time, oldest first.  A transient error
+  (publisher down) keeps the stack intact and retries with exponential backoff; ``BlockNotFound``
+  and ``HashMismatch`` become permanent after ``max_attempts``; a permanent error marks the ad
+  processed-with-error and the worker goes on.
+- At start-up, walks a crash left uncommitted are abandoned before anything else runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from staging import Entry, StagingArea
+from store import KV, IndexStore
+from sync import HashMismatch, Link, PeerId, SyncError
+from sync.errors import BlockNotFound, TransientError
+from sync.fetcher import BlockFetcher
+from sync.syncer import SyncResult, sync_publisher
+from sync.walker import Policy
+
+from .apply import FetcherFactory, apply_entry
+
+__all__ = ["IngestConfig", "Ingester", "OwnProviderPolicy"]
+
+log = structlog.get_logger("ingest")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    segment: int = 2000
+    depth_limit: int = 0  # 0: walk until a known ad (any limit leaves older ads unindexed)
+    max_entry_blocks: int = 1_000_000
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+    max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
+
+
+@dataclass(frozen=True)
+class OwnProviderPolicy:
+    """Publishers publish for themselves, plus any (publisher, provider) pair listed."""
+
+    allowed: frozenset[tuple[bytes, bytes]] = frozenset()
+
+    def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
+        return publisher == provider or (publisher.raw, provider.raw) in self.allowed
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    addrs: list[str]
+    head: Link | None
+
+
+@dataclass
+class Ingester:
+    kv: KV
+    open_fetcher: FetcherFactory
+    policy: Policy = field(default_factory=OwnProviderPolicy)
+    config: IngestConfig = field(default_factory=IngestConfig)
+    clock: Callable[[], float] = time.time
+    results: list[SyncResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.staging = StagingArea(self.kv, self.clock)
+        self.index = IndexStore(self.kv)
+        self._pending: dict[bytes, SyncRequest] = {}
+        self._handlers: set[bytes] = set()
+        self._workers: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        abandoned = self.staging.cleanup_open_walks()
+        if abandoned:
+            log.info("abandoned walks a crash left open", walks=abandoned)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._wake_workers()
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- syncs -----------------------------------------------------------------------------
+
+    def announce(self, publisher: PeerId, addrs: list[str], head: Link | None = None) -> None:
+        """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
+        assert self._nursery is not None, "Ingester.run must be started first"
+        self._pending[publisher.raw] = SyncRequest(addrs, head)
+        if publisher.raw not in self._handlers:
+            self._handlers.add(publisher.raw)
+            self._nursery.start_soon(self._handler, publisher)
+
+    async def _handler(self, publisher: PeerId) -> None:
+        try:
+            while (request := self._pending.pop(publisher.raw, None)) is not None:
+                try:
+                    async with self.open_fetcher(publisher, request.addrs) as fetcher:
+                        result = await sync_publisher(
+                            publisher,
+                            request.addrs,
+                            fetcher,
+                            self.staging,
+                            policy=self.policy,
+                            head=request.head,
+                            segment=self.config.segment,
+                            depth_limit=self.config.depth_limit,
+                        )
+                except SyncError as exc:
+                    log.warning("sync failed", publisher=str(publisher), error=str(exc))
+                    continue
+                self.results.append(result)
+                log.info(
+                    "synced",
+                    publisher=str(publisher),
+                    walked=result.walked,
+                    staged=result.staged,
+                    stop=result.stop.name if result.stop else None,
+                )
+                self._wake_workers()
+        finally:
+            self._handlers.discard(publisher.raw)
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def _wake_workers(self) -> None:
+        assert self._nursery is not None
+        for provider in self.staging.providers():
+            if provider not in self._workers:
+                self._workers.add(provider)
+                self._nursery.start_soon(self._worker, provider)
+
+    async def _worker(self, provider: bytes) -> None:
+        fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = {}
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
+                key = (publisher.raw, tuple(addrs))
+                if key not in fetchers:
+                    opened = self.open_fetcher(publisher, addrs)
+                    fetchers[key] = await stack.enter_async_context(opened)
+                return fetchers[key]
+
+            try:
+                while (entry := self.staging.next_entry(provider)) is not None:
+                    try:
+                        await apply_entry(
+                            entry,
+                            self.staging,
+                            self.index,
+                            get_fetcher,
+                            max_blocks=self.config.max_entry_blocks,
+                            clock=self.clock,
+                        )
+                    except SyncError as exc:
+                        await self._failed(entry, exc)
+            finally:
+                self._workers.discard(provider)
+
+    async def _failed(self, entry: Entry, exc: SyncError) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        retryable = isinstance(exc, TransientError | HashMismatch)
+        limited = isinstance(exc, BlockNotFound | HashMismatch)
+        if not retryable or (limited and entry.stack.attempts + 1 >= self.config.max_attempts):
+            log.warning("ad failed permanently", ad=str(Link(entry.ad.cid)), error=message)
+            self.staging.finish(entry, ok=False, error=message)
+            return
+        stack = self.staging.record_attempt(entry, message)
+        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))
+        log.info("ad will be retried", ad=str(Link(entry.ad.cid)), error=message, delay=delay)
+        await trio.sleep(delay)
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not (self._pending or self._handlers or self._workers)
+
+    async def wait_idle(self, poll: float = 0.01) -> None:
+        """Return once no sync is pending or running and no worker has work."""
+        while not self.idle or self.staging.providers():
+            await trio.sleep(poll)

@@ -1,0 +1,249 @@
+"""A sans-I/O walk over an advertisement's entries: an EntryChunk chain or an IPLD HAMT set.
+
+The walk never fetches anything.  ``next_block()`` names the block it needs, the caller fetches
+it and hands the raw bytes to ``feed``, which returns that block's multihashes.  ``progress`` is
+the state after the last fed block: persist it in the same write batch as that block's
+multihashes, and ``EntriesWalk(root, progress=...)`` continues exactly there.
+
+Rules this module keeps:
+
+- ``feed`` only accepts the link ``next_block()`` returned (anything else is a ``ValueError``: a
+  programmer error), hashes the raw bytes with ``check_block`` before decoding, and validates
+  every multihash as one whole multihash (``SchemaError`` otherwise) before returning any.
+- The root's shape picks the kind, as storetheindex does: a map with a ``hamt`` key is an IPLD
+  HAMT root, anything else must be an EntryChunk.  A chunk's ``Next`` must be a chunk; a HAMT's
+  links must be HAMT nodes.  The kind is kept in ``EntriesProgress.hamt``.
+- HAMT layout, as go-ipld-adl-hamt's ``schema.ipldsch``: the root is ``{hashAlg: Int, bucketSize:
+  Int, hamt: HashMapNode}`` (exactly those keys); a node is the tuple ``[map Bytes, data
+  [Element]]``; an element is a link to another node or a non-empty bucket ``[[key Bytes, value
+  Any], ...]``.  ``map`` is a bitfield of ``2**bitWidth`` bits, so its length is a power of two,
+  and it has exactly one set bit per data element.  Keys are the multihashes; values are ignored
+  (IPNI writes ``true``; storetheindex reads only the keys).  Keys are not re-hashed: placement
+  is not checked, so ``hashAlg`` may be any Int.
+- A HAMT is walked depth-first: a node's children are pushed so its first child comes next, and
+  ``pending`` (a stack, next block last) holds at most depth x fan-out links.  A chain holds at
+  most one.
+- Limits: at most ``max_blocks`` blocks are ever fed.  The walk raises ``ChainTooLong`` as soon as
+  the blocks done plus the links pending exceed it, so ``pending`` never outgrows the limit.  A
+  chain cannot revisit a block (a block cannot contain its own hash), and a malicious HAMT that
+  links one node many times (even exponentially, through shared subtrees) is bounded by that
+  same limit; nothing else de-duplicates links or multihashes.
+- ``NO_ENTRIES`` as the root is an empty walk.  Errors are the ``sync.errors`` types
+  (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``ChainTooLong``); no
+  third-party exception escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .blocks import decode_node
+from .cid import DAG_JSON, Link, check_block, parse_multihash
+from .errors import BadCid, ChainTooLong, DecodeError, SchemaError
+from .fastchunk import decode_dagjson_chunk
+from .fields import check_keys, describe
+from .schema import NO_ENTRIES, EntryChunk
+
+__all__ = ["DEFAULT_MAX_BLOCKS", "EntriesProgress", "EntriesWalk"]
+
+DEFAULT_MAX_BLOCKS = 1_000_000
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Wire(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """The persisted form of ``EntriesProgress``: a msgpack array, version first."""
+
+    version: Literal[1]
+    pending: list[bytes]
+    blocks_done: _Count
+    multihashes_done: _Count
+    hamt: bool
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Wire)
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesProgress:
+    """Where a walk stands: the links still to visit (a stack, next last) and what was done.
+
+    ``hamt`` is True once the root turned out to be a HAMT (it is False before the root is fed).
+    """
+
+    pending: tuple[Link, ...]
+    blocks_done: int = 0
+    multihashes_done: int = 0
+    hamt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.blocks_done < 0 or self.multihashes_done < 0:
+            raise ValueError("progress counters must be non-negative")
+        if not self.hamt and len(self.pending) > 1:
+            raise ValueError("an entry chunk chain has at most one pending link")
+        if self.blocks_done == 0 and (self.hamt or self.multihashes_done):
+            raise ValueError("no block done, yet a kind or multihashes are recorded")
+
+    def encode(self) -> bytes:
+        """Compact bytes (msgpack) for persisting next to the multihashes they account for."""
+        wire = _Wire(
+            1, [p.raw for p in self.pending], self.blocks_done, self.multihashes_done, self.hamt
+        )
+        return _encoder.encode(wire)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> EntriesProgress:
+        """The progress ``encode`` wrote; ``DecodeError`` for anything else."""
+        try:
+            wire = _decoder.decode(raw)
+            pending = tuple(Link.from_bytes(p) for p in wire.pending)
+            return cls(pending, wire.blocks_done, wire.multihashes_done, wire.hamt)
+        except (msgspec.DecodeError, BadCid, ValueError) as exc:
+            raise DecodeError(f"not a valid entries progress record: {exc}") from None
+
+
+class EntriesWalk:
+    """Walks the entries behind ``root``, one block at a time, without doing any I/O."""
+
+    __slots__ = ("_blocks", "_hamt", "_max", "_mhs", "_stack")
+
+    def __init__(
+        self,
+        root: Link,
+        *,
+        progress: EntriesProgress | None = None,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+    ) -> None:
+        if max_blocks < 1:
+            raise ValueError("max_blocks must be at least 1")
+        start = () if root == NO_ENTRIES else (root,)
+        if progress is None:
+            progress = EntriesProgress(start)
+        elif progress.blocks_done == 0 and progress.pending != start:
+            raise ValueError(f"progress does not belong to a walk from {root}")
+        self._stack = list(progress.pending)
+        self._blocks = progress.blocks_done
+        self._mhs = progress.multihashes_done
+        self._hamt = progress.hamt
+        self._max = max_blocks
+
+    def next_block(self) -> Link | None:
+        """The next block to fetch and ``feed``; None once the walk is finished."""
+        if not self._stack:
+            return None
+        if self._blocks + len(self._stack) > self._max:
+            raise ChainTooLong(
+                f"entries need more than {self._max} blocks "
+                f"({self._blocks} done, {len(self._stack)} pending)"
+            )
+        return self._stack[-1]
+
+    @property
+    def finished(self) -> bool:
+        return not self._stack
+
+    @property
+    def progress(self) -> EntriesProgress:
+        """The state after the last fed block (persist it with that block's multihashes)."""
+        return EntriesProgress(tuple(self._stack), self._blocks, self._mhs, self._hamt)
+
+    def feed(self, link: Link, raw: bytes) -> list[bytes]:
+        """Check and decode the block ``next_block()`` asked for; return its multihashes."""
+        expected = self.next_block()
+        if expected is None or link != expected:
+            raise ValueError(f"fed {link}, but the walk needs {expected}")
+        check_block(link, raw)
+        is_root = self._blocks == 0
+        is_hamt = self._hamt
+        if is_hamt:
+            mhs, children = _hamt_node(decode_node(raw, link.codec), "HashMapNode")
+        else:
+            node = _chunk_or_root(link, raw)
+            if isinstance(node, EntryChunk):
+                node.validate()
+                mhs = list(node.entries)
+                children = [] if node.next is None else [node.next]
+            elif is_root:
+                mhs, children = _hamt_root(node)
+                is_hamt = True
+            else:
+                raise SchemaError("a chunk's Next links to a HAMT root, not to an EntryChunk")
+        pending = len(self._stack) - 1 + len(children)
+        if self._blocks + 1 + pending > self._max:
+            raise ChainTooLong(
+                f"entries need more than {self._max} blocks "
+                f"({self._blocks + 1} done, {pending} pending)"
+            )
+        self._stack.pop()
+        self._stack.extend(reversed(children))
+        self._blocks += 1
+        self._mhs += len(mhs)
+        self._hamt = is_hamt
+        return mhs
+
+
+def _chunk_or_root(link: Link, raw: bytes) -> EntryChunk | dict[str, Any]:
+    """The block as an EntryChunk, or as a decoded map when it has a ``hamt`` key."""
+    if link.codec == DAG_JSON:
+        fast = decode_dagjson_chunk(raw)
+        if fast is not None:
+            return EntryChunk(entries=fast[0], next=fast[1])
+    node = decode_node(raw, link.codec)
+    if isinstance(node, dict) and "hamt" in node:
+        return node
+    return EntryChunk.from_node(node)
+
+
+def _hamt_root(node: Any) -> tuple[list[bytes], list[Link]]:
+    what = "HashMapRoot"
+    root = check_keys(node, what, {"hashAlg", "bucketSize", "hamt"}, set())
+    for name in ("hashAlg", "bucketSize"):
+        if type(root[name]) is not int:
+            raise SchemaError(f"{what}.{name} must be an int, got {describe(root[name])}")
+    return _hamt_node(root["hamt"], f"{what}.hamt")
+
+
+def _hamt_node(node: Any, what: str) -> tuple[list[bytes], list[Link]]:
+    if type(node) is not list or len(node) != 2:
+        raise SchemaError(f"{what} must be a list [map, data], got {describe(node)}")
+    bitmap, data = node
+    if type(bitmap) is not bytes:
+        raise SchemaError(f"{what}.map must be bytes, got {describe(bitmap)}")
+    if type(data) is not list:
+        raise SchemaError(f"{what}.data must be a list, got {describe(data)}")
+    size = len(bitmap)
+    if size == 0 or size & (size - 1):
+        raise SchemaError(f"{what}.map is {size} bytes, not a power of two")
+    bits = int.from_bytes(bitmap, "big").bit_count()
+    if bits != len(data):
+        raise SchemaError(f"{what}.map has {bits} bits set for {len(data)} data elements")
+    mhs: list[bytes] = []
+    children: list[Link] = []
+    for i, element in enumerate(data):
+        if type(element) is Link:
+            children.append(element)
+        elif type(element) is list and element:
+            for j, entry in enumerate(element):
+                where = f"{what}.data[{i}][{j}]"
+                if type(entry) is not list or len(entry) != 2:
+                    raise SchemaError(f"{where} must be a list [key, value], got {describe(entry)}")
+                mhs.append(_multihash(entry[0], f"{where}.key"))
+        else:
+            raise SchemaError(f"{what}.data[{i}] must be a link or a non-empty bucket")
+    return mhs, children
+
+
+def _multihash(key: Any, what: str) -> bytes:
+    if type(key) is not bytes:
+        raise SchemaError(f"{what} must be bytes, got {describe(key)}")
+    try:
+        _, end = parse_multihash(key)
+    except BadCid as exc:
+        raise SchemaError(f"{what} is not a multihash: {exc}") from None
+    if end != len(key):
+        raise SchemaError(f"{what} has bytes after its multihash")
+    return key

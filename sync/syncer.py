@@ -1,0 +1,107 @@
+"""One sync of one publisher: the I/O adapter around ``ChainWalk``.
+
+Rules this module keeps:
+
+- The head comes from the announce (or admin request) when it names one, else from the
+  publisher's signed head, which must be signed by the publisher (``BlockFetcher.head``).
+- Walked ads are spilled into the staging area every ``segment`` ads (2,000 by default), so memory
+  stays flat whatever the chain's length; nothing is visible to workers until the walk commits.
+- The commit (stack headers + the publisher's cursor, one synced batch) runs without awaiting, so
+  trio itself serializes commits; ``commit_walk`` re-checks against walks that committed meanwhile.
+- Any failure abandons the walk (its spilled ads are deleted), records the error on the
+  publisher and propagates: the publisher's cursor has not moved, a later sync starts over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from staging import StagedAd, StagingArea
+
+from .cid import Link
+from .errors import SyncError
+from .fetcher import BlockFetcher
+from .peer import PeerId
+from .walker import ChainWalk, Policy, StopReason
+
+__all__ = ["SyncResult", "sync_publisher"]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    publisher: PeerId
+    head: Link | None
+    walked: int = 0
+    staged: dict[str, int] = field(default_factory=dict)
+    stop: StopReason | None = None
+    detail: str | None = None
+
+
+async def sync_publisher(
+    publisher: PeerId,
+    addrs: Sequence[str],
+    fetcher: BlockFetcher,
+    staging: StagingArea,
+    *,
+    policy: Policy,
+    head: Link | None = None,
+    segment: int = 2000,
+    depth_limit: int = 0,
+    on_walked: Callable[[int], None] | None = None,
+) -> SyncResult:
+    """Walk the publisher's chain from ``head`` and stage every new ad."""
+    if head is None:
+        signed = await fetcher.head()
+        if signed is None:
+            return SyncResult(publisher, None)
+        head = signed.head
+    cursor = staging.publisher(publisher.raw).latest_scanned
+    base_seq = staging.commit_seq()
+    walk_id = staging.begin_walk(publisher.raw, addrs, head.raw)
+    walker = ChainWalk(
+        head,
+        publisher,
+        is_known=lambda link: staging.is_known(link.raw),
+        policy=policy,
+        latest=Link(cursor) if cursor else None,
+        depth_limit=depth_limit,
+    )
+    counts: dict[bytes, int] = {}
+    buffer: list[tuple[bytes, int, StagedAd]] = []
+    try:
+        while (need := walker.next_block()) is not None:
+            raw = await fetcher.block(need, "Advertisement")
+            walked = walker.feed(need, raw)
+            if walked is None:
+                continue
+            provider = walked.provider.raw
+            pos = counts.get(provider, 0)
+            counts[provider] = pos + 1
+            ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
+            buffer.append((provider, pos, ad))
+            if len(buffer) >= segment:
+                staging.spill(walk_id, buffer)
+                buffer.clear()
+            if on_walked is not None:
+                on_walked(walker.count)
+        staging.spill(walk_id, buffer)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            staging.abandon_walk(walk_id)
+            if isinstance(exc, SyncError):
+                staging.set_publisher_error(publisher.raw, f"{type(exc).__name__}: {exc}")
+        raise
+    kept = staging.commit_walk(walk_id, counts, base_seq=base_seq)
+    if walker.stop_reason in (StopReason.NOT_ALLOWED, StopReason.BROKEN):
+        staging.set_publisher_error(publisher.raw, walker.stop_detail)
+    return SyncResult(
+        publisher,
+        head,
+        walker.count,
+        {str(PeerId(p)): n for p, n in kept.items()},
+        walker.stop_reason,
+        walker.stop_detail,
+    )

@@ -1,0 +1,107 @@
+"""Ingest end to end, in process: a real publisher over HTTP, a real LevelDB, the Ingester."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from indexer.ingest import IngestConfig, Ingester
+from store import KV, value_key
+from sync import Link, PeerId
+from sync.fetcher import BlockFetcher, open_fetcher
+from sync.httpserver import serve_tcp
+from sync.ipnisync import ipnisync_handler
+from sync.metadata import bitswap, ipfs_gateway_http
+from sync.publisher import Publisher
+from sync.pubstore import PublisherConfig
+
+from ..builders import multihash
+
+
+@asynccontextmanager
+async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
+    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
+        yield fetcher
+
+
+class Rig:
+    """A publisher served over HTTP and an ingester, in one nursery."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.pub = Publisher.init(tmp_path / "pub", ["/ip4/10.0.0.1/tcp/4001"])
+        self.pub.store.set_config(
+            PublisherConfig(chunk_size=7, addresses=["/ip4/10.0.0.1/tcp/4001"])
+        )
+        self.kv = KV(tmp_path / "indexer")
+        self.ingester = Ingester(self.kv, http_fetcher, config=IngestConfig(segment=3))
+        self.addr = ""
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        listeners = await nursery.start(serve_tcp, ipnisync_handler(self.pub), "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        self.addr = f"/ip4/127.0.0.1/tcp/{port}/http"
+        await nursery.start(self.ingester.run)
+
+    async def sync(self, head: Link | None = None) -> None:
+        self.ingester.announce(self.pub.peer_id, [self.addr], head)
+        with trio.fail_after(30):
+            await self.ingester.wait_idle()
+
+    def providers_of(self, mh: bytes) -> list[tuple[bytes, bytes]]:
+        return [(r.context_id, r.metadata) for r in self.ingester.index.lookup(mh)]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    r = Rig(tmp_path)
+    yield r  # type: ignore[misc]
+    r.pub.close()
+    r.kv.close()
+
+
+async def test_chain_is_indexed_and_resyncs_walk_only_new_ads(rig: Rig) -> None:
+    pub = rig.pub
+    pub.add(b"A", [multihash(i) for i in range(20)], bitswap())  # 3 chunks
+    pub.add(b"B", [multihash(i) for i in range(20, 25)], bitswap())
+    pub.remove(b"A")
+    pub.add(b"C", [multihash(i) for i in range(30, 40)], bitswap())
+    pub.update_metadata(b"C", ipfs_gateway_http())
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.sync()
+        [result] = rig.ingester.results
+        assert result.walked == 5 and result.staged == {str(pub.peer_id): 5}
+        assert all(rig.providers_of(multihash(i)) == [] for i in range(20))  # removed
+        assert rig.providers_of(multihash(22)) == [(b"B", bitswap())]
+        assert rig.providers_of(multihash(35)) == [(b"C", ipfs_gateway_http())]
+        for record in pub.chain():
+            done = rig.ingester.staging.done(Link.parse(record.cid).raw)
+            assert done is not None and done.ok
+        provider = rig.ingester.index.provider(pub.peer_id.raw)
+        assert provider is not None and provider.addresses == ["/ip4/10.0.0.1/tcp/4001"]
+        assert provider.last_ad == Link.parse(pub.chain()[0].cid).raw
+
+        pub.add(b"D", [multihash(50)], bitswap())
+        await rig.sync()
+        assert rig.ingester.results[-1].walked == 1
+        assert rig.providers_of(multihash(50)) == [(b"D", bitswap())]
+        old = Link.parse(pub.chain()[3].cid)
+        await rig.sync(old)  # re-announcing an old ad never rescans
+        assert rig.ingester.results[-1].walked == 0
+        assert rig.ingester.staging.latest_processed(pub.peer_id.raw) == pub.head().raw  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_entries_of_an_ad_removed_later_are_never_fetched(rig: Rig) -> None:
+    rig.pub.add(b"X", [multihash(i) for i in range(10)], bitswap())
+    rig.pub.remove(b"X")
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.sync()
+        assert rig.ingester.index.count_keys() == 0  # nothing was fetched or written
+        assert rig.ingester.index.value(value_key(rig.pub.peer_id.raw, b"X")) is None
+        nursery.cancel_scope.cancel()
