@@ -12,6 +12,8 @@ Rules this module keeps:
   and ``HashMismatch`` become permanent after ``max_attempts``; a permanent error marks the ad
   processed-with-error and the worker goes on.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs.
+- With ``poll_interval`` set, every known publisher is re-checked that often at its last
+  addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class IngestConfig:
     retry_base: float = 1.0
     retry_max: float = 300.0
     max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
+    poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,19 @@ class Ingester:
             self._nursery = nursery
             self._wake_workers()
             task_status.started()
-            await trio.sleep_forever()
+            while True:
+                if self.config.poll_interval <= 0:
+                    await trio.sleep_forever()
+                await trio.sleep(self.config.poll_interval)
+                self.poll_known_publishers()
+
+    def poll_known_publishers(self) -> int:
+        """Re-check every publisher the staging area knows, at its last addresses."""
+        known = self.staging.known_publishers()
+        for publisher, addrs in known:
+            if addrs and publisher not in self._pending:
+                self.announce(PeerId(publisher), addrs)
+        return len(known)
 
     # --- syncs -----------------------------------------------------------------------------
 

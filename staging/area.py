@@ -172,6 +172,13 @@ class StagingArea:
         record = self._get(keys.publisher(publisher), PublisherRecord)
         return record if isinstance(record, PublisherRecord) else PublisherRecord()
 
+    def known_publishers(self) -> list[tuple[bytes, list[str]]]:
+        """Every publisher (peer ID bytes) with a record, and the addresses of its last sync."""
+        return [
+            (key[2 : 2 + key[1]], decode(raw, PublisherRecord, key).addrs)
+            for key, raw in self.kv.scan(b"P")
+        ]
+
     def set_publisher_error(self, publisher: bytes, error: str | None) -> None:
         prior = self.publisher(publisher)
         updated = msgspec.structs.replace(prior, last_sync=self.clock(), last_error=error)

@@ -14,6 +14,8 @@ from sync import (
     Link,
     PrivateKey,
     Provider,
+    SignedHead,
+    encode_block,
     sign_advertisement,
 )
 from sync.cid import DAG_JSON, SHA2_256, encode_uvarint
@@ -82,3 +84,56 @@ def varint(n: int) -> bytes:
 
 
 __all__ = ["KeyType", "key", "link", "make_ad", "make_chunk", "multihash", "varint"]
+
+
+class ChainBuilder:
+    """An ad chain built oldest first, with its blocks, as a publisher would serve it.
+
+    It is a ``sync.ipnisync.BlockSource``: ``serving_as(key)`` gives a source whose head is
+    signed by another publisher key (a relay serving the same chain).
+    """
+
+    def __init__(self, chunk_size: int = 4) -> None:
+        self.blocks: dict[Link, bytes] = {}
+        self.head_link: Link | None = None
+        self.order: list[tuple[Link, frozenset[bytes]]] = []
+        self.chunk_size = chunk_size
+        self.head_key: PrivateKey | None = None
+
+    def add(self, signer: PrivateKey, mhs: list[bytes] | None = None, **kw: object) -> Link:
+        entries = NO_ENTRIES
+        if mhs:
+            nxt: Link | None = None
+            for start in reversed(range(0, len(mhs), self.chunk_size)):
+                chunk = EntryChunk(tuple(mhs[start : start + self.chunk_size]), nxt)
+                nxt, raw = encode_block(chunk.to_node())
+                self.blocks[nxt] = raw
+            assert nxt is not None
+            entries = nxt
+        ad = make_ad(signer, previous=self.head_link, entries=entries, **kw)  # type: ignore[arg-type]
+        cid, raw = encode_block(ad.to_node())
+        self.blocks[cid], self.head_link = raw, cid
+        self.order.append((cid, frozenset(mhs or ())))
+        self.head_key = self.head_key or signer
+        return cid
+
+    def head(self) -> Link | None:
+        return self.head_link
+
+    def signed_head(self) -> bytes | None:
+        if self.head_link is None or self.head_key is None:
+            return None
+        return SignedHead.create(self.head_link, self.head_key).encode()
+
+    def block(self, link: Link) -> bytes | None:
+        return self.blocks.get(link)
+
+    def serving_as(self, key: PrivateKey) -> ChainBuilder:
+        relay = ChainBuilder(self.chunk_size)
+        relay.blocks, relay.head_link, relay.order, relay.head_key = (
+            self.blocks,
+            self.head_link,
+            self.order,
+            key,
+        )
+        return relay

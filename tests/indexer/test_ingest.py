@@ -105,3 +105,16 @@ async def test_entries_of_an_ad_removed_later_are_never_fetched(rig: Rig) -> Non
         assert rig.ingester.index.count_keys() == 0  # nothing was fetched or written
         assert rig.ingester.index.value(value_key(rig.pub.peer_id.raw, b"X")) is None
         nursery.cancel_scope.cancel()
+
+
+async def test_polling_finds_new_ads_without_an_announce(rig: Rig) -> None:
+    rig.pub.add(b"P", [multihash(1)], bitswap())
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        await rig.sync()
+        rig.pub.add(b"Q", [multihash(2)], bitswap())
+        assert rig.ingester.poll_known_publishers() == 1  # what the poll loop does each interval
+        with trio.fail_after(30):
+            await rig.ingester.wait_idle()
+        assert rig.providers_of(multihash(2)) == [(b"Q", bitswap())]
+        nursery.cancel_scope.cancel()
