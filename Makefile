@@ -35,7 +35,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 # Regenerate requirements.lock from a fresh resolve of pyproject.toml (needs the registry).
 lock:

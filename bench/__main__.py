@@ -1,19 +1,35 @@
-"""``make bench``: run every benchmark and print one JSON document."""
+"""``make bench`` (or ``python -m bench [NAME ...]``): run benchmarks, print one JSON document.
+
+Names: ``codecs``, ``ingest``, ``memory`` (slow: ingests a 100k-ad chain); default: all.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
-from . import codecs
+from . import codecs, ingest
+
+BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
+    "codecs": codecs.run,
+    "ingest": ingest.throughput,
+    "memory": ingest.memory,
+}
 
 
-def main() -> int:
-    results = {"codecs": codecs.run()}
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
+        return 2
+    results = {name: BENCHES[name]() for name in names}
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

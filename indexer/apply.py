@@ -9,7 +9,9 @@ Rules this module keeps:
   context's metadata; an ad marked ``skip_entries`` (removed later in its stack) only updates the
   registry; an ad staged with an error is marked processed-with-error and applies nothing.
 - Entries are applied block by block; each block's multihashes go in one batch with the walk's
-  progress after it, and the last block's batch also pops the ad and marks it done.  Replaying
+  progress after it, and the last block's batch also pops the ad and marks it done.  A block's
+  batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
+  decoded; batches are still written strictly in order, one at a time.  Replaying
   after a crash resumes at the first block not recorded; every write is idempotent.
 """
 
@@ -22,6 +24,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Literal
 
 import msgspec
+import trio
 
 from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write, value_key
@@ -102,13 +105,27 @@ async def apply_entry(
     vk = value_key(entry.provider, ad.context_id)
     first: list[Write] = [*value, *registry]
     fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
-    while (need := walk.next_block()) is not None:
-        raw = await fetcher.block(need, "EntryChunk")
-        writes = [*first, *IndexStore.put_multihashes(vk, walk.feed(need, raw))]
+    need = walk.next_block()
+    if need is None:
+        staging.finish(entry, ok=True, writes=first)
+        return "indexed"
+    mhs = walk.feed(need, await fetcher.block(need, "EntryChunk"))
+    while True:
+        writes = [*first, *IndexStore.put_multihashes(vk, mhs)]
         first = []
-        if walk.next_block() is None:
+        nxt = walk.next_block()
+        if nxt is None:
             staging.finish(entry, ok=True, writes=writes)
             return "indexed"
-        staging.save_progress(entry, walk.progress.encode(), writes)
-    staging.finish(entry, ok=True, writes=first)
-    return "indexed"
+        state = walk.progress.encode()  # the state after this block, before the next one
+        # LevelDB's write releases the GIL: write this block in a thread while the next one is
+        # fetched and decoded.  The next batch is built only after this one is durable.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_save_progress, staging, entry, state, writes)
+            mhs = walk.feed(nxt, await fetcher.block(nxt, "EntryChunk"))
+
+
+async def _save_progress(
+    staging: StagingArea, entry: Entry, progress: bytes, writes: list[Write]
+) -> None:
+    await trio.to_thread.run_sync(staging.save_progress, entry, progress, writes)

@@ -126,7 +126,7 @@ async def _respond(
     if isinstance(body, bytes):
         wants_gzip = request is not None and "gzip" in request.header("accept-encoding")
         if response.compressible and wants_gzip and len(body) >= _GZIP_MIN:
-            body = gzip.compress(body, compresslevel=5)
+            body = gzip.compress(body, compresslevel=1)  # ~3x faster than 5, ~same ratio here
             headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
         headers.append((b"content-length", str(len(body)).encode()))
         await _send(conn, stream, _status_line(response.status, headers))

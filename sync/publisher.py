@@ -75,6 +75,7 @@ class Publisher:
     def __init__(self, data_dir: Path, key: PrivateKey, kv: KV) -> None:
         self.data_dir = data_dir
         self.key = key
+        self._peer_id = key.peer_id()
         self.store = PublisherStore(kv)
 
     @property
@@ -83,7 +84,7 @@ class Publisher:
 
     @property
     def peer_id(self) -> PeerId:
-        return self.key.peer_id()
+        return self._peer_id
 
     @classmethod
     def init(

@@ -1,0 +1,154 @@
+"""Ingest end to end beside the raw LevelDB limit, and memory against chain length.
+
+- ``throughput``: ``indexer publisher serve`` (its own process, as a publisher is another
+  machine) serves ``ADS`` ads of ``PER_AD`` multihashes over HTTP on 127.0.0.1; an in-process
+  ``Ingester`` syncs and indexes them.  The limit is raw plyvel
+  ``WriteBatch`` puts of exactly the index keys written, in batches of one chunk, in the same run.
+- ``memory``: ``indexer ingest`` in a subprocess, for a chain of 1k ads and of 100k ads (one
+  multihash each); peak RSS of each, and their ratio (the target is within 1.5x).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import trio
+
+from indexer.ingest import Ingester
+from store import KV, value_key
+from sync import PeerId
+from sync.fetcher import BlockFetcher, open_fetcher
+from sync.metadata import bitswap
+from sync.publisher import Publisher
+
+ADS = 20
+PER_AD = 16_384
+
+
+def _mh(i: int) -> bytes:
+    return b"\x12\x20" + hashlib.sha256(i.to_bytes(8, "big")).digest()
+
+
+@asynccontextmanager
+async def _fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
+    async with open_fetcher(addrs, publisher) as fetcher:
+        yield fetcher
+
+
+async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
+    async with trio.open_nursery() as nursery:
+        ingester = Ingester(kv, _fetcher)
+        await nursery.start(ingester.run)
+        start = time.perf_counter()
+        ingester.announce(peer, [addr])
+        await ingester.wait_idle(poll=0.001)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return elapsed
+
+
+@contextmanager
+def _served(data_dir: Path) -> Iterator[str]:
+    """``indexer publisher serve`` in its own process (a publisher is another machine)."""
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "publisher", "serve", "--data-dir", str(data_dir),
+         "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        yield str(json.loads(serve.stdout.readline())["http_multiaddr"]).rsplit("/p2p/", 1)[0]
+    finally:
+        serve.terminate()
+        serve.wait()
+
+
+def _raw_puts(path: Path, keys: list[bytes]) -> float:
+    db = plyvel.DB(
+        str(path),
+        create_if_missing=True,
+        write_buffer_size=64 << 20,
+        lru_cache_size=256 << 20,
+        bloom_filter_bits=10,
+        block_size=16 << 10,
+    )
+    start = time.perf_counter()
+    for i in range(0, len(keys), PER_AD):
+        with db.write_batch() as batch:
+            for key in keys[i : i + PER_AD]:
+                batch.put(key, b"")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return len(keys) / elapsed
+
+
+def throughput() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pub = Publisher.init(Path(tmp) / "pub")
+        for a in range(ADS):
+            pub.add(f"ctx{a}".encode(), [_mh(a * PER_AD + i) for i in range(PER_AD)], bitswap())
+        pub.close()
+        with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
+            elapsed = trio.run(_ingest, pub.peer_id, addr, kv)
+        total = ADS * PER_AD
+        vks = [value_key(pub.peer_id.raw, f"ctx{a}".encode()) for a in range(ADS)]
+        keys = [b"i" + _mh(a * PER_AD + i) + vks[a] for a in range(ADS) for i in range(PER_AD)]
+        raw = _raw_puts(Path(tmp) / "raw", keys)
+    ours = total / elapsed
+    return {
+        "ads": ADS,
+        "multihashes": total,
+        "ingest_multihashes_per_s": round(ours),
+        "raw_plyvel_writebatch_puts_per_s": round(raw),
+        "ratio_to_raw": round(ours / raw, 3),
+        "target_ratio": 0.5,
+    }
+
+
+def _peak_rss_of_ingest(ads: int, tmp: Path) -> int:
+    pub = Publisher.init(tmp / f"pub{ads}")
+    for a in range(ads):
+        pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
+    peer = pub.peer_id
+    pub.close()
+    indexer = [sys.executable, "-m", "indexer"]
+    with _served(tmp / f"pub{ads}") as addr:
+        script = (
+            "import resource, subprocess, sys\n"
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL,"
+            " stderr=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        )
+        target = f"{addr}/p2p/{peer}"
+        command = [*indexer, "ingest", "--data-dir", str(tmp / f"idx{ads}"), "--publisher", target]
+        out = subprocess.run([sys.executable, "-c", script, *command], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        return int(out.stdout.strip()) * 1024
+
+
+def memory(small: int = 1_000, large: int = 100_000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_small = _peak_rss_of_ingest(small, Path(tmp))
+        rss_large = _peak_rss_of_ingest(large, Path(tmp))
+    return {
+        "chain_ads": [small, large],
+        "peak_rss_mib": [round(rss_small / 2**20, 1), round(rss_large / 2**20, 1)],
+        "ratio": round(rss_large / rss_small, 3),
+        "target_ratio_at_most": 1.5,
+        "bench_process_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+    }
