@@ -100,9 +100,8 @@ class PublisherNode:
             yield []
             return
         from sync.gossip import open_gossip  # imported lazily: py-libp2p is slow to import
-        from sync.p2phttp import serve_http_over_libp2p
-
         from sync.p2p import host_addrs, open_host
+        from sync.p2phttp import serve_http_over_libp2p
 
         async with open_host(self.publisher.key, list(self.config.p2p_listen)) as host:
             serve_http_over_libp2p(host, handler, {IPNI_PATH: IPNI_PATH + "/"})
