@@ -19,7 +19,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -102,6 +102,11 @@ class IndexStore:
             if len(vk) == 8 and (record := self.value(vk)) is not None:
                 out.append(record)
         return out
+
+    def providers(self) -> Iterator[tuple[bytes, ProviderRecord]]:
+        """Every provider in the registry (peer ID bytes, record), in key order."""
+        for key, raw in self.kv.scan(b"r"):
+            yield key[1:], msgspec.msgpack.decode(raw, type=ProviderRecord)
 
     def count_keys(self) -> int:
         return sum(1 for _ in self.kv.scan(b"i"))
