@@ -3,8 +3,9 @@
 Rules this module keeps:
 
 - The provider registry is updated from every ad: addresses (when the ad lists any), publisher,
-  last ad; extended providers are replaced, chain-level when the ad has no ContextID, else for
-  that context; an empty list deletes them (as storetheindex does).
+  last ad (a later success keeps the last ingest error: it is history, not state); extended
+  providers are replaced, chain-level when the ad has no ContextID, else for that context; an
+  empty list deletes them (as storetheindex does).
 - ``IsRm`` removes the (provider, ContextID) value record; an ad with ``NoEntries`` sets the
   context's metadata; an ad marked ``skip_entries`` (removed later in its stack) only updates the
   registry; an ad staged with an error is marked processed-with-error and applies nothing.
@@ -50,7 +51,6 @@ def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) ->
         publisher_addrs=entry.stack.addrs,
         last_ad=entry.ad.cid,
         last_ad_time=now,
-        last_error=None,
     )
     ep = ad.extended_provider
     if ep is not None:

@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
 import trio
 
 from staging import Entry, StagingArea
-from store import KV, IndexStore
+from store import KV, IndexStore, ProviderRecord
 from sync import HashMismatch, Link, PeerId, SyncError
 from sync.errors import BlockNotFound, TransientError
 from sync.fetcher import BlockFetcher
@@ -189,7 +190,14 @@ class Ingester:
         limited = isinstance(exc, BlockNotFound | HashMismatch)
         if not retryable or (limited and entry.stack.attempts + 1 >= self.config.max_attempts):
             log.warning("ad failed permanently", ad=str(Link(entry.ad.cid)), error=message)
-            self.staging.finish(entry, ok=False, error=message)
+            prior = self.index.provider(entry.provider) or ProviderRecord()
+            record = msgspec.structs.replace(prior, last_error=message)
+            self.staging.finish(
+                entry,
+                ok=False,
+                error=message,
+                writes=IndexStore.put_provider(entry.provider, record),
+            )
             return
         stack = self.staging.record_attempt(entry, message)
         delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))

@@ -183,6 +183,8 @@ async def test_transient_failures_retry_and_missing_entries_become_permanent(kv:
     done = [ingester.staging.done(c.raw) for c, _ in chain.order]
     assert [d is not None and d.ok for d in done] == [True, False, True]
     assert "BlockNotFound" in (done[1].error or "")  # type: ignore[union-attr]
+    record = ingester.index.provider(pub.peer_id().raw)
+    assert record is not None and "BlockNotFound" in (record.last_error or "")
     assert owner(ingester, multihash(0)) == [pub.peer_id()]
     assert owner(ingester, multihash(20)) == [pub.peer_id()]  # the worker went on
 
