@@ -11,7 +11,7 @@ Rules this module keeps:
   ``block(link, kind)`` sends go-libipni's ``Ipni-Cid-Schema-Type: Advertisement|EntryChunk``.
 - Bodies are capped (4 MiB by default, the head at 64 KiB): a body is streamed (gzip decoded
   here, output-limited) and reading stops past the cap with ``BlockTooLarge``.  Over libp2p the
-  transport buffers a whole body: one past twice the cap fails there, as ``FetchFailed``.
+  transport buffers a whole body and stops past twice the cap: also ``BlockTooLarge``.
 - Errors: connect errors, timeouts (a total deadline per request, as Go's ``Client.Timeout``),
   broken transfers and unexpected statuses (5xx, 3xx loops, 204 for a block) are
   ``FetchFailed``; 404 is ``BlockNotFound``.  No httpx or libp2p exception escapes.
@@ -53,6 +53,7 @@ __all__ = [
     "BlockFetcher",
     "HttpFetcher",
     "Libp2pFetcher",
+    "ResponseTooLarge",
     "SchemaKind",
     "open_fetcher",
 ]
@@ -71,6 +72,10 @@ class BlockFetcher(Protocol):
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes: ...
 
     async def aclose(self) -> None: ...
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """Raised by a transport whose response body went past its cap (reported as BlockTooLarge)."""
 
 
 @functools.cache
@@ -142,6 +147,8 @@ class HttpFetcher:
                     async with self._client.stream("GET", url, headers=headers) as response:
                         body = await _body(response, url, cap, allow_empty)
             except (httpx.TransportError, trio.TooSlowError) as exc:
+                if isinstance(exc, ResponseTooLarge):  # the libp2p transport's cap
+                    raise BlockTooLarge(f"{url}: {exc}") from None
                 failures.append(f"{url}: {exc!r}")
                 continue  # unreachable, or broke off: try the next address
             except httpx.HTTPError as exc:  # e.g. a redirect loop: the address answered

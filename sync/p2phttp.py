@@ -33,6 +33,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.peerinfo import PeerInfo
 
+from .fetcher import ResponseTooLarge
 from .httpserver import Handler, Request, Response, serve_connection
 from .p2p import peer_info
 
@@ -40,6 +41,7 @@ __all__ = [
     "HTTP_PROTOCOL",
     "WELL_KNOWN_PROTOCOLS",
     "Libp2pTransport",
+    "ResponseTooLarge",
     "StreamAdapter",
     "fetch_over_libp2p",
     "serve_http_over_libp2p",
@@ -229,7 +231,9 @@ class Libp2pTransport(httpx.AsyncBaseTransport):
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self._max_response:
-                    raise httpx.RemoteProtocolError("response body too large", request=request)
+                    raise ResponseTooLarge(
+                        f"response body over {self._max_response} bytes", request=request
+                    )
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):

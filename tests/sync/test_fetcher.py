@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import socket
 import subprocess
 import sys
@@ -353,7 +354,8 @@ async def test_fetch_over_libp2p() -> None:
 
     small_link, small = encode_block({"hello": "world"})
     big_link, big = encode_block({"padding": "x" * 70_000})
-    source = MemorySource((small_link, small), (big_link, big))
+    huge_link, huge = encode_block({"padding": random.randbytes(400_000)})  # past the transport cap
+    source = MemorySource((small_link, small), (big_link, big), (huge_link, huge))
     with trio.fail_after(20):
         async with open_host(KEY, LOOPBACK) as server, open_host(OTHER, LOOPBACK) as client:
             addrs = host_addrs(server)
@@ -371,6 +373,8 @@ async def test_fetch_over_libp2p() -> None:
                     await fetcher.block(encode_block({"x": 1})[0])
                 with pytest.raises(BlockTooLarge):
                     await fetcher.block(big_link)
+                with pytest.raises(BlockTooLarge):
+                    await fetcher.block(huge_link)
             wrong = PrivateKey.generate().peer_id()
             bare = [a.rsplit("/p2p/", 1)[0] for a in addrs]
             async with open_fetcher(bare, wrong, host=client, timeout=5) as impostor:
