@@ -11,7 +11,8 @@ Rules this module keeps:
   (publisher down) keeps the stack intact and retries with exponential backoff; ``BlockNotFound``
   and ``HashMismatch`` become permanent after ``max_attempts``; a permanent error marks the ad
   processed-with-error and the worker goes on.
-- At start-up, walks a crash left uncommitted are abandoned before anything else runs.
+- At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
+  every recorded announce whose head is not yet staged is replayed.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
   addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
@@ -93,6 +94,9 @@ class Ingester:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._wake_workers()
+            for publisher, record in self.staging.unsynced_announces():
+                log.info("replaying an announce accepted before a restart", head=record.head.hex())
+                self.announce(PeerId(publisher), record.addrs, Link(record.head))
             task_status.started()
             while True:
                 if self.config.poll_interval <= 0:
@@ -205,6 +209,11 @@ class Ingester:
         await trio.sleep(delay)
 
     # --- state -----------------------------------------------------------------------------
+
+    @property
+    def pending_publishers(self) -> int:
+        """Publishers with a sync waiting or running."""
+        return len(self._pending.keys() | self._handlers)
 
     @property
     def idle(self) -> bool:

@@ -6,9 +6,17 @@ It may import ``store`` and nothing else of this project.  See ``area.py`` for t
 
 from .area import Entry, StagingArea
 from .errors import StagingCorrupt, StagingError
-from .records import DoneRecord, PublisherRecord, StackRecord, StagedAd, WalkRecord
+from .records import (
+    AnnounceRecord,
+    DoneRecord,
+    PublisherRecord,
+    StackRecord,
+    StagedAd,
+    WalkRecord,
+)
 
 __all__ = [
+    "AnnounceRecord",
     "DoneRecord",
     "Entry",
     "PublisherRecord",

@@ -29,6 +29,7 @@ from store import KV, Write
 
 from . import keys
 from .records import (
+    AnnounceRecord,
     DoneRecord,
     KnownRecord,
     PublisherRecord,
@@ -178,6 +179,20 @@ class StagingArea:
             (key[2 : 2 + key[1]], decode(raw, PublisherRecord, key).addrs)
             for key, raw in self.kv.scan(b"P")
         ]
+
+    def record_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> None:
+        """Make an accepted announce durable (synced) before it is acknowledged."""
+        record = AnnounceRecord(head, list(addrs), self.clock())
+        self.kv.write_batch([(keys.announce(publisher), encode(record))], sync=True)
+
+    def unsynced_announces(self) -> list[tuple[bytes, AnnounceRecord]]:
+        """Recorded announces whose head is not yet staged or done: to replay after a restart."""
+        out = []
+        for key, raw in self.kv.scan(b"A"):
+            record = decode(raw, AnnounceRecord, key)
+            if not self.is_known(record.head):
+                out.append((key[2 : 2 + key[1]], record))
+        return out
 
     def set_publisher_error(self, publisher: bytes, error: str | None) -> None:
         prior = self.publisher(publisher)

@@ -10,6 +10,7 @@
     e <ad cid>                          bytes         entries progress of a partly applied ad
     P <publisher>                       PublisherRecord  latest scanned, addresses, last error
     p <publisher>                       ad cid        the publisher's latest processed ad
+    A <publisher>                       AnnounceRecord   the newest accepted announce
     C                                   8 bytes       the last commit seq
     I                                   8 bytes       the last walk id
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "COMMIT_SEQ",
     "WALK_ID",
+    "announce",
     "done",
     "known",
     "known_prefix",
@@ -90,3 +92,7 @@ def progress(cid: bytes) -> bytes:
 
 def publisher(raw: bytes) -> bytes:
     return b"P" + peer(raw)
+
+
+def announce(raw: bytes) -> bytes:
+    return b"A" + peer(raw)

@@ -13,6 +13,7 @@ import msgspec
 from .errors import StagingCorrupt
 
 __all__ = [
+    "AnnounceRecord",
     "DoneRecord",
     "KnownRecord",
     "PublisherRecord",
@@ -59,6 +60,14 @@ class KnownRecord(msgspec.Struct, frozen=True):
     walk_id: int
     provider: bytes
     pos: int
+
+
+class AnnounceRecord(msgspec.Struct, frozen=True):
+    """The newest announce accepted from a publisher (durable before the announce is answered)."""
+
+    head: bytes
+    addrs: list[str]
+    at: float
 
 
 class DoneRecord(msgspec.Struct, frozen=True):

@@ -1,0 +1,140 @@
+"""Announce intake over real HTTP: both forms, policy, rate limits, durability across restarts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from indexer.ingest import Ingester
+from indexer.intake import AnnounceIntake
+from store import KV
+from sync import Message, PeerId
+from sync.errors import FetchFailed
+from sync.fetcher import BlockFetcher, open_fetcher
+from sync.httpserver import serve_tcp
+from sync.ipnisync import ipnisync_handler
+
+from ..builders import ChainBuilder, key, multihash
+
+
+@asynccontextmanager
+async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
+    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
+        yield fetcher
+
+
+async def start(nursery: trio.Nursery, handler: object) -> tuple[str, int]:
+    listeners = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+    port = listeners[0].socket.getsockname()[1]
+    return f"/ip4/127.0.0.1/tcp/{port}/http", port
+
+
+@pytest.fixture
+def chain() -> ChainBuilder:
+    c = ChainBuilder()
+    c.add(key(0), [multihash(i) for i in range(5)])
+    c.add(key(0), [multihash(i) for i in range(5, 9)])
+    return c
+
+
+async def test_both_forms_are_accepted_and_synced(tmp_path: Path, chain: ChainBuilder) -> None:
+    pub = key(0).peer_id()
+    with KV(tmp_path / "db") as kv:
+        ingester = Ingester(kv, http_fetcher)
+        intake = AnnounceIntake(ingester)
+        async with trio.open_nursery() as nursery:
+            addr, _ = await start(nursery, ipnisync_handler(chain))
+            await nursery.start(ingester.run)
+            _, port = await start(nursery, intake.handle)
+            assert chain.head_link is not None
+            msg = Message.create(chain.head_link, [addr], pub)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                r = await client.put("/announce", content=msg.to_cbor())
+                assert r.status_code == 204
+                with trio.fail_after(20):
+                    await ingester.wait_idle()
+                assert ingester.index.lookup(multihash(0))
+                json_put = await client.put(
+                    "/ingest/announce",
+                    content=msg.to_json(),
+                    headers={"content-type": "application/json"},
+                )
+                assert json_put.status_code == 204  # the same head again: acknowledged, dropped
+                assert len(ingester.results) == 1
+                bad = await client.put("/announce", content=b"\x00garbage")
+                assert bad.status_code == 400 and "bad announce" in bad.text
+                no_peer = Message.create(chain.head_link, [addr])
+                r = await client.put("/announce", content=no_peer.to_cbor())
+                assert r.status_code == 400 and "/p2p/" in r.text
+                assert (await client.get("/announce")).status_code == 405
+            nursery.cancel_scope.cancel()
+
+
+async def test_policy_rate_limit_and_capacity(tmp_path: Path, chain: ChainBuilder) -> None:
+    pub, denied = key(0).peer_id(), key(1).peer_id()
+    now = [0.0]
+    with KV(tmp_path / "db") as kv:
+        ingester = Ingester(kv, http_fetcher)
+        intake = AnnounceIntake(
+            ingester, allow=lambda p: p != denied, rate=1, burst=2, clock=lambda: now[0]
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ingester.run)
+            head = chain.head_link
+            assert head is not None
+            addr = "/ip4/127.0.0.1/tcp/1/http"  # nothing listens: syncs fail, that is fine here
+            assert intake.accept(Message.create(head, [addr], denied)).status == 403
+            heads = [link for link, _ in chain.order]
+            assert intake.accept(Message.create(heads[0], [addr], pub)).status == 204
+            assert intake.accept(Message.create(heads[1], [addr], pub)).status == 204
+            assert intake.accept(Message.create(head, [addr], key(2).peer_id())).status == 204
+            third = Message.create(multihash_link(), [addr], pub)
+            assert intake.accept(third).status == 429
+            now[0] += 1.0  # one token back
+            assert intake.accept(third).status == 204
+            full = AnnounceIntake(ingester, max_publishers=0)
+            assert full.accept(Message.create(head, [addr], key(3).peer_id())).status == 503
+            nursery.cancel_scope.cancel()
+
+
+def multihash_link() -> object:
+    from sync import Link
+
+    return Link.make(0x0129, b"another head")
+
+
+@asynccontextmanager
+async def unreachable(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
+    raise FetchFailed("the daemon died before this sync ran")
+    yield  # pragma: no cover
+
+
+async def test_an_accepted_announce_survives_a_restart(tmp_path: Path, chain: ChainBuilder) -> None:
+    pub = key(0).peer_id()
+    async with trio.open_nursery() as nursery:
+        addr, _ = await start(nursery, ipnisync_handler(chain))
+        assert chain.head_link is not None
+        with KV(tmp_path / "db") as kv:  # accepted (204), but its sync never happens
+            async with trio.open_nursery() as first:
+                ingester = Ingester(kv, unreachable)
+                await first.start(ingester.run)
+                intake = AnnounceIntake(ingester)
+                assert intake.accept(Message.create(chain.head_link, [addr], pub)).status == 204
+                with trio.fail_after(20):
+                    await ingester.wait_idle()
+                assert ingester.results == [] and ingester.index.lookup(multihash(7)) == []
+                first.cancel_scope.cancel()
+        with KV(tmp_path / "db") as kv:  # restarted: no new announce arrives
+            ingester = Ingester(kv, http_fetcher)
+            await nursery.start(ingester.run)
+            with trio.fail_after(20):
+                await ingester.wait_idle()
+            assert [str(r.head) for r in ingester.results] == [str(chain.head_link)]
+            assert ingester.index.lookup(multihash(7))
+            assert ingester.staging.unsynced_announces() == []
+        nursery.cancel_scope.cancel()
