@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock scripts/check-setup.sh
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/indexer --help
+	$(BIN)/indexer daemon --data-dir $(DATA)
 
 test: $(STAMP) lint typecheck imports pytest
 

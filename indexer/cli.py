@@ -17,6 +17,7 @@ from sync import SyncError
 
 from . import __version__
 from .cli_ad import ad
+from .cli_daemon import daemon, init
 from .cli_ingest import ingest
 from .cli_publisher import publisher
 from .cli_serve import serve
@@ -34,6 +35,8 @@ def cli() -> None:
 cli.add_command(ad)
 cli.add_command(publisher)
 cli.add_command(ingest)
+cli.add_command(init)
+cli.add_command(daemon)
 assert serve.name in publisher.commands  # registered on import
 
 

@@ -210,6 +210,9 @@ class Ingester:
 
     # --- state -----------------------------------------------------------------------------
 
+    def is_syncing(self, publisher: bytes) -> bool:
+        return publisher in self._handlers
+
     @property
     def pending_publishers(self) -> int:
         """Publishers with a sync waiting or running."""

@@ -1,0 +1,175 @@
+"""The daemon's configuration: a commented TOML file, and defaults that need no file at all.
+
+Rules this module keeps:
+
+- Every setting has a default; a missing file, section or key means the default.  An unknown
+  key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently).
+- ``TEMPLATE`` is what ``indexer init`` writes: every setting, commented, at its default.
+- The policy: ``allow``/``deny`` lists of publishers and of providers (``"*"`` = everyone; deny
+  wins), and ``publish_for``: which publishers may publish on behalf of which providers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sync import BadPeerId, PeerId
+
+from .errors import IndexerError
+
+__all__ = ["TEMPLATE", "Config", "ConfigError", "Policy", "load_config"]
+
+
+class ConfigError(IndexerError):
+    """The configuration file is unreadable or has a bad setting."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow_publishers: tuple[str, ...] = ("*",)
+    deny_publishers: tuple[str, ...] = ()
+    allow_providers: tuple[str, ...] = ("*",)
+    deny_providers: tuple[str, ...] = ()
+    publish_for: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @staticmethod
+    def _listed(peer: PeerId, names: tuple[str, ...]) -> bool:
+        return "*" in names or str(peer) in names
+
+    def publisher_allowed(self, publisher: PeerId) -> bool:
+        return self._listed(publisher, self.allow_publishers) and not self._listed(
+            publisher, self.deny_publishers
+        )
+
+    def provider_allowed(self, provider: PeerId) -> bool:
+        return self._listed(provider, self.allow_providers) and not self._listed(
+            provider, self.deny_providers
+        )
+
+    def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
+        """The walker's policy: may ``publisher`` publish for ``provider``?"""
+        if not self.provider_allowed(provider):
+            return False
+        if publisher == provider:
+            return True
+        return self._listed(provider, self.publish_for.get(str(publisher), ()))
+
+
+@dataclass(frozen=True)
+class Config:
+    find_addr: str = "127.0.0.1:3000"
+    ingest_addr: str = "127.0.0.1:3001"
+    admin_addr: str = "127.0.0.1:3002"
+    p2p_addr: str = "/ip4/127.0.0.1/tcp/3003"  # "" disables libp2p (and gossipsub)
+    topic: str = "/indexer/ingest/mainnet"
+    segment: int = 2000
+    depth_limit: int = 0
+    max_block: int = 4 << 20
+    sync_timeout: float = 300.0
+    poll_interval: float = 0.0
+    announce_rate: float = 10.0
+    announce_burst: float = 20.0
+    max_pending_publishers: int = 10_000
+    policy: Policy = field(default_factory=Policy)
+
+
+TEMPLATE = """\
+# ipni-indexer configuration. Every setting is shown at its default; delete what you keep.
+
+[server]
+# find_addr = "127.0.0.1:3000"     # find API and delegated routing v1
+# ingest_addr = "127.0.0.1:3001"   # PUT /announce, sync status
+# admin_addr = "127.0.0.1:3002"    # admin API and /metrics
+# p2p_addr = "/ip4/127.0.0.1/tcp/3003"  # libp2p host for gossipsub announces; "" disables
+# topic = "/indexer/ingest/mainnet"
+
+[ingest]
+# segment = 2000             # ads a sync walk keeps in memory before spilling to LevelDB
+# depth_limit = 0            # 0: walk to the first known ad (a limit leaves older ads out)
+# max_block = 4194304        # refuse blocks larger than this (bytes)
+# sync_timeout = 300.0       # seconds
+# poll_interval = 0.0        # re-check every known publisher this often; 0: never
+# announce_rate = 10.0       # announces per second per publisher (after a burst)
+# announce_burst = 20.0
+# max_pending_publishers = 10000
+
+[policy]
+# allow_publishers = ["*"]   # peer IDs, or "*" for everyone; deny wins
+# deny_publishers = []
+# allow_providers = ["*"]
+# deny_providers = []
+# [policy.publish_for]       # publishers allowed to publish for other providers
+# "12D3KooW...publisher" = ["12D3KooW...provider"]
+"""
+
+_SECTIONS = {
+    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic"},
+    "ingest": {
+        "segment",
+        "depth_limit",
+        "max_block",
+        "sync_timeout",
+        "poll_interval",
+        "announce_rate",
+        "announce_burst",
+        "max_pending_publishers",
+    },
+}
+
+
+def _typed(name: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _peers(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of peer IDs")
+    out = []
+    for v in value:
+        try:
+            out.append(v if v == "*" else str(PeerId.parse(v)))
+        except BadPeerId as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return tuple(out)
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration in ``path`` (None or a missing file: all defaults)."""
+    if path is None or not path.exists():
+        return Config()
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    unknown = doc.keys() - {*_SECTIONS, "policy"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    defaults = Config()
+    values: dict[str, Any] = {}
+    for section, names in _SECTIONS.items():
+        table = doc.get(section, {})
+        if bad := table.keys() - names:
+            raise ConfigError(f"{path}: unknown setting(s) {sorted(bad)} in [{section}]")
+        for name, value in table.items():
+            values[name] = _typed(f"{section}.{name}", value, getattr(defaults, name))
+    policy_doc = dict(doc.get("policy", {}))
+    publish_for = policy_doc.pop("publish_for", {})
+    policy_fields = {f.name for f in fields(Policy)} - {"publish_for"}
+    if bad := policy_doc.keys() - policy_fields:
+        raise ConfigError(f"{path}: unknown setting(s) {sorted(bad)} in [policy]")
+    policy = Policy(
+        **{k: _peers(f"policy.{k}", v) for k, v in policy_doc.items()},
+        publish_for={
+            _peers("policy.publish_for", [pub])[0]: _peers(f"policy.publish_for.{pub}", provs)
+            for pub, provs in publish_for.items()
+        },
+    )
+    return Config(**values, policy=policy)

@@ -1,0 +1,198 @@
+"""``indexer daemon``: every service of an indexer node in ONE trio nursery.
+
+Services start in order with ``await nursery.start(...)``, each listening before the next
+starts: the ingester (which first resumes staged work and replays recorded announces), the
+ingest server (``PUT /announce``, ``GET /sync/status``), the find server, and, unless disabled,
+a py-libp2p host subscribed to the announce topic on gossipsub.  Cancelling the nursery stops
+them in reverse order; LevelDB is closed last, by the ``with`` that opened it.
+
+Rules: the daemon owns the data directory's database (a second daemon gets a clear
+``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+import trio
+
+from store import KV
+from sync import Link, PeerId, PrivateKey
+from sync.fetcher import BlockFetcher, open_fetcher
+from sync.httpserver import Handler, Request, Response, serve_tcp
+
+from . import __version__
+from .config import Config
+from .ingest import IngestConfig, Ingester
+from .intake import ANNOUNCE_PATHS, AnnounceIntake
+
+__all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
+
+DB_DIR = "db"
+STATUS = "/sync/status/"
+log = structlog.get_logger("daemon")
+
+
+class DaemonInfo(msgspec.Struct, frozen=True):
+    peer_id: str
+    find_url: str
+    ingest_url: str
+    p2p_addrs: list[str]
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _url(listeners: Any) -> str:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class Daemon:
+    data_dir: Path
+    config: Config
+    key: PrivateKey
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self.config
+        with KV(self.data_dir / DB_DIR) as kv:
+            async with trio.open_nursery() as nursery, self._libp2p() as host:
+                ingester = Ingester(
+                    kv,
+                    self._fetcher_factory(host),
+                    policy=config.policy,
+                    config=IngestConfig(
+                        segment=config.segment,
+                        depth_limit=config.depth_limit,
+                        poll_interval=config.poll_interval,
+                    ),
+                )
+                intake = AnnounceIntake(
+                    ingester,
+                    allow=config.policy.publisher_allowed,
+                    rate=config.announce_rate,
+                    burst=config.announce_burst,
+                    max_publishers=config.max_pending_publishers,
+                )
+                await nursery.start(ingester.run)
+                ingest = await nursery.start(
+                    serve_tcp, self._ingest_handler(intake, ingester), *_split(config.ingest_addr)
+                )
+                find = await nursery.start(
+                    serve_tcp, self._find_handler(kv), *_split(config.find_addr)
+                )
+                p2p_addrs: list[str] = []
+                if host is not None:
+                    from sync.p2p import host_addrs
+
+                    p2p_addrs = host_addrs(host)
+                    await nursery.start(self._gossip, host, intake)
+                task_status.started(
+                    DaemonInfo(str(self.key.peer_id()), _url(find), _url(ingest), p2p_addrs)
+                )
+                log.info("indexer daemon running", find=_url(find), ingest=_url(ingest))
+                await trio.sleep_forever()
+
+    @contextlib.asynccontextmanager
+    async def _libp2p(self) -> AsyncIterator[Any]:
+        if not self.config.p2p_addr:
+            yield None
+            return
+        from sync.p2p import open_host
+
+        async with open_host(self.key, [self.config.p2p_addr]) as host:
+            yield host
+
+    def _fetcher_factory(self, host: Any) -> Any:
+        max_block = self.config.max_block
+        timeout = self.config.sync_timeout
+
+        @contextlib.asynccontextmanager
+        async def factory(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
+            async with open_fetcher(
+                addrs, publisher, host=host, max_block=max_block, timeout=timeout
+            ) as fetcher:
+                yield fetcher
+
+        return factory
+
+    async def _gossip(
+        self,
+        host: Any,
+        intake: AnnounceIntake,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        from sync.gossip import open_gossip, receive_announces
+
+        async with open_gossip(host) as pubsub, receive_announces(pubsub, self.config.topic) as it:
+            task_status.started()
+            async for sender, message in it:
+                result = intake.accept(message, PeerId.parse(sender))
+                log.info(
+                    "gossip announce", sender=sender, status=result.status, note=result.message
+                )
+
+    def _ingest_handler(self, intake: AnnounceIntake, ingester: Ingester) -> Handler:
+        async def handle(request: Request) -> Response:
+            if request.path in ANNOUNCE_PATHS:
+                return await intake.handle(request)
+            if request.path.rstrip("/") == "/sync/status" or request.path.startswith(
+                "/sync/status/"
+            ):
+                return sync_status(ingester, request)
+            if request.path == "/health":
+                return Response.text(200, f"ready {__version__}")
+            return Response.text(404, "not found")
+
+        return handle
+
+    def _find_handler(self, kv: KV) -> Handler:
+        async def handle(request: Request) -> Response:
+            if request.path == "/health":
+                return Response.text(200, f"ready {__version__}")
+            return Response.text(404, "not found")
+
+        return handle
+
+
+def sync_status(ingester: Ingester, request: Request) -> Response:
+    """Both cursors, last sync, last error and staged work of one or every known publisher."""
+    wanted = request.path.removeprefix("/sync/status").strip("/")
+    rows = []
+    for raw, addrs in ingester.staging.known_publishers():
+        peer = PeerId(raw)
+        if wanted and wanted != str(peer):
+            continue
+        record = ingester.staging.publisher(raw)
+        processed = ingester.staging.latest_processed(raw)
+        rows.append(
+            {
+                "publisher": str(peer),
+                "addrs": addrs,
+                "latest_scanned": _cid(record.latest_scanned),
+                "latest_processed": _cid(processed),
+                "last_sync": record.last_sync,
+                "last_error": record.last_error,
+                "syncing": ingester.is_syncing(raw),
+            }
+        )
+    if wanted and not rows:
+        return Response.text(404, f"no publisher {wanted}")
+    body = msgspec.json.encode(rows[0] if wanted else rows)
+    return Response(200, body, "application/json")
+
+
+def _cid(raw: bytes | None) -> str | None:
+    return str(Link(raw)) if raw else None

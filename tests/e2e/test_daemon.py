@@ -1,0 +1,103 @@
+"""``indexer daemon`` as an operator runs it: real processes, HTTP and gossipsub announces."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from sync import Link, Message, PeerId, PrivateKey
+from sync.gossip import open_gossip, publish_announce
+from sync.p2p import open_host, peer_info
+
+from .test_publisher_cli import INDEXER, Serving, mh_lines, ok
+
+
+class Daemon:
+    def __init__(self, data: Path, *extra: str) -> None:
+        args = [INDEXER, "daemon", "--data-dir", str(data), "--json"]
+        args += ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0", *extra]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, self.proc.stderr.read() if self.proc.stderr else ""
+        self.info: dict[str, Any] = json.loads(line)
+
+    def status(self, publisher: str) -> dict[str, Any] | None:
+        r = httpx.get(f"{self.info['ingest_url']}/sync/status/{publisher}", timeout=5)
+        return r.json() if r.status_code == 200 else None
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+async def wait_processed(daemon: Daemon, publisher: str, head: str, limit: float = 60) -> None:
+    with trio.fail_after(limit):
+        while True:
+            status = await trio.to_thread.run_sync(daemon.status, publisher)
+            if status and status["latest_processed"] == head:
+                return
+            await trio.sleep(0.2)
+
+
+async def test_http_announce_is_synced_and_indexed(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "idx", "--no-p2p")
+    try:
+        assert daemon.info["p2p_addrs"] == []
+        pub = ok("init", "--data-dir", str(tmp_path / "pub"))["peer_id"]
+        added = ok("add", "--data-dir", str(tmp_path / "pub"), "--context-id", "a",
+                   "--multihashes", "-", stdin=mh_lines(0, 50))  # fmt: skip
+        serving = Serving(tmp_path / "pub", "--announce", daemon.info["ingest_url"])
+        try:
+            await wait_processed(daemon, pub, added["cid"])
+            health = httpx.get(f"{daemon.info['find_url']}/health", timeout=5)
+            assert health.text.startswith("ready")
+        finally:
+            serving.stop()
+    finally:
+        assert daemon.stop() == 0
+    # Restarted on the same data, it knows the publisher and has nothing left to do.
+    daemon = Daemon(tmp_path / "idx", "--no-p2p")
+    try:
+        status = daemon.status(pub)
+        assert status is not None and status["latest_processed"] == added["cid"]
+    finally:
+        daemon.stop()
+
+
+async def test_gossipsub_announce_triggers_the_same_sync(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "idx", "--p2p-addr", "/ip4/127.0.0.1/tcp/0")
+    try:
+        [daemon_addr] = daemon.info["p2p_addrs"]
+        pub = ok("init", "--data-dir", str(tmp_path / "pub"))["peer_id"]
+        added = ok("add", "--data-dir", str(tmp_path / "pub"), "--context-id", "g",
+                   "--multihashes", "-", stdin=mh_lines(100, 5))  # fmt: skip
+        serving = Serving(tmp_path / "pub")  # serves HTTP; announces nothing by itself
+        try:
+            http_addr = serving.info["http_multiaddr"]
+            message = Message.create(Link.parse(added["cid"]), [http_addr], PeerId.parse(pub))
+            with trio.fail_after(60):
+                async with (
+                    open_host(PrivateKey.generate(), ["/ip4/127.0.0.1/tcp/0"]) as host,
+                    open_gossip(host) as pubsub,
+                ):
+                    await host.connect(peer_info(daemon_addr))
+                    for _ in range(20):  # until the daemon's subscription has propagated
+                        await publish_announce(pubsub, message)
+                        status = await trio.to_thread.run_sync(daemon.status, pub)
+                        if status and status["latest_processed"] == added["cid"]:
+                            break
+                        await trio.sleep(1)
+            await wait_processed(daemon, pub, added["cid"], limit=10)
+        finally:
+            serving.stop()
+    finally:
+        assert daemon.stop() == 0
