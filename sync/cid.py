@@ -33,6 +33,7 @@ __all__ = [
     "Link",
     "Multihash",
     "check_block",
+    "check_multihash",
     "decode_uvarint",
     "encode_uvarint",
     "hash_block",
@@ -114,6 +115,15 @@ def parse_multihash(raw: bytes, offset: int = 0) -> tuple[Multihash, int]:
     if end > len(raw):
         raise BadCid(f"multihash digest truncated: needs {length} bytes, has {len(raw) - pos}")
     return Multihash(code, raw[pos:end], raw[offset:end]), end
+
+
+def check_multihash(raw: bytes) -> None:
+    """Raise ``BadCid`` unless ``raw`` is exactly one multihash (sha2-256 is checked fastest)."""
+    if len(raw) == 34 and raw[0] == SHA2_256 and raw[1] == 32:
+        return
+    _, end = parse_multihash(raw)
+    if end != len(raw):
+        raise BadCid("trailing bytes after the multihash")
 
 
 def _multihash_only(raw: bytes) -> Multihash:

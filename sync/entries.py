@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .blocks import decode_node
-from .cid import DAG_JSON, Link, check_block, parse_multihash
+from .cid import DAG_JSON, Link, check_block, check_multihash
 from .errors import BadCid, ChainTooLong, DecodeError, SchemaError
 from .fastchunk import decode_dagjson_chunk
 from .fields import check_keys, describe
@@ -241,9 +241,7 @@ def _multihash(key: Any, what: str) -> bytes:
     if type(key) is not bytes:
         raise SchemaError(f"{what} must be bytes, got {describe(key)}")
     try:
-        _, end = parse_multihash(key)
+        check_multihash(key)
     except BadCid as exc:
         raise SchemaError(f"{what} is not a multihash: {exc}") from None
-    if end != len(key):
-        raise SchemaError(f"{what} has bytes after its multihash")
     return key

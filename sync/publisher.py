@@ -23,7 +23,7 @@ from pathlib import Path
 from store import KV
 
 from .blocks import encode_block
-from .cid import DAG_CBOR, DAG_JSON, Link, parse_multihash
+from .cid import DAG_CBOR, DAG_JSON, Link, check_multihash
 from .errors import (
     AlreadyInitialized,
     BadCid,
@@ -152,11 +152,9 @@ class Publisher:
             raise SchemaError("an advertisement with entries needs metadata")
         for i, mh in enumerate(multihashes):
             try:
-                _, end = parse_multihash(mh)
+                check_multihash(mh)
             except BadCid as exc:
                 raise BadCid(f"multihash {i} is malformed: {exc}") from None
-            if end != len(mh):
-                raise BadCid(f"multihash {i} has trailing bytes")
         addrs = tuple(addresses if addresses is not None else self.store.config().addresses)
         ep = self._extended(extended, override)
         draft = self._ad(context_id, entries=NO_ENTRIES, metadata=metadata, addresses=addrs, ep=ep)

@@ -137,3 +137,25 @@ class ChainBuilder:
             key,
         )
         return relay
+
+
+class MemorySource:
+    """A tiny in-memory ipnisync BlockSource."""
+
+    def __init__(self, *blocks: tuple[Link, bytes]) -> None:
+        self.blocks = dict(blocks)
+        self.head_link: Link | None = None
+        self.signed: bytes | None = None
+
+    def set_head(self, link: Link, key: PrivateKey | None = None) -> None:
+        key = key or PrivateKey.generate()
+        self.head_link, self.signed = link, SignedHead.create(link, key, "/topic").encode()
+
+    def head(self) -> Link | None:
+        return self.head_link
+
+    def signed_head(self) -> bytes | None:
+        return self.signed
+
+    def block(self, link: Link) -> bytes | None:
+        return self.blocks.get(link)

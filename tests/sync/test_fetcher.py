@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from sync import Link, PrivateKey, SignedHead, encode_block, load_advertisement
+from sync import PrivateKey, SignedHead, encode_block, load_advertisement
 from sync.cid import check_block
 from sync.errors import (
     BadMultiaddr,
@@ -30,33 +30,12 @@ from sync.metadata import bitswap
 from sync.pubaddr import Endpoint, publisher_endpoint
 from sync.publisher import Publisher
 
-from ..builders import multihash
+from ..builders import MemorySource, multihash
 
 KEY = PrivateKey.generate()
 PEER = KEY.peer_id()
 OTHER = PrivateKey.generate()
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-
-
-class MemorySource:
-    """A tiny in-memory ipnisync BlockSource."""
-
-    def __init__(self, *blocks: tuple[Link, bytes]) -> None:
-        self.blocks = dict(blocks)
-        self.head_link: Link | None = None
-        self.signed: bytes | None = None
-
-    def set_head(self, link: Link, key: PrivateKey = KEY) -> None:
-        self.head_link, self.signed = link, SignedHead.create(link, key, "/topic").encode()
-
-    def head(self) -> Link | None:
-        return self.head_link
-
-    def signed_head(self) -> bytes | None:
-        return self.signed
-
-    def block(self, link: Link) -> bytes | None:
-        return self.blocks.get(link)
 
 
 async def serve(nursery: trio.Nursery, handler: Handler) -> str:
@@ -189,7 +168,7 @@ async def test_fetch_from_a_real_publisher(publisher: Publisher) -> None:
 async def test_http_path_prefix_and_failover() -> None:
     link, raw = encode_block({"hello": "world"})
     source = MemorySource((link, raw))
-    source.set_head(link)
+    source.set_head(link, KEY)
     hang_ups: list[int] = []
 
     async def hang_up(stream: trio.SocketStream) -> None:  # accepts, then closes at once
@@ -365,7 +344,7 @@ async def test_fetch_over_libp2p() -> None:
                     await fetcher.head()
                 serve_http_over_libp2p(server, ipnisync_handler(source), {IPNI_PATH: IPNI_PATH})
                 assert await fetcher.head() is None
-                source.set_head(small_link)
+                source.set_head(small_link, KEY)
                 head = await fetcher.head()
                 assert head is not None and head.head == small_link
                 assert await fetcher.block(small_link, "Advertisement") == small

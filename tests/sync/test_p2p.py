@@ -9,7 +9,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from sync import KeyType, Link, Message, PrivateKey, PublicKey, SignedHead, encode_block
+from sync import KeyType, Message, PrivateKey, PublicKey, SignedHead, encode_block
 from sync.cid import check_block
 from sync.gossip import ANNOUNCE_TOPIC, open_gossip, publish_announce, receive_announces
 from sync.ipnisync import IPNI_PATH, ipnisync_handler
@@ -23,26 +23,10 @@ from sync.p2phttp import (
     well_known_body,
 )
 
+from ..builders import MemorySource
+
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 PROTOCOLS = {IPNI_PATH: IPNI_PATH + "/"}
-
-
-class MemorySource:
-    """A tiny in-memory ipnisync BlockSource."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[Link, bytes] = {}
-        self.head_link: Link | None = None
-        self.signed: bytes | None = None
-
-    def head(self) -> Link | None:
-        return self.head_link
-
-    def signed_head(self) -> bytes | None:
-        return self.signed
-
-    def block(self, link: Link) -> bytes | None:
-        return self.blocks.get(link)
 
 
 @pytest.mark.parametrize("key_type", [KeyType.ED25519, KeyType.SECP256K1])
