@@ -8,6 +8,8 @@ Rules this module keeps (the design card's invariants hang on them):
   before that leaves only an open walk, deleted by ``cleanup_open_walks`` at start-up.
 - Stacks of a provider are served in commit order; within a stack the oldest ad (highest
   position) pops first, so a provider's ads are applied oldest to newest (invariant 1).
+- No key rewritten per ad is ever found by a prefix scan (LevelDB iterators step over every
+  superseded version still in the memtable): a stack's count lives under its own ``T`` key.
 - ``finish`` removes an ad from its stack and marks it done in the same batch as the caller's
   last index writes; ``save_progress`` records mid-ad progress with the writes it covers.  Either
   batch is all-or-nothing, so a replay after a crash redoes exactly what was not recorded
@@ -33,7 +35,9 @@ from .records import (
     DoneRecord,
     KnownRecord,
     PublisherRecord,
+    StackHeader,
     StackRecord,
+    StackState,
     StagedAd,
     WalkRecord,
     decode,
@@ -122,8 +126,9 @@ class StagingArea:
             if n:
                 seq += 1
                 stacks += 1
-                record = StackRecord(walk_id, n, walk.publisher, walk.addrs, now, total=n)
-                writes.append((keys.stack(provider, seq), encode(record)))
+                header = StackHeader(walk_id, walk.publisher, walk.addrs, now, total=n)
+                writes.append((keys.stack(provider, seq), encode(header)))
+                writes.append((keys.stack_state(provider, seq), encode(StackState(n))))
         committed = msgspec.structs.replace(walk, committed=True, stacks=stacks)
         writes.append((keys.walk(walk_id), encode(committed) if stacks else None))
         prior = self.publisher(walk.publisher)
@@ -212,10 +217,13 @@ class StagingArea:
 
     def stacks(self, provider: bytes) -> list[tuple[int, StackRecord]]:
         prefix = keys.stack_prefix(provider)
-        return [
-            (int.from_bytes(key[len(prefix) :], "big"), decode(raw, StackRecord, key))
-            for key, raw in self.kv.scan(prefix)
-        ]
+        out = []
+        for key, raw in self.kv.scan(prefix):
+            seq = int.from_bytes(key[len(prefix) :], "big")
+            state_key = keys.stack_state(provider, seq)
+            state = decode(self.kv.get(state_key) or b"", StackState, state_key)
+            out.append((seq, StackRecord.of(decode(raw, StackHeader, key), state)))
+        return out
 
     def next_entry(self, provider: bytes) -> Entry | None:
         """The oldest ad of the provider's oldest stack."""
@@ -238,13 +246,13 @@ class StagingArea:
             (keys.progress(cid), None),
             (b"p" + keys.peer(entry.stack.publisher), cid),
         ]
-        stack_key = keys.stack(entry.provider, entry.seq)
+        state_key = keys.stack_state(entry.provider, entry.seq)
         if entry.pos == 0:
-            batch.append((stack_key, None))
+            batch += [(keys.stack(entry.provider, entry.seq), None), (state_key, None)]
             batch += self._walk_done_if_last(entry)
         else:
-            popped = msgspec.structs.replace(entry.stack, count=entry.pos, attempts=0)
-            batch.append((stack_key, encode(popped)))
+            popped = StackState(entry.pos, entry.stack.last_error, 0)
+            batch.append((state_key, encode(popped)))
         self.kv.write_batch(batch)
 
     def _walk_done_if_last(self, entry: Entry) -> list[Write]:
@@ -262,9 +270,9 @@ class StagingArea:
 
     def record_attempt(self, entry: Entry, error: str) -> StackRecord:
         s = entry.stack
-        updated = msgspec.structs.replace(s, last_error=error, attempts=s.attempts + 1)
-        self.kv.put(keys.stack(entry.provider, entry.seq), encode(updated))
-        return updated
+        state = StackState(s.count, error, s.attempts + 1)
+        self.kv.put(keys.stack_state(entry.provider, entry.seq), encode(state))
+        return msgspec.structs.replace(s, last_error=error, attempts=s.attempts + 1)
 
     def done(self, cid: bytes) -> DoneRecord | None:
         record = self._get(keys.done(cid), DoneRecord)

@@ -4,7 +4,8 @@
 
     W <walk id:8>                       WalkRecord    a walk: open while spilling, then committed
     w <walk id:8> <provider> <pos:8>    StagedAd      one ad of a walk; pos 0 is the newest
-    S <provider> <commit seq:8>         StackRecord   a committed stack: FIFO by commit seq
+    S <provider> <commit seq:8>         StackHeader   a committed stack: FIFO by commit seq
+    T <provider> <commit seq:8>         StackState    its count, attempts, last error (read by key)
     k <ad cid> <walk id:8>              KnownRecord   an ad staged by a walk (once it commits)
     d <ad cid>                          DoneRecord    the ad was processed (ok or with an error)
     e <ad cid>                          bytes         entries progress of a partly applied ad
@@ -34,6 +35,7 @@ __all__ = [
     "publisher",
     "stack",
     "stack_prefix",
+    "stack_state",
     "staged",
     "staged_prefix",
     "u64",
@@ -72,6 +74,10 @@ def stack_prefix(provider: bytes | None = None) -> bytes:
 
 def stack(provider: bytes, seq: int) -> bytes:
     return stack_prefix(provider) + u64(seq)
+
+
+def stack_state(provider: bytes, seq: int) -> bytes:
+    return b"T" + peer(provider) + u64(seq)
 
 
 def known_prefix(cid: bytes) -> bytes:

@@ -17,7 +17,9 @@ __all__ = [
     "DoneRecord",
     "KnownRecord",
     "PublisherRecord",
+    "StackHeader",
     "StackRecord",
+    "StackState",
     "StagedAd",
     "WalkRecord",
     "decode",
@@ -45,15 +47,52 @@ class StagedAd(msgspec.Struct, frozen=True):
     error: str | None = None  # a permanent error found while walking: record it, apply nothing
 
 
-class StackRecord(msgspec.Struct, frozen=True):
+class StackHeader(msgspec.Struct, frozen=True):
+    """A stack's immutable part, stored under ``S`` and found by prefix scans."""
+
     walk_id: int
+    publisher: bytes
+    addrs: list[str]
+    created: float
+    total: int
+
+
+class StackState(msgspec.Struct, frozen=True):
+    """A stack's mutable part, stored under ``T`` and only ever read by key.
+
+    Kept apart because LevelDB iterators step over every superseded version of a rewritten key
+    still in the memtable: a record rewritten per ad must never be found by a prefix scan.
+    """
+
     count: int  # entries [0, count) of the walk are still to do; count - 1 pops next
+    last_error: str | None = None
+    attempts: int = 0
+
+
+class StackRecord(msgspec.Struct, frozen=True):
+    """A stack as callers see it: its header and its state together (not stored as such)."""
+
+    walk_id: int
+    count: int
     publisher: bytes
     addrs: list[str]
     created: float
     total: int = 0
     last_error: str | None = None
     attempts: int = 0
+
+    @classmethod
+    def of(cls, header: StackHeader, state: StackState) -> StackRecord:
+        return cls(
+            header.walk_id,
+            state.count,
+            header.publisher,
+            header.addrs,
+            header.created,
+            header.total,
+            state.last_error,
+            state.attempts,
+        )
 
 
 class KnownRecord(msgspec.Struct, frozen=True):
