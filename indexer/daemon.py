@@ -22,7 +22,7 @@ import msgspec
 import structlog
 import trio
 
-from store import KV
+from store import KV, IndexStore
 from sync import Link, PeerId, PrivateKey
 from sync.fetcher import BlockFetcher, open_fetcher
 from sync.httpserver import Handler, Request, Response, serve_tcp
@@ -159,12 +159,9 @@ class Daemon:
         return handle
 
     def _find_handler(self, kv: KV) -> Handler:
-        async def handle(request: Request) -> Response:
-            if request.path == "/health":
-                return Response.text(200, f"ready {__version__}")
-            return Response.text(404, "not found")
+        from .find import find_handler
 
-        return handle
+        return find_handler(IndexStore(kv), __version__)
 
 
 def sync_status(ingester: Ingester, request: Request) -> Response:

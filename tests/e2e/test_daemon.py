@@ -60,6 +60,11 @@ async def test_http_announce_is_synced_and_indexed(tmp_path: Path) -> None:
             await wait_processed(daemon, pub, added["cid"])
             health = httpx.get(f"{daemon.info['find_url']}/health", timeout=5)
             assert health.text.startswith("ready")
+            for line in mh_lines(0, 50).split():
+                found = httpx.get(f"{daemon.info['find_url']}/multihash/{line}", timeout=5)
+                assert found.status_code == 200, line
+                [result] = found.json()["MultihashResults"]
+                assert [p["Provider"]["ID"] for p in result["ProviderResults"]] == [pub]
         finally:
             serving.stop()
     finally:

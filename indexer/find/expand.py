@@ -1,0 +1,111 @@
+"""Index values to find results, with extended providers expanded as storetheindex does.
+
+Rules this module keeps (storetheindex ``server/find/server.go`` ``find`` and
+``createExtendedProviderResult``; go-libipni ``pcache/provider_cache.go`` ``GetResults``):
+
+- A value whose provider is not in the registry is left out (storetheindex also drops it).
+- Each value gives, in order: the main provider's own result (its registry addresses, the value's
+  ContextID and metadata); then the context-level extended providers of that ContextID; then,
+  unless that context's ``Override`` is set, the chain-level extended providers.
+- An extended-provider entry naming the main provider is skipped when its metadata is empty or
+  equal to the value's (it advertises no new protocol); any other entry with empty metadata
+  inherits the value's metadata.  Every expanded result carries the value's ContextID.
+- A multihash with no result is left out of the response; a response with none is a 404.
+- Peer IDs are printed in base58 whatever form the ad used (``bafz...`` CIDs included); an
+  extended-provider ID that does not parse is skipped rather than served.
+- A find reads each provider's registry record once per request.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from store import IndexStore, ProviderRecord, ValueRecord
+from store.index import ExtendedProviderRecord
+from sync import PeerId
+from sync.errors import BadPeerId
+
+from .model import AddrInfo, MultihashResult, ProviderResult
+
+__all__ = ["Finder", "context_override", "normalize_peer", "provider_results"]
+
+
+def normalize_peer(text: str) -> str | None:
+    """The base58 form of a peer ID in either textual form; None when it does not parse."""
+    try:
+        return str(PeerId.parse(text))
+    except BadPeerId:
+        return None
+
+
+def context_override(record: ProviderRecord, context_key: str) -> bool:
+    """Whether the context's extended providers override the chain-level ones.
+
+    The registry record does not keep the per-context ``Override`` flag yet (``apply.py`` stores
+    the flag of chain-level ads only, which storetheindex rejects), so no context overrides.
+    """
+    del record, context_key
+    return False
+
+
+def _extras(
+    entries: Iterable[ExtendedProviderRecord], main: str, value: ValueRecord
+) -> Iterator[ProviderResult]:
+    for entry in entries:
+        peer = normalize_peer(entry.id)
+        if peer is None:
+            continue
+        if peer == main and (not entry.metadata or entry.metadata == value.metadata):
+            continue
+        yield ProviderResult(
+            value.context_id,
+            entry.metadata or value.metadata,
+            AddrInfo(peer, list(entry.addresses)),
+        )
+
+
+def provider_results(main: str, record: ProviderRecord, value: ValueRecord) -> list[ProviderResult]:
+    """The results one index value expands to: the main provider, then its extended providers."""
+    out = [ProviderResult(value.context_id, value.metadata, AddrInfo(main, list(record.addresses)))]
+    key = base64.b64encode(value.context_id).decode()
+    contextual = record.context_extended.get(key)
+    if contextual:
+        out.extend(_extras(contextual, main, value))
+        if context_override(record, key):
+            return out
+    out.extend(_extras(record.extended, main, value))
+    return out
+
+
+@dataclass
+class Finder:
+    """One request's lookups: multihashes to results, each registry record read once."""
+
+    index: IndexStore
+    _providers: dict[bytes, tuple[str, ProviderRecord] | None] = field(default_factory=dict)
+
+    def _provider(self, raw: bytes) -> tuple[str, ProviderRecord] | None:
+        if raw not in self._providers:
+            record = self.index.provider(raw)
+            self._providers[raw] = None if record is None else (str(PeerId(raw)), record)
+        return self._providers[raw]
+
+    def results(self, multihash: bytes) -> list[ProviderResult]:
+        """Every provider result of one multihash, expanded; empty when none."""
+        out: list[ProviderResult] = []
+        for value in self.index.lookup(multihash):
+            known = self._provider(value.provider)
+            if known is not None:
+                out.extend(provider_results(known[0], known[1], value))
+        return out
+
+    def find(self, multihashes: Sequence[bytes]) -> list[MultihashResult]:
+        """The results of each multihash that has any, in request order."""
+        found = []
+        for mh in multihashes:
+            results = self.results(mh)
+            if results:
+                found.append(MultihashResult(mh, results))
+        return found

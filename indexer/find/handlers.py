@@ -1,0 +1,228 @@
+"""The find API's HTTP routes, on ``sync.httpserver``.
+
+Rules this module keeps (storetheindex ``server/find/server.go``, ``internal/httpserver/util.go``):
+
+- ``ROUTES`` lists every route and its methods (the OpenAPI document is tested against it).
+  Every answer carries ``Access-Control-Allow-Origin: *``.  ``OPTIONS`` on a route answers 200
+  with ``Allow``; any other method not listed answers 405 with ``Allow``.  A path that is no
+  route answers 404 ``Not Found``; a path argument containing ``/`` is no route.
+- The order of checks is Go's: method, then ``Accept`` (406), then the input (400).
+- ``GET /multihash/{mh}`` and ``GET /cid/{cid}`` answer a ``FindResponse`` in JSON, or with
+  ``Accept: application/x-ndjson`` one ``ProviderResult`` per line, streamed (chunked), with
+  ``X-Content-Type-Options: nosniff``.  ``POST /multihash`` takes ``{"Multihashes": [...]}`` and
+  answers JSON only; big batches are looked up in a worker thread.  No result at all: 404
+  ``no results for query``.
+- ``GET /providers`` is a JSON array of ``ProviderInfo`` (``[]`` when empty), built in a worker
+  thread; ``GET /providers/{id}`` is one, or 404 ``provider not found``.
+- ``GET /health`` is ``ready <version>`` as text with ``Cache-Control: no-cache``; ``GET /stats``
+  is ``{"EntriesEstimate", "EntriesCount"}``; ``GET /openapi.json`` is the OpenAPI document.
+- JSON is compact, ``application/json; charset=utf-8``, gzip-able; errors are one text line.
+- Path arguments longer than 2,048 characters are refused with a 400 before any decoding, so no
+  input costs more than a few microseconds to reject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import trio
+
+from indexer import __version__
+from store import IndexStore
+from sync.httpserver import Handler, Request, Response, serve_tcp
+
+from .expand import Finder
+from .info import StatsCache, provider_info
+from .model import FindResponse, MultihashResult, ProviderResult, encode, encode_line
+from .openapi import openapi_json
+from .request import (
+    JSON,
+    NDJSON,
+    BadInput,
+    batch_multihashes,
+    negotiate,
+    parse_cid,
+    parse_multihash_text,
+    parse_peer,
+)
+
+__all__ = ["ROUTES", "find_handler", "serve_find"]
+
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/multihash/{multihash}": ("GET",),
+    "/multihash": ("POST",),
+    "/cid/{cid}": ("GET",),
+    "/providers": ("GET",),
+    "/providers/{peerid}": ("GET",),
+    "/health": ("GET",),
+    "/stats": ("GET",),
+    "/openapi.json": ("GET",),
+}
+_PREFIXES = {
+    "/multihash/": "/multihash/{multihash}",
+    "/cid/": "/cid/{cid}",
+    "/providers/": "/providers/{peerid}",
+}
+_ALIASES = {"/cid": "/cid/{cid}"}  # Go's mux treats "/cid" as the "/cid/" subtree
+_FIND_MEDIA = (NDJSON, JSON, "*/*")
+_JSON_MEDIA = (JSON, "*/*")
+_JSON_TYPE = "application/json; charset=utf-8"
+_MAX_ARG = 2048
+_THREAD_BATCH = 32
+_CORS = ("access-control-allow-origin", "*")
+
+Route = Callable[[Request, str], Awaitable[Response]]
+
+
+def _match(path: str) -> tuple[str, str] | None:
+    if path in ROUTES:
+        return path, ""
+    if path in _ALIASES:
+        return _ALIASES[path], ""
+    for prefix, template in _PREFIXES.items():
+        if path.startswith(prefix):
+            arg = path[len(prefix) :]
+            return None if "/" in arg else (template, arg)
+    return None
+
+
+def _json(body: bytes) -> Response:
+    return Response(200, body, _JSON_TYPE, compressible=True)
+
+
+def _no_results() -> Response:
+    return Response.text(404, "no results for query")
+
+
+async def _lines(results: Sequence[ProviderResult]) -> AsyncIterator[bytes]:
+    for result in results:
+        yield encode_line(result)
+
+
+@dataclasses.dataclass
+class _FindApi:
+    index: IndexStore
+    version: str
+    stats: StatsCache
+
+    async def find_one(self, request: Request, mh: bytes | BadInput) -> Response:
+        media = negotiate(request, _FIND_MEDIA)
+        if isinstance(media, Response):
+            return media
+        if isinstance(mh, BadInput):
+            return mh.response()
+        results = Finder(self.index).results(mh)
+        if not results:
+            return _no_results()
+        if media == NDJSON:
+            nosniff = (("x-content-type-options", "nosniff"),)
+            return Response(200, _lines(results), NDJSON, headers=nosniff)
+        return _json(encode(FindResponse([MultihashResult(mh, results)])))
+
+    async def multihash(self, request: Request, arg: str) -> Response:
+        too_long = len(arg) > _MAX_ARG
+        return await self.find_one(request, parse_multihash_text("" if too_long else arg))
+
+    async def cid(self, request: Request, arg: str) -> Response:
+        too_long = BadInput("find: CID too long")
+        return await self.find_one(request, too_long if len(arg) > _MAX_ARG else parse_cid(arg))
+
+    async def batch(self, request: Request, arg: str) -> Response:
+        media = negotiate(request, _JSON_MEDIA)
+        if isinstance(media, Response):
+            return media
+        mhs = batch_multihashes(request.body)
+        if isinstance(mhs, BadInput):
+            return mhs.response()
+        finder = Finder(self.index)
+        if len(mhs) > _THREAD_BATCH:
+            found = await trio.to_thread.run_sync(finder.find, mhs)
+        else:
+            found = finder.find(mhs)
+        return _json(encode(FindResponse(found))) if found else _no_results()
+
+    async def providers(self, request: Request, arg: str) -> Response:
+        media = negotiate(request, _JSON_MEDIA)
+        if isinstance(media, Response):
+            return media
+
+        def listing() -> bytes:
+            return encode([provider_info(peer, record) for peer, record in self.index.providers()])
+
+        return _json(await trio.to_thread.run_sync(listing))
+
+    async def provider(self, request: Request, arg: str) -> Response:
+        media = negotiate(request, _JSON_MEDIA)
+        if isinstance(media, Response):
+            return media
+        peer = parse_peer(arg) if len(arg) <= _MAX_ARG else BadInput("cannot decode provider id")
+        if isinstance(peer, BadInput):
+            return peer.response()
+        record = self.index.provider(peer.raw)
+        if record is None:
+            return Response.text(404, "provider not found")
+        return _json(encode(provider_info(peer.raw, record)))
+
+    async def health(self, request: Request, arg: str) -> Response:
+        message = f"ready {self.version}" if self.version else "ready"
+        return Response.text(200, message, headers=(("cache-control", "no-cache"),))
+
+    async def get_stats(self, request: Request, arg: str) -> Response:
+        media = negotiate(request, _JSON_MEDIA)
+        if isinstance(media, Response):
+            return media
+        return _json(encode(await self.stats.get()))
+
+    async def openapi(self, request: Request, arg: str) -> Response:
+        return _json(openapi_json())
+
+    def routes(self) -> dict[str, Route]:
+        return {
+            "/multihash/{multihash}": self.multihash,
+            "/multihash": self.batch,
+            "/cid/{cid}": self.cid,
+            "/providers": self.providers,
+            "/providers/{peerid}": self.provider,
+            "/health": self.health,
+            "/stats": self.get_stats,
+            "/openapi.json": self.openapi,
+        }
+
+
+def _with_cors(response: Response) -> Response:
+    return dataclasses.replace(response, headers=(*response.headers, _CORS))
+
+
+def find_handler(
+    index: IndexStore, version: str = __version__, *, stats_ttl: float = 60.0
+) -> Handler:
+    """The find API over ``index``; ``version`` is what ``/health`` reports."""
+    routes = _FindApi(index, version, StatsCache(index, stats_ttl)).routes()
+
+    async def handle(request: Request) -> Response:
+        matched = _match(request.path)
+        if matched is None:
+            return _with_cors(Response.text(404, "Not Found"))
+        template, arg = matched
+        methods = ROUTES[template]
+        if request.method not in methods:
+            allow = (("allow", ", ".join(methods)),)
+            if request.method == "OPTIONS":
+                return _with_cors(Response.text(200, "", headers=allow))
+            return _with_cors(Response.text(405, "method not allowed", headers=allow))
+        return _with_cors(await routes[template](request, arg))
+
+    return handle
+
+
+async def serve_find(
+    index: IndexStore,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    *,
+    version: str = __version__,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the find API on ``host:port`` (0 picks a free port) until cancelled."""
+    await serve_tcp(find_handler(index, version), host, port, task_status=task_status)

@@ -1,0 +1,147 @@
+"""Registry records to ``ProviderInfo``, and the cached ``/stats`` numbers.
+
+Rules this module keeps (storetheindex ``internal/registry/apiconv.go`` ``RegToApiProviderInfo``,
+``registry.go`` ``Update``, ``server/find/cached_stats.go``):
+
+- ``AddrInfo`` is the provider's registry addresses.  ``LastAdvertisement`` is the last ad's CID
+  (``null`` before any) and ``LastAdvertisementTime`` is set only with it, RFC 3339 in UTC
+  seconds.  ``FrozenAt`` is always ``null`` (this indexer never freezes).
+- ``Publisher`` holds one address, as the Go registry keeps one: the first publisher address,
+  else the provider's first address when the publisher is the provider; with neither it is
+  left out.
+- ``ExtendedProviders`` appears when the provider has chain-level or context-level extended
+  providers.  ``Providers`` and ``Metadatas`` are parallel lists (``null`` for an entry with no
+  metadata of its own); each ``Contextual`` item has ``Override``, ``ContextID`` (the raw bytes as
+  a Go string, not base64), ``Providers`` and ``Metadatas``, ordered by ContextID bytes.
+- ``LastError`` is the last ingest error (its time is not recorded: ``LastErrorTime`` is absent).
+- ``EntriesCount`` counts multihash keys; ``EntriesEstimate`` is the database's size on disk over
+  40, as storetheindex estimates.  Both are computed in a worker thread, at most once per ``ttl``
+  seconds, one computation at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import trio
+
+from store import IndexStore, ProviderRecord
+from store.index import ExtendedProviderRecord
+from sync import Link, PeerId
+
+from .expand import context_override, normalize_peer
+from .model import (
+    AddrInfo,
+    CidLink,
+    ContextualExtendedProviders,
+    ExtendedProviders,
+    ProviderInfo,
+    Stats,
+    go_string,
+)
+
+__all__ = ["StatsCache", "provider_info", "rfc3339"]
+
+_AVG_MH_SIZE = 40
+
+
+def rfc3339(timestamp: float) -> str:
+    """Go's ``time.Format(time.RFC3339)`` of a UTC time (seconds, truncated)."""
+    return datetime.fromtimestamp(math.floor(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _extras(entries: Sequence[ExtendedProviderRecord]) -> tuple[list[AddrInfo], list[bytes | None]]:
+    providers: list[AddrInfo] = []
+    metadatas: list[bytes | None] = []
+    for entry in entries:
+        peer = normalize_peer(entry.id)
+        if peer is not None:
+            providers.append(AddrInfo(peer, list(entry.addresses)))
+            metadatas.append(entry.metadata or None)
+    return providers, metadatas
+
+
+def _extended(record: ProviderRecord) -> ExtendedProviders | None:
+    providers, metadatas = _extras(record.extended)
+    contextual = []
+    for key in sorted(record.context_extended, key=base64.b64decode):
+        ctx_providers, ctx_metadatas = _extras(record.context_extended[key])
+        if ctx_providers:
+            contextual.append(
+                ContextualExtendedProviders(
+                    override=context_override(record, key),
+                    context_id=go_string(base64.b64decode(key)),
+                    providers=ctx_providers,
+                    metadatas=ctx_metadatas,
+                )
+            )
+    if not providers and not contextual:
+        return None
+    return ExtendedProviders(providers, contextual, metadatas)
+
+
+def _publisher(provider: str, record: ProviderRecord) -> AddrInfo | None:
+    if record.publisher is None:
+        return None
+    publisher = str(PeerId(record.publisher))
+    if record.publisher_addrs:
+        return AddrInfo(publisher, [record.publisher_addrs[0]])
+    if publisher == provider and record.addresses:
+        return AddrInfo(publisher, [record.addresses[0]])
+    return None
+
+
+def provider_info(peer: bytes, record: ProviderRecord) -> ProviderInfo:
+    """The ``ProviderInfo`` of one registry record."""
+    provider = str(PeerId(peer))
+    last_ad = None if record.last_ad is None else CidLink(str(Link(record.last_ad)))
+    last_time = ""
+    if last_ad is not None and record.last_ad_time:
+        last_time = rfc3339(record.last_ad_time)
+    return ProviderInfo(
+        addr_info=AddrInfo(provider, list(record.addresses)),
+        last_advertisement=last_ad,
+        last_advertisement_time=last_time,
+        publisher=_publisher(provider, record),
+        extended_providers=_extended(record),
+        frozen_at=None,
+        last_error=record.last_error or "",
+    )
+
+
+def _disk_size(index: IndexStore) -> int:
+    total = 0
+    for path in index.kv.path.iterdir():
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:  # a compaction removed it meanwhile
+            continue
+    return total
+
+
+@dataclass
+class StatsCache:
+    """``/stats``: computed in a thread, reused for ``ttl`` seconds."""
+
+    index: IndexStore
+    ttl: float = 60.0
+    _value: Stats | None = None
+    _at: float = 0.0  # time.monotonic() of the last computation
+    _lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def compute(self) -> Stats:
+        count = self.index.count_keys()
+        return Stats(entries_estimate=_disk_size(self.index) // _AVG_MH_SIZE, entries_count=count)
+
+    async def get(self) -> Stats:
+        async with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._at >= self.ttl:
+                self._value = await trio.to_thread.run_sync(self.compute)
+                self._at = now
+            return self._value

@@ -1,0 +1,252 @@
+"""The OpenAPI 3 document of the find API, served at ``/openapi.json``.
+
+Rules this module keeps:
+
+- Hand-written, and tested: it is valid JSON, every ``$ref`` resolves, and its paths and methods
+  are exactly ``handlers.ROUTES``.  Change a route and this document together.
+- It follows ipni/specs ``schemas/v1/openapi.yaml`` (paths, parameter names, the ``cascade``
+  query parameter is accepted and ignored) but describes the bodies as go-libipni actually
+  marshals them: ``FindResponse`` is an object with ``MultihashResults``, and the batch request
+  is ``FindRequest`` (the spec's ``requestBody`` points at ``FindResponse`` by mistake).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import msgspec
+
+__all__ = ["OPENAPI", "openapi_json"]
+
+JsonObj = dict[str, Any]
+
+
+def _ref(name: str) -> JsonObj:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _text(description: str) -> JsonObj:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _json(description: str, schema: JsonObj) -> JsonObj:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _path_param(name: str, description: str) -> JsonObj:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_B64 = {"type": "string", "format": "byte", "description": "padded standard base64"}
+_CASCADE = {
+    "name": "cascade",
+    "in": "query",
+    "required": False,
+    "description": "Routing systems to cascade to (accepted and ignored: none are offered).",
+    "schema": {"type": "string"},
+}
+_FOUND = {
+    "description": "At least one provider was found.",
+    "content": {
+        "application/json": {"schema": _ref("FindResponse")},
+        "application/x-ndjson": {
+            "schema": _ref("ProviderResult"),
+            "description": "one ProviderResult per line, streamed",
+        },
+    },
+}
+_NOT_ACCEPTABLE = _text("The Accept header lists no media type this route serves.")
+_NOT_FOUND = _text("`no results for query`.")
+
+
+def _find_get(what: str, param: JsonObj) -> JsonObj:
+    return {
+        "get": {
+            "summary": f"Find the providers of a {what}",
+            "parameters": [param, _CASCADE],
+            "responses": {
+                "200": _FOUND,
+                "400": _text(f"The {what} is not valid."),
+                "404": _NOT_FOUND,
+                "406": _NOT_ACCEPTABLE,
+            },
+        }
+    }
+
+
+_PATHS: JsonObj = {
+    "/multihash/{multihash}": _find_get(
+        "multihash", _path_param("multihash", "A multihash in base58btc or hex.")
+    ),
+    "/cid/{cid}": _find_get("CID", _path_param("cid", "A CIDv0 or multibase CIDv1.")),
+    "/multihash": {
+        "post": {
+            "summary": "Find the providers of several multihashes",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("FindRequest")}},
+            },
+            "responses": {
+                "200": _json("At least one multihash has providers.", _ref("FindResponse")),
+                "400": _text("The body or one of its multihashes is not valid."),
+                "404": _NOT_FOUND,
+                "406": _NOT_ACCEPTABLE,
+                "413": _text("The body is over 1 MiB."),
+            },
+        }
+    },
+    "/providers": {
+        "get": {
+            "summary": "List every provider in the registry",
+            "responses": {
+                "200": _json("The providers.", {"type": "array", "items": _ref("ProviderInfo")}),
+                "406": _NOT_ACCEPTABLE,
+            },
+        }
+    },
+    "/providers/{peerid}": {
+        "get": {
+            "summary": "Describe one provider",
+            "parameters": [
+                _path_param("peerid", "A peer ID in base58btc or as a libp2p-key CIDv1.")
+            ],
+            "responses": {
+                "200": _json("The provider.", _ref("ProviderInfo")),
+                "400": _text("The peer ID is not valid."),
+                "404": _text("`provider not found`."),
+                "406": _NOT_ACCEPTABLE,
+            },
+        }
+    },
+    "/health": {
+        "get": {
+            "summary": "Liveness",
+            "responses": {"200": _text("`ready <version>`.")},
+        }
+    },
+    "/stats": {
+        "get": {
+            "summary": "Index size",
+            "responses": {"200": _json("Entry counts.", _ref("Stats")), "406": _NOT_ACCEPTABLE},
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": _json("The OpenAPI document.", {"type": "object"})},
+        }
+    },
+}
+
+_ADDR_INFO = {
+    "type": "object",
+    "required": ["ID", "Addrs"],
+    "properties": {
+        "ID": {"type": "string", "description": "peer ID, base58btc"},
+        "Addrs": {"type": "array", "items": {"type": "string", "description": "multiaddr"}},
+    },
+}
+_CID_LINK = {
+    "type": "object",
+    "nullable": True,
+    "required": ["/"],
+    "properties": {"/": {"type": "string", "description": "CID"}},
+}
+_METADATAS = {"type": "array", "items": {**_B64, "nullable": True}}
+_SCHEMAS: JsonObj = {
+    "AddrInfo": _ADDR_INFO,
+    "CidLink": _CID_LINK,
+    "ProviderResult": {
+        "type": "object",
+        "description": "Fields are omitted when empty.",
+        "properties": {"ContextID": _B64, "Metadata": _B64, "Provider": _ref("AddrInfo")},
+    },
+    "MultihashResult": {
+        "type": "object",
+        "required": ["Multihash", "ProviderResults"],
+        "properties": {
+            "Multihash": _B64,
+            "ProviderResults": {"type": "array", "items": _ref("ProviderResult")},
+        },
+    },
+    "FindResponse": {
+        "type": "object",
+        "properties": {"MultihashResults": {"type": "array", "items": _ref("MultihashResult")}},
+    },
+    "FindRequest": {
+        "type": "object",
+        "required": ["Multihashes"],
+        "properties": {"Multihashes": {"type": "array", "items": _B64}},
+    },
+    "ContextualExtendedProviders": {
+        "type": "object",
+        "required": ["Override", "ContextID", "Providers"],
+        "properties": {
+            "Override": {"type": "boolean"},
+            "ContextID": {"type": "string", "description": "the context ID's raw bytes"},
+            "Providers": {"type": "array", "items": _ref("AddrInfo")},
+            "Metadatas": _METADATAS,
+        },
+    },
+    "ExtendedProviders": {
+        "type": "object",
+        "properties": {
+            "Providers": {"type": "array", "items": _ref("AddrInfo")},
+            "Contextual": {"type": "array", "items": _ref("ContextualExtendedProviders")},
+            "Metadatas": _METADATAS,
+        },
+    },
+    "ProviderInfo": {
+        "type": "object",
+        "required": ["AddrInfo", "LastAdvertisement", "FrozenAt"],
+        "properties": {
+            "AddrInfo": _ref("AddrInfo"),
+            "LastAdvertisement": _ref("CidLink"),
+            "LastAdvertisementTime": {"type": "string", "format": "date-time"},
+            "Lag": {"type": "integer"},
+            "Publisher": _ref("AddrInfo"),
+            "ExtendedProviders": _ref("ExtendedProviders"),
+            "FrozenAt": _ref("CidLink"),
+            "FrozenAtTime": {"type": "string", "format": "date-time"},
+            "Inactive": {"type": "boolean"},
+            "LastError": {"type": "string"},
+            "LastErrorTime": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["EntriesEstimate", "EntriesCount"],
+        "properties": {
+            "EntriesEstimate": {"type": "integer", "format": "int64"},
+            "EntriesCount": {"type": "integer", "format": "int64"},
+        },
+    },
+}
+
+OPENAPI: JsonObj = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "IPNI find API (ipni-indexer)",
+        "description": "The InterPlanetary Network Indexer HTTP query API.",
+        "version": "1",
+    },
+    "externalDocs": {
+        "description": "IPNI specification",
+        "url": "https://github.com/ipni/specs/blob/main/IPNI.md",
+    },
+    "paths": _PATHS,
+    "components": {"schemas": _SCHEMAS},
+}
+
+
+@cache
+def openapi_json() -> bytes:
+    """The document, encoded once."""
+    return msgspec.json.encode(OPENAPI)

@@ -1,0 +1,153 @@
+"""Reading a find request: path arguments, the batch body, and ``Accept`` negotiation.
+
+Rules this module keeps (storetheindex ``server/find/server.go`` and
+``internal/httpserver/header.go``; go-multihash ``FromB58String``/``FromHexString``/``Cast``;
+go-libp2p ``peer.Decode``; go-cid ``Decode``):
+
+- A multihash path argument is base58btc, else hex; either way it must be one whole multihash
+  (code, length, exactly that many digest bytes).  Failing both: 400 ``find: input is not a valid
+  base58 or hex encoded multihash``.
+- A CID is CIDv0 (``Qm...``) or a multibase CIDv1; its multihash is looked up.  A peer ID is base58
+  (``12D3KooW...``, ``Qm...``) or a ``libp2p-key`` CIDv1.  Either failing: 400 with the reason.
+- The batch body is ``{"Multihashes": [base64...]}``; malformed JSON or a malformed multihash in
+  it is a 400 naming the problem.
+- ``Accept``: absent means the default (JSON).  Otherwise every comma-separated media type must
+  parse (else 406 ``invalid accept header: ...``) and the first offered type present in it wins,
+  in the server's order of preference (so NDJSON wins whenever a client lists it); parameters such
+  as ``q`` are ignored.  No offered type listed: 406 ``accept: <offered>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import base58
+import msgspec
+
+from sync import Link, PeerId
+from sync.cid import parse_multihash
+from sync.errors import BadCid, BadPeerId
+from sync.httpserver import Request, Response
+
+from .model import FindRequest, decode
+
+__all__ = [
+    "JSON",
+    "NDJSON",
+    "BadInput",
+    "batch_multihashes",
+    "negotiate",
+    "parse_cid",
+    "parse_multihash_text",
+    "parse_peer",
+]
+
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA = re.compile(rf"({_TOKEN})(?:/({_TOKEN}))?")
+_PARAM = re.compile(rf'{_TOKEN}\s*=\s*(?:{_TOKEN}|"(?:[^"\\]|\\.)*")')
+
+
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    """Input found wanting: answered 400 with ``message``."""
+
+    message: str
+
+    def response(self) -> Response:
+        return Response.text(400, self.message)
+
+
+def _whole_multihash(raw: bytes) -> bool:
+    try:
+        _, end = parse_multihash(raw)
+    except BadCid:
+        return False
+    return len(raw) >= 2 and end == len(raw)
+
+
+def parse_multihash_text(text: str) -> bytes | BadInput:
+    """A multihash from base58btc or hex text."""
+    try:
+        raw = base58.b58decode(text) if text else b""
+    except ValueError:
+        raw = b""
+    if _whole_multihash(raw):
+        return raw
+    if _HEX.fullmatch(text) and _whole_multihash(raw := bytes.fromhex(text)):
+        return raw
+    return BadInput("find: input is not a valid base58 or hex encoded multihash")
+
+
+def parse_cid(text: str) -> bytes | BadInput:
+    """The multihash of a CID given as text."""
+    try:
+        return Link.parse(text).multihash.raw
+    except BadCid as exc:
+        return BadInput(f"find: {exc}")
+
+
+def parse_peer(text: str) -> PeerId | BadInput:
+    try:
+        return PeerId.parse(text)
+    except BadPeerId as exc:
+        return BadInput(f"cannot decode provider id: {exc}")
+
+
+def batch_multihashes(body: bytes) -> list[bytes] | BadInput:
+    """The multihashes of a batch ``POST /multihash`` body."""
+    try:
+        request = decode(body, FindRequest)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return BadInput(f"find: bad batch request: {exc}")
+    multihashes = request.multihashes or []
+    for i, mh in enumerate(multihashes):
+        if not _whole_multihash(mh):
+            return BadInput(f"find: Multihashes[{i}] is not a valid multihash")
+    return multihashes
+
+
+def _params_ok(rest: str) -> bool:
+    """``; name=value`` pairs, a trailing ``;`` allowed (Go's ``mime.ParseMediaType``)."""
+    while rest := rest.lstrip():
+        if not rest.startswith(";"):
+            return False
+        rest = rest[1:].lstrip()
+        if not rest:
+            return True
+        match = _PARAM.match(rest)
+        if match is None:
+            return False
+        rest = rest[match.end() :]
+    return True
+
+
+def _media_type(part: str) -> str | None:
+    base, semi, params = part.partition(";")
+    match = _MEDIA.fullmatch(base.strip())
+    if match is None or not _params_ok(semi + params):
+        return None
+    kind, sub = match.group(1).lower(), match.group(2)
+    return kind if sub is None else f"{kind}/{sub.lower()}"
+
+
+def negotiate(request: Request, offered: Sequence[str]) -> str | Response:
+    """The first offered media type the client accepts ("" without Accept), or a 406."""
+    if "accept" not in request.headers:
+        return ""
+    listed = set()
+    for part in request.headers["accept"].split(","):
+        media = _media_type(part)
+        if media is None:
+            message = f"invalid accept header: mime: cannot parse {part.strip()!r}"
+            return Response.text(406, message)
+        listed.add(media)
+    for media in offered:
+        if media in listed:
+            return media
+    return Response.text(406, "accept: " + ", ".join(offered))

@@ -1,0 +1,96 @@
+"""Extended-provider expansion, storetheindex's ``server/find/extended_providers_test.go`` cases.
+
+These drive ``provider_results`` with registry records directly, so they also cover what the
+ingest path cannot produce yet (a context-level ``Override``, metadata on the main provider's own
+extended-provider entries); ``test_conformance.py`` covers the same rules end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from indexer.find import expand
+from indexer.find.expand import provider_results
+from indexer.find.model import AddrInfo, ProviderResult, go_string
+from store import ProviderRecord, ValueRecord
+from store.index import ExtendedProviderRecord as Ep
+
+from ...builders import key
+
+MAIN = str(key(541).peer_id())
+EP1 = str(key(542).peer_id())
+EP2 = str(key(543).peer_id())
+CTX = b"test-context-id-1"
+MD = b"test-metadata-1"
+VALUE = ValueRecord(key(541).peer_id().raw, CTX, MD)
+
+
+def record(chain: list[Ep], contextual: list[Ep] | None = None) -> ProviderRecord:
+    per_context = {} if contextual is None else {base64.b64encode(CTX).decode(): contextual}
+    return ProviderRecord(
+        addresses=["/ip4/1.1.1.1/tcp/1"], extended=chain, context_extended=per_context
+    )
+
+
+def result(peer: str, addrs: list[str], metadata: bytes = MD) -> ProviderResult:
+    return ProviderResult(CTX, metadata, AddrInfo(peer, addrs))
+
+
+MAIN_RESULT = result(MAIN, ["/ip4/1.1.1.1/tcp/1"])
+
+
+def test_extended_provider_has_its_own_metadata_context_level_first() -> None:
+    rec = record([Ep(EP1, ["/a"], b"ep1-md")], [Ep(EP2, ["/b"], b"ep2-md")])
+    assert provider_results(MAIN, rec, VALUE) == [
+        MAIN_RESULT,
+        result(EP2, ["/b"], b"ep2-md"),
+        result(EP1, ["/a"], b"ep1-md"),
+    ]
+
+
+def test_extended_provider_inherits_the_main_metadata() -> None:
+    rec = record([Ep(EP1, ["/a"], b"")], [Ep(EP2, ["/b"], b"")])
+    assert provider_results(MAIN, rec, VALUE) == [
+        MAIN_RESULT,
+        result(EP2, ["/b"]),
+        result(EP1, ["/a"]),
+    ]
+
+
+def test_other_contexts_get_only_chain_level_ones() -> None:
+    rec = record([Ep(EP1, ["/a"], b"")], [Ep(EP2, ["/b"], b"")])
+    other = ValueRecord(VALUE.provider, b"test-context-id-2", MD)
+    assert provider_results(MAIN, rec, other) == [
+        ProviderResult(b"test-context-id-2", MD, AddrInfo(MAIN, ["/ip4/1.1.1.1/tcp/1"])),
+        ProviderResult(b"test-context-id-2", MD, AddrInfo(EP1, ["/a"])),
+    ]
+
+
+def test_context_override_drops_chain_level_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = record([Ep(EP1, ["/a"], b"")], [Ep(EP2, ["/b"], b"")])
+    monkeypatch.setattr(expand, "context_override", lambda record, key: True)
+    assert provider_results(MAIN, rec, VALUE) == [MAIN_RESULT, result(EP2, ["/b"])]
+
+
+def test_main_provider_entries_only_when_their_metadata_differs() -> None:
+    same, empty = Ep(MAIN, ["/same"], MD), Ep(MAIN, ["/empty"], b"")
+    rec = record([same, empty, Ep(MAIN, ["/chain"], b"chain-md")], [same, empty])
+    assert provider_results(MAIN, rec, VALUE) == [
+        MAIN_RESULT,
+        result(MAIN, ["/chain"], b"chain-md"),
+    ]
+    rec = record([same], [Ep(MAIN, ["/ctx"], b"ctx-md")])
+    assert provider_results(MAIN, rec, VALUE) == [MAIN_RESULT, result(MAIN, ["/ctx"], b"ctx-md")]
+
+
+def test_peer_ids_print_as_base58_and_bad_ones_are_skipped() -> None:
+    as_cid = key(542).peer_id().to_cid()
+    rec = record([Ep(as_cid, ["/a"], b""), Ep("not-a-peer", ["/x"], b"")])
+    assert provider_results(MAIN, rec, VALUE) == [MAIN_RESULT, result(EP1, ["/a"])]
+
+
+def test_go_string_replaces_each_invalid_byte() -> None:
+    assert go_string(b"lobster") == "lobster"
+    assert go_string(b"a\xe2\x80b\xffc\xed\xa0\x80") == "a\ufffd\ufffdb\ufffdc\ufffd\ufffd\ufffd"
