@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DATA ?= ./data
+JS := tests/js
+JS_STAMP := $(JS)/node_modules/.installed-stamp
 
 .PHONY: run test check lint typecheck imports pytest bench lock diagrams clean
 
@@ -31,7 +33,12 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+# The real JS delegated-routing client the interop tests drive (needs node and npm).
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	@touch $@
+
+pytest: $(STAMP) $(JS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -49,4 +56,4 @@ diagrams: $(STAMP)
 	$(BIN)/python assets/render.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(JS)/node_modules

@@ -159,9 +159,19 @@ class Daemon:
         return handle
 
     def _find_handler(self, kv: KV) -> Handler:
+        """The find API, with delegated routing v1 mounted by prefix beside it."""
         from .find import find_handler
+        from .routing import PREFIX, routing_handler
 
-        return find_handler(IndexStore(kv), __version__)
+        index = IndexStore(kv)
+        find, routing = find_handler(index, __version__), routing_handler(index)
+
+        async def handle(request: Request) -> Response:
+            if request.path.startswith(PREFIX):
+                return await routing(request)
+            return await find(request)
+
+        return handle
 
 
 def sync_status(ingester: Ingester, request: Request) -> Response:

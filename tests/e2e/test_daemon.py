@@ -65,6 +65,9 @@ async def test_http_announce_is_synced_and_indexed(tmp_path: Path) -> None:
                 assert found.status_code == 200, line
                 [result] = found.json()["MultihashResults"]
                 assert [p["Provider"]["ID"] for p in result["ProviderResults"]] == [pub]
+            cid = Link(b"\x01\x55" + bytes.fromhex(line))  # a raw CID of the last multihash
+            routed = httpx.get(f"{daemon.info['find_url']}/routing/v1/providers/{cid}", timeout=5)
+            assert [p["ID"] for p in routed.json()["Providers"]] == [pub]
         finally:
             serving.stop()
     finally:
