@@ -1,0 +1,40 @@
+"""``python -m bench.heap ADS``: ingest a chain of ADS one-multihash ads in THIS process and print
+its peak RSS (which includes LevelDB's bounded caches: a 64 MiB memtable and a 256 MiB block
+cache) and its peak Python heap (tracemalloc: the indexer's own state), as one JSON object."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import trio
+
+from store import KV
+from sync.metadata import bitswap
+from sync.publisher import Publisher
+
+from .ingest import _ingest, _mh, _served
+
+
+def main(ads: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pub = Publisher.init(Path(tmp) / "pub")
+        for a in range(ads):
+            pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
+        peer = pub.peer_id
+        pub.close()
+        with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "idx") as kv:
+            tracemalloc.start()
+            trio.run(_ingest, peer, addr, kv)
+            _, heap_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"ads": ads, "peak_rss_mib": rss / 2**20, "python_heap_peak_mib": heap_peak / 2**20}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(int(sys.argv[1]))))
