@@ -1,6 +1,7 @@
 """``make bench`` (or ``python -m bench [NAME ...]``): run benchmarks, print one JSON document.
 
-Names: ``codecs``, ``ingest``, ``memory`` (slow: ingests a 100k-ad chain); default: all.
+Names: ``codecs``, ``ingest``, ``store`` (bytes on disk, lookups), ``memory`` (slow: a
+100k-ad chain); default: all.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import codecs, ingest
+from . import codecs, ingest, store
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "codecs": codecs.run,
     "ingest": ingest.throughput,
     "memory": ingest.memory,
+    "store": store.run,
 }
 
 

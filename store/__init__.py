@@ -1,16 +1,25 @@
-"""Store: the embedded LevelDB key-value layer (later, the value store and provider registry).
+"""Store: the key-value layer (``KVStore``: LevelDB ``KV``, in-memory ``MemoryKV``), the value
+store and the provider registry (``IndexStore``), and the index's background compaction.
 
 The bottom of the dependency direction ``store <- staging <- sync <- indexer``: it imports none of
 the other three packages.
 """
 
+from .compaction import CompactionProgress
 from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
 from .index import IndexStore, ProviderRecord, ValueRecord, value_key
-from .kv import KV, Tuning, Write
+from .kv import KV, Tuning
+from .memory import MemoryKV
+from .protocol import Add, Discard, KVStore, Write
 
 __all__ = [
     "KV",
+    "Add",
+    "CompactionProgress",
+    "Discard",
     "IndexStore",
+    "KVStore",
+    "MemoryKV",
     "ProviderRecord",
     "StoreClosed",
     "StoreCorrupted",

@@ -1,32 +1,51 @@
-"""The value store and provider registry, as write plans over the one LevelDB.
+"""The value store and provider registry, as write plans over one ``KVStore``.
 
-Layout (issue 5 tunes it; the read side builds on it)::
+Layout::
 
-    i <multihash> <value key:8>   b""            multihash -> value keys (one per provider+context)
-    v <value key:8>               ValueRecord    provider, context ID, metadata
-    r <provider>                  ProviderRecord addresses, publisher, last ad, extended providers
+    i <multihash>     <vk:8>...      multihash -> its value keys, a sorted member set (protocol.py)
+    v <vk:8>          ValueRecord    provider, context ID, metadata
+    r <provider>      ProviderRecord addresses, publisher, last ad, extended providers
+    g                 <key>          compaction: the next ``i`` key the running sweep examines
+    G                 b""            compaction: a context was removed since the sweep started
 
 The value key is the first 8 bytes of sha2-256(len(provider) || provider || context ID), so
 removing or re-describing a whole context touches one record: ``remove_context`` deletes ``v``;
-the ``i`` keys left dangling are skipped at read time (issue 5 adds background compaction).
+the members left dangling are skipped at read time and dropped by ``compact``.
 
-Rules: every write method returns ``Write`` tuples instead of writing, so the caller can put them
-in the same batch as the staging change they belong to (an ad is marked processed atomically with
-its last index writes).  Every write is idempotent: replaying a batch after a crash changes
-nothing.
+Rules this module keeps:
+
+- Every write method returns ``Write`` tuples instead of writing, so the caller can put them in
+  the same batch as the staging change they belong to (an ad is marked processed atomically with
+  its last index writes).  Every write is idempotent: replaying a batch after a crash changes
+  nothing.  Multihash writes are ``Add`` set operations: the caller reads nothing, the store
+  reads each key under its write lock (sorted; see ``kv.py`` on the GIL), and concurrent ads of
+  one multihash never lose each other's value keys.
+- Known limit: re-adding a removed (provider, context) revives its old multihashes that no sweep
+  has dropped yet, because the value key is a function of the pair alone.
+- A lookup is one point read (the usual multihash has one value key): LevelDB's bloom filters
+  answer an unknown multihash without touching a data block.  Value records are cached per
+  ``kv.version``: any write empties the cache, so a lookup never returns a removed context.
+- ``IndexStore`` is typed against the ``KVStore`` protocol (generic over the backend, LevelDB's
+  ``KV`` by default), and works on ``MemoryKV`` the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
-from .kv import KV, Write
+from .compaction import CompactionProgress, Sweep, compact
+from .kv import KV
+from .protocol import Add, KVStore, Write
 
 __all__ = ["IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
+
+VK = 8  # bytes of a value key
+CACHE_LIMIT = 100_000  # value records cached at most (then the cache starts afresh)
 
 
 class ValueRecord(msgspec.Struct, frozen=True):
@@ -53,22 +72,49 @@ class ProviderRecord(msgspec.Struct, frozen=True):
     last_error: str | None = None
 
 
-def value_key(provider: bytes, context_id: bytes) -> bytes:
-    return hashlib.sha256(bytes([len(provider)]) + provider + context_id).digest()[:8]
+_UNKNOWN = ValueRecord(b"", b"", b"")  # a cache miss (None in the cache: the record is gone)
 
+
+def value_key(provider: bytes, context_id: bytes) -> bytes:
+    return hashlib.sha256(bytes([len(provider)]) + provider + context_id).digest()[:VK]
+
+
+def _record_key(vk: bytes) -> bytes:
+    return b"v" + vk
+
+
+SWEEP = Sweep(prefix=b"i", width=VK, cursor_key=b"g", pending_key=b"G", record_key=_record_key)
 
 _enc = msgspec.msgpack.Encoder()
+_value_dec = msgspec.msgpack.Decoder(ValueRecord)
+_provider_dec = msgspec.msgpack.Decoder(ProviderRecord)
+
+if TYPE_CHECKING:  # the default lets ``IndexStore`` alone mean ``IndexStore[KV]``
+    from typing_extensions import TypeVar as DefaultTypeVar
+
+    Backend = DefaultTypeVar("Backend", bound=KVStore, default=KV)
+else:
+    Backend = TypeVar("Backend", bound=KVStore)
+
+
+class _Cache:
+    """Value records (None: removed) read at one ``kv.version``; swapped whole, never patched."""
+
+    def __init__(self) -> None:
+        self.current: tuple[int, dict[bytes, ValueRecord | None]] = (-1, {})
 
 
 @dataclass(frozen=True)
-class IndexStore:
-    kv: KV
+class IndexStore(Generic[Backend]):
+    kv: Backend
+    _cache: _Cache = field(default_factory=_Cache, init=False, repr=False, compare=False)
 
     # --- write plans -----------------------------------------------------------------------
 
     @staticmethod
     def put_multihashes(vk: bytes, multihashes: Iterable[bytes]) -> list[Write]:
-        return [(b"i" + mh + vk, b"") for mh in multihashes]
+        add = Add(vk)
+        return [(b"i" + mh, add) for mh in multihashes]
 
     @staticmethod
     def put_value(provider: bytes, context_id: bytes, metadata: bytes) -> list[Write]:
@@ -77,7 +123,7 @@ class IndexStore:
 
     @staticmethod
     def remove_context(provider: bytes, context_id: bytes) -> list[Write]:
-        return [(b"v" + value_key(provider, context_id), None)]
+        return [(b"v" + value_key(provider, context_id), None), (SWEEP.pending_key, b"")]
 
     @staticmethod
     def put_provider(provider: bytes, record: ProviderRecord) -> list[Write]:
@@ -87,26 +133,54 @@ class IndexStore:
 
     def provider(self, provider: bytes) -> ProviderRecord | None:
         raw = self.kv.get(b"r" + provider)
-        return None if raw is None else msgspec.msgpack.decode(raw, type=ProviderRecord)
+        return None if raw is None else _provider_dec.decode(raw)
 
     def value(self, vk: bytes) -> ValueRecord | None:
         raw = self.kv.get(b"v" + vk)
-        return None if raw is None else msgspec.msgpack.decode(raw, type=ValueRecord)
+        return None if raw is None else _value_dec.decode(raw)
 
     def lookup(self, multihash: bytes) -> list[ValueRecord]:
-        """Every live (provider, context) record of a multihash; dangling keys are skipped."""
-        prefix = b"i" + multihash
+        """Every live (provider, context) record of a multihash; dangling value keys are skipped."""
+        version = self.kv.version  # read before anything it guards
+        seen, records = self._cache.current
+        if seen != version:
+            records = {}
+            self._cache.current = (version, records)
+        raw = self.kv.get(b"i" + multihash)
+        if raw is None:
+            return []
+        if len(raw) == VK:  # the usual multihash: one value key
+            record = records.get(raw, _UNKNOWN)
+            if record is _UNKNOWN:
+                record = self._remember(records, raw)
+            return [] if record is None else [record]
         out = []
-        for key, _ in self.kv.scan(prefix):
-            vk = key[len(prefix) :]
-            if len(vk) == 8 and (record := self.value(vk)) is not None:
+        for at in range(0, len(raw), VK):
+            vk = raw[at : at + VK]
+            record = records.get(vk, _UNKNOWN)
+            if record is _UNKNOWN:
+                record = self._remember(records, vk)
+            if record is not None:
                 out.append(record)
         return out
+
+    def _remember(self, records: dict[bytes, ValueRecord | None], vk: bytes) -> ValueRecord | None:
+        if len(records) >= CACHE_LIMIT:
+            records.clear()
+        record = records[vk] = self.value(vk)
+        return record
 
     def providers(self) -> Iterator[tuple[bytes, ProviderRecord]]:
         """Every provider in the registry (peer ID bytes, record), in key order."""
         for key, raw in self.kv.scan(b"r"):
-            yield key[1:], msgspec.msgpack.decode(raw, type=ProviderRecord)
+            yield key[1:], _provider_dec.decode(raw)
 
     def count_keys(self) -> int:
-        return sum(1 for _ in self.kv.scan(b"i"))
+        """Index entries, one per (multihash, value key); dangling ones count until compacted."""
+        return sum(len(raw) // VK for _, raw in self.kv.scan(b"i"))
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    def compact(self, budget: int) -> CompactionProgress:
+        """One step of the background sweep that drops dangling value keys (``compaction.py``)."""
+        return compact(self.kv, SWEEP, budget)

@@ -1,0 +1,92 @@
+"""``IndexStore`` on both backends: write plans, lookups, removal, the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
+from store.index import ExtendedProviderRecord
+
+from ..builders import multihash
+
+P1, P2 = b"\x00\x24provider-one", b"\x00\x24provider-two"
+
+
+def index_with(kv: KVStore, *contexts: tuple[bytes, bytes, list[bytes]]) -> IndexStore[KVStore]:
+    """An index holding each (provider, context, multihashes), metadata ``m:<context>``."""
+    for provider, ctx, mhs in contexts:
+        kv.write_batch(
+            [
+                *IndexStore.put_value(provider, ctx, b"m:" + ctx),
+                *IndexStore.put_multihashes(value_key(provider, ctx), mhs),
+            ]
+        )
+    return IndexStore(kv)
+
+
+def contexts(index: IndexStore[KVStore], mh: bytes) -> list[bytes]:
+    return sorted(r.context_id for r in index.lookup(mh))
+
+
+def test_put_multihashes_and_lookup(kv: KVStore) -> None:
+    a, b, c = multihash(1), multihash(2), multihash(3)
+    index = index_with(kv, (P1, b"A", [a, b]), (P1, b"B", [b]), (P2, b"A", [b, c]))
+    assert index.lookup(a) == [ValueRecord(P1, b"A", b"m:A")]
+    records = index.lookup(b)
+    assert {(r.provider, r.context_id) for r in records} == {(P1, b"A"), (P1, b"B"), (P2, b"A")}
+    vks = [value_key(r.provider, r.context_id) for r in records]
+    assert vks == sorted(vks)  # in value-key order
+    assert index.lookup(multihash(4)) == []
+    assert index.lookup(b[:-1]) == [] and index.lookup(b + b"\x00") == []  # exact keys only
+    assert index.count_keys() == 5
+
+
+def test_writes_are_idempotent(kv: KVStore) -> None:
+    mhs = [multihash(i) for i in range(5)]
+    index_with(kv, (P1, b"A", mhs))
+    before = list(kv.scan(b""))
+    index_with(kv, (P1, b"A", mhs), (P1, b"A", mhs[:2]))  # a replayed batch, a partial one
+    assert list(kv.scan(b"")) == before
+
+
+def test_put_value_redescribes_a_whole_context(kv: KVStore) -> None:
+    index = index_with(kv, (P1, b"A", [multihash(1), multihash(2)]))
+    assert index.lookup(multihash(2))[0].metadata == b"m:A"  # cached now
+    kv.write_batch(IndexStore.put_value(P1, b"A", b"new"))
+    assert [r.metadata for r in index.lookup(multihash(1))] == [b"new"]
+    assert [r.metadata for r in index.lookup(multihash(2))] == [b"new"]
+
+
+def test_remove_context_skips_its_keys_at_once(kv: KVStore) -> None:
+    shared = multihash(9)
+    index = index_with(kv, (P1, b"A", [multihash(1), shared]), (P2, b"B", [shared]))
+    assert contexts(index, shared) == [b"A", b"B"]  # both records cached
+    kv.write_batch(IndexStore.remove_context(P1, b"A"))
+    assert index.lookup(multihash(1)) == []  # dangling: skipped
+    assert contexts(index, shared) == [b"B"]
+    assert index.value(value_key(P1, b"A")) is None
+    assert index.count_keys() == 3  # the dangling keys stay until compaction
+    kv.write_batch(IndexStore.put_value(P1, b"A", b"again"))  # re-adding revives the old keys
+    assert contexts(index, multihash(1)) == [b"A"]
+
+
+def test_provider_registry_round_trip(kv: KVStore) -> None:
+    index = IndexStore(kv)
+    assert index.provider(P1) is None and list(index.providers()) == []
+    ep = ExtendedProviderRecord("12D3KooW", ["/ip4/1.2.3.4/tcp/1"], b"\x80\x12")
+    one = ProviderRecord(addresses=["/ip4/10.0.0.1/tcp/1"], last_ad=b"cid", last_ad_time=1.5)
+    two = ProviderRecord(extended=[ep], context_extended={"QQ==": [ep]}, last_error="boom")
+    kv.write_batch([*IndexStore.put_provider(P2, two), *IndexStore.put_provider(P1, one)])
+    assert index.provider(P1) == one and index.provider(P2) == two
+    assert list(index.providers()) == [(P1, one), (P2, two)]
+    kv.write_batch(IndexStore.put_provider(P1, ProviderRecord()))
+    assert index.provider(P1) == ProviderRecord()
+
+
+def test_the_value_cache_is_bounded(kv: KVStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("store.index.CACHE_LIMIT", 3)
+    mhs = [multihash(i) for i in range(10)]
+    index = index_with(kv, *[(P1, b"c%d" % i, [mh]) for i, mh in enumerate(mhs)])
+    for i, mh in enumerate(mhs):
+        assert contexts(index, mh) == [b"c%d" % i]
+    assert len(index._cache.current[1]) <= 3
