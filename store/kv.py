@@ -27,13 +27,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import plyvel
 
 from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
-from .protocol import Write, resolve, successor
+from .protocol import KVShortcuts, Write, resolve, successor
 
 __all__ = ["KV", "Tuning"]
 
@@ -65,7 +64,7 @@ def _translate(exc: Exception, path: Path) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class KV:
+class KV(KVShortcuts):
     """A LevelDB database at ``path``."""
 
     def __init__(self, path: str | Path, create: bool = True, tuning: Tuning = Tuning()) -> None:
@@ -126,12 +125,6 @@ class KV:
             except RuntimeError:
                 raise self._closed() from None
             self._version += 1
-
-    def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
-        self.write_batch([(key, value)], sync=sync)
-
-    def delete(self, key: bytes, sync: bool = False) -> None:
-        self.write_batch([(key, None)], sync=sync)
 
     def scan(
         self, prefix: bytes, reverse: bool = False, start: bytes | None = None
@@ -203,14 +196,3 @@ class KV:
         with self._lock:
             if not self._db.closed:
                 self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

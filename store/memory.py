@@ -16,16 +16,14 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from types import TracebackType
-from typing import Self
 
 from .errors import StoreClosed
-from .protocol import Write, resolve, successor
+from .protocol import KVShortcuts, Write, resolve, successor
 
 __all__ = ["MemoryKV"]
 
 
-class MemoryKV:
+class MemoryKV(KVShortcuts):
     """A ``KVStore`` held in a dict; nothing survives the object."""
 
     def __init__(self) -> None:
@@ -64,12 +62,6 @@ class MemoryKV:
                     self._data[key] = value
             self._version += 1
 
-    def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
-        self.write_batch([(key, value)], sync=sync)
-
-    def delete(self, key: bytes, sync: bool = False) -> None:
-        self.write_batch([(key, None)], sync=sync)
-
     def scan(
         self, prefix: bytes, reverse: bool = False, start: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
@@ -88,14 +80,3 @@ class MemoryKV:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -28,7 +28,17 @@ from typing import Protocol, Self, cast
 
 from .errors import StoreError
 
-__all__ = ["Add", "Discard", "KVStore", "Put", "Write", "members", "resolve", "successor"]
+__all__ = [
+    "Add",
+    "Discard",
+    "KVShortcuts",
+    "KVStore",
+    "Put",
+    "Write",
+    "members",
+    "resolve",
+    "successor",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,33 @@ class Discard:
 Write = tuple[bytes, bytes | Add | Discard | None]
 # What a batch resolves to: plain puts and deletes only.
 Put = tuple[bytes, bytes | None]
+
+
+class KVShortcuts:
+    """``put``, ``delete`` and the context manager, written once over ``write_batch``/``close``."""
+
+    def write_batch(self, writes: Iterable[Write], sync: bool = False) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def put(self, key: bytes, value: bytes, sync: bool = False) -> None:
+        self.write_batch([(key, value)], sync=sync)
+
+    def delete(self, key: bytes, sync: bool = False) -> None:
+        self.write_batch([(key, None)], sync=sync)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class KVStore(Protocol):
