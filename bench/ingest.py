@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import trio
 from indexer.ingest import Ingester
 from store import KV, value_key
 from sync import PeerId
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 
@@ -40,10 +40,7 @@ def _mh(i: int) -> bytes:
     return b"\x12\x20" + hashlib.sha256(i.to_bytes(8, "big")).digest()
 
 
-@asynccontextmanager
-async def _fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher) as fetcher:
-        yield fetcher
+_fetcher = fetcher_factory()
 
 
 async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:

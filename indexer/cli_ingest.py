@@ -8,8 +8,6 @@ safe at any moment), then syncs every ``--publisher`` and waits until nothing is
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import click
@@ -17,15 +15,14 @@ import trio
 
 from store import KV
 from sync import BadMultiaddr, PeerId
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 
+from .daemon import DB_DIR
 from .errors import CliError
 from .ingest import Ingester
 from .logs import configure_logging
 
-__all__ = ["DB_DIR", "ingest"]
-
-DB_DIR = "db"
+__all__ = ["ingest"]
 
 
 def split_publisher(addr: str) -> tuple[PeerId, str]:
@@ -39,10 +36,7 @@ def split_publisher(addr: str) -> tuple[PeerId, str]:
         raise CliError(str(exc)) from None
 
 
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory()
 
 
 @click.command("ingest")

@@ -13,7 +13,7 @@ Rules: the daemon owns the data directory's database (a second daemon gets a cle
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import trio
 
 from store import KV, IndexStore
 from sync import Link, PeerId, PrivateKey
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 from sync.httpserver import Handler, Request, Response, serve_tcp
 
 from . import __version__
@@ -70,7 +70,9 @@ class Daemon:
             async with trio.open_nursery() as nursery, self._libp2p() as host:
                 ingester = Ingester(
                     kv,
-                    self._fetcher_factory(host),
+                    fetcher_factory(
+                        host=host, max_block=config.max_block, timeout=config.sync_timeout
+                    ),
                     policy=config.policy,
                     config=IngestConfig(
                         segment=config.segment,
@@ -113,19 +115,6 @@ class Daemon:
 
         async with open_host(self.key, [self.config.p2p_addr]) as host:
             yield host
-
-    def _fetcher_factory(self, host: Any) -> Any:
-        max_block = self.config.max_block
-        timeout = self.config.sync_timeout
-
-        @contextlib.asynccontextmanager
-        async def factory(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-            async with open_fetcher(
-                addrs, publisher, host=host, max_block=max_block, timeout=timeout
-            ) as fetcher:
-                yield fetcher
-
-        return factory
 
     async def _gossip(
         self,

@@ -33,7 +33,7 @@ from sync.ipnisync import IPNI_PATH, ipnisync_handler
 from sync.publisher import Publisher
 from sync.pubops import PublishRequest, apply, error_to_json
 
-__all__ = ["SOCKET_NAME", "NodeConfig", "NodeInfo", "PublisherNode"]
+__all__ = ["SOCKET_NAME", "NodeConfig", "NodeInfo", "PublisherNode", "socket_path"]
 
 SOCKET_NAME = "publisher.sock"
 log = structlog.get_logger("publisher")
@@ -70,7 +70,7 @@ class PublisherNode:
         self, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
     ) -> None:
         handler = ipnisync_handler(self.publisher)
-        sock_path = self.publisher.data_dir / SOCKET_NAME
+        sock_path = socket_path(self.publisher.data_dir)
         sock_path.unlink(missing_ok=True)  # we hold the database lock: any socket here is stale
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
             listeners = await nursery.start(serve_tcp, handler, self.config.host, self.config.port)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import ssl
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 import httpx
@@ -55,6 +55,7 @@ __all__ = [
     "Libp2pFetcher",
     "ResponseTooLarge",
     "SchemaKind",
+    "fetcher_factory",
     "open_fetcher",
 ]
 
@@ -245,3 +246,14 @@ def open_fetcher(
     if host is None:
         raise BadMultiaddr(f"publisher {publisher} has only libp2p addresses: libp2p needs a host")
     return Libp2pFetcher(host, publisher, endpoint.libp2p, max_block=max_block, timeout=timeout)
+
+
+def fetcher_factory(
+    *, host: IHost | None = None, max_block: int = MAX_BLOCK, timeout: float = 30.0
+) -> Callable[[PeerId, Sequence[str]], HttpFetcher]:
+    """``open_fetcher`` with these settings, called as ``factory(publisher, addrs)``."""
+
+    def factory(publisher: PeerId, addrs: Sequence[str]) -> HttpFetcher:
+        return open_fetcher(addrs, publisher, host=host, max_block=max_block, timeout=timeout)
+
+    return factory

@@ -9,8 +9,7 @@ final index must equal the crash-free run's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from indexer.ingest import IngestConfig, Ingester
 from staging import StagingArea
 from store import KV, Write
 from sync import Link, PeerId
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.metadata import bitswap, ipfs_gateway_http
@@ -48,10 +47,7 @@ class CrashingKV(KV):
         super().write_batch(writes, sync)
 
 
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory(timeout=5)
 
 
 def build_chain(pub: Publisher) -> list[tuple[Link, set[bytes]]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -11,8 +9,8 @@ import trio
 
 from indexer.ingest import IngestConfig, Ingester
 from store import KV, value_key
-from sync import Link, PeerId
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync import Link
+from sync.fetcher import fetcher_factory
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.metadata import bitswap, ipfs_gateway_http
@@ -21,11 +19,7 @@ from sync.pubstore import PublisherConfig
 
 from ..builders import multihash
 
-
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory(timeout=5)
 
 
 class Rig:

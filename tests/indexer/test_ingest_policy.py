@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,14 @@ import trio
 from indexer.ingest import IngestConfig, Ingester, OwnProviderPolicy
 from store import KV
 from sync import Link, PeerId, PrivateKey
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 from sync.httpserver import Handler, Request, Response, serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.walker import StopReason
 
 from ..builders import ChainBuilder, key, multihash
 
-
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory(timeout=5)
 
 
 def mhs(start: int, n: int) -> list[bytes]:

@@ -15,17 +15,13 @@ from indexer.intake import AnnounceIntake
 from store import KV
 from sync import Message, PeerId
 from sync.errors import FetchFailed
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import BlockFetcher, fetcher_factory
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 
 from ..builders import ChainBuilder, key, multihash
 
-
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory(timeout=5)
 
 
 async def start(nursery: trio.Nursery, handler: object) -> tuple[str, int]:

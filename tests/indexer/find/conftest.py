@@ -19,8 +19,8 @@ import trio
 from indexer.find import serve_find
 from indexer.ingest import IngestConfig, Ingester
 from store import KV, IndexStore
-from sync import Link, PeerId, PrivateKey, encode_block
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync import Link, PrivateKey, encode_block
+from sync.fetcher import fetcher_factory
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 
@@ -30,10 +30,7 @@ from ...builders import ChainBuilder, make_ad
 FIXTURE_TIME = datetime(2023, 6, 28, 12, 21, 6, tzinfo=UTC).timestamp()
 
 
-@asynccontextmanager
-async def http_fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+http_fetcher = fetcher_factory(timeout=5)
 
 
 @dataclass

@@ -16,8 +16,7 @@ with ``routing_handler``.  What is indexed:
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ import trio
 from indexer.ingest import IngestConfig, Ingester
 from indexer.routing import routing_handler
 from store import KV, IndexStore
-from sync import Link, PeerId, PrivateKey
+from sync import Link, PrivateKey
 from sync.cid import RAW, encode_uvarint
-from sync.fetcher import BlockFetcher, open_fetcher
+from sync.fetcher import fetcher_factory
 from sync.httpserver import Handler, serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
@@ -131,10 +130,7 @@ def _chains(k: dict[str, PrivateKey]) -> list[ChainBuilder]:
     return [chain_a, chain_b, chain_c, chain_d]
 
 
-@asynccontextmanager
-async def _fetcher(publisher: PeerId, addrs: Sequence[str]) -> AsyncIterator[BlockFetcher]:
-    async with open_fetcher(addrs, publisher, timeout=5) as fetcher:
-        yield fetcher
+_fetcher = fetcher_factory(timeout=5)
 
 
 async def _ingest(kv: KV, chains: list[ChainBuilder]) -> None:
