@@ -214,7 +214,7 @@ def ls(data_dir: Path, limit: int, as_json: bool) -> None:
         listing = _via_socket(data_dir, "GET", f"/chain?limit={limit}", b"", ChainListing)
         records, peer = listing.ads, listing.peer_id
     else:
-        records, peer = pub.chain()[: limit or None], str(pub.peer_id)
+        records, peer = pub.chain(limit), str(pub.peer_id)
         pub.close()
     if as_json:
         click.echo(json.dumps({"peer_id": peer, "ads": msgspec.to_builtins(records)}, indent=2))

@@ -129,7 +129,7 @@ class PublisherNode:
     async def _admin(self, request: Request) -> Response:
         if request.path == "/chain" and request.method == "GET":
             limit = int((request.query.get("limit") or ["0"])[0] or 0)
-            records = self.publisher.chain()[: limit or None]
+            records = self.publisher.chain(limit)
             doc = {"peer_id": str(self.publisher.peer_id), "ads": records}
             return Response(200, msgspec.json.encode(doc), "application/json")
         if request.path != "/publish":

@@ -15,6 +15,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -129,8 +130,9 @@ class Publisher:
     def block(self, link: Link) -> bytes | None:
         return self.store.block(link)
 
-    def chain(self) -> list[ChainRecord]:
-        return list(self.store.chain())
+    def chain(self, limit: int = 0) -> list[ChainRecord]:
+        """The chain, newest first: the newest ``limit`` ads (all of them when 0)."""
+        return list(itertools.islice(self.store.chain(), limit or None))
 
     # --- writes ----------------------------------------------------------------------------
 

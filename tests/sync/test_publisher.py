@@ -67,6 +67,7 @@ def test_chain_of_three_verifies_back_to_genesis(pub: Publisher) -> None:
     assert head.head == third.cid and head.verify() == pub.peer_id
     assert head.topic == "/indexer/ingest/mainnet"
     assert [r.kind for r in pub.chain()] == ["remove", "add", "add"]
+    assert [r.seq for r in pub.chain(2)] == [3, 2]
 
 
 def test_entries_are_chunked_in_order(pub: Publisher) -> None:
