@@ -4,8 +4,9 @@ Rules this module keeps:
 
 - The provider registry is updated from every ad: addresses (when the ad lists any), publisher,
   last ad (a later success keeps the last ingest error: it is history, not state); extended
-  providers are replaced, chain-level when the ad has no ContextID, else for that context; an
-  empty list deletes them (as storetheindex does).
+  providers are replaced, chain-level when the ad has no ContextID, else for that context
+  together with the ad's ``Override`` flag (kept only when true); an empty list, or a removal
+  of the context, deletes them and the flag.
 - ``IsRm`` removes the (provider, ContextID) value record; an ad with ``NoEntries`` sets the
   context's metadata; an ad marked ``skip_entries`` (removed later in its stack) only updates the
   registry; an ad staged with an error is marked processed-with-error and applies nothing.
@@ -53,23 +54,43 @@ def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) ->
         last_ad_time=now,
     )
     ep = ad.extended_provider
+    key = base64.b64encode(ad.context_id).decode()
     if ep is not None:
         eps = [ExtendedProviderRecord(p.id, list(p.addresses), p.metadata) for p in ep.providers]
         if not ad.context_id:
             record = msgspec.structs.replace(record, extended=eps, extended_override=ep.override)
+        elif eps:
+            record = _set_context(record, key, eps, ep.override)
         else:
-            per_context = dict(record.context_extended)
-            key = base64.b64encode(ad.context_id).decode()
-            if eps:
-                per_context[key] = eps
-            else:
-                per_context.pop(key, None)
-            record = msgspec.structs.replace(record, context_extended=per_context)
+            record = _drop_context(record, key)
     if ad.is_rm:
-        per_context = dict(record.context_extended)
-        per_context.pop(base64.b64encode(ad.context_id).decode(), None)
-        record = msgspec.structs.replace(record, context_extended=per_context)
+        record = _drop_context(record, key)
     return IndexStore.put_provider(entry.provider, record)
+
+
+def _set_context(
+    record: ProviderRecord, key: str, eps: list[ExtendedProviderRecord], override: bool
+) -> ProviderRecord:
+    """The record with context ``key``'s extended providers and ``Override`` flag replaced."""
+    overrides = {k: v for k, v in record.context_override.items() if k != key}
+    if override:
+        overrides[key] = True
+    return msgspec.structs.replace(
+        record,
+        context_extended={**record.context_extended, key: eps},
+        context_override=overrides,
+    )
+
+
+def _drop_context(record: ProviderRecord, key: str) -> ProviderRecord:
+    """The record without context ``key``'s extended providers (nor its ``Override`` flag)."""
+    if key not in record.context_extended and key not in record.context_override:
+        return record
+    return msgspec.structs.replace(
+        record,
+        context_extended={k: v for k, v in record.context_extended.items() if k != key},
+        context_override={k: v for k, v in record.context_override.items() if k != key},
+    )
 
 
 async def apply_entry(

@@ -25,6 +25,8 @@ Rules this module keeps:
 - A lookup is one point read (the usual multihash has one value key): LevelDB's bloom filters
   answer an unknown multihash without touching a data block.  Value records are cached per
   ``kv.version``: any write empties the cache, so a lookup never returns a removed context.
+- A ``ProviderRecord`` only grows fields with defaults, so records written by an older version
+  still decode (``context_override`` was added so).
 - ``IndexStore`` is typed against the ``KVStore`` protocol (generic over the backend, LevelDB's
   ``KV`` by default), and works on ``MemoryKV`` the same.
 """
@@ -70,6 +72,15 @@ class ProviderRecord(msgspec.Struct, frozen=True):
     extended_override: bool = False
     context_extended: dict[str, list[ExtendedProviderRecord]] = msgspec.field(default_factory=dict)
     last_error: str | None = None
+    # The ``Override`` flag of each context in ``context_extended`` (same keys: base64 of the
+    # ContextID).  Records written before it existed decode with none: no context overrides.
+    context_override: dict[str, bool] = msgspec.field(default_factory=dict)
+
+    def overrides(self, context_key: str) -> bool:
+        """Whether the context's extended providers replace the chain-level ones for it."""
+        return context_key in self.context_extended and self.context_override.get(
+            context_key, False
+        )
 
 
 _UNKNOWN = ValueRecord(b"", b"", b"")  # a cache miss (None in the cache: the record is gone)

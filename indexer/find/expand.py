@@ -41,13 +41,11 @@ def normalize_peer(text: str) -> str | None:
 
 
 def context_override(record: ProviderRecord, context_key: str) -> bool:
-    """Whether the context's extended providers override the chain-level ones.
+    """Whether the context's extended providers override the chain-level ones (its ``Override``).
 
-    The registry record does not keep the per-context ``Override`` flag yet (``apply.py`` stores
-    the flag of chain-level ads only, which storetheindex rejects), so no context overrides.
+    As storetheindex, the flag counts only while the context has extended providers of its own.
     """
-    del record, context_key
-    return False
+    return record.overrides(context_key)
 
 
 def _extras(

@@ -114,22 +114,12 @@ def _peer(text: str) -> bytes | None:
         return None
 
 
-def _context_override(record: ProviderRecord, context_key: str) -> bool:
-    """Whether a context's extended providers replace the chain-level ones.
-
-    The registry does not keep the per-context ``Override`` flag yet (``extended_override`` is the
-    flag of chain-level ads, which storetheindex refuses), so no context overrides.
-    """
-    del record, context_key
-    return False
-
-
 def _expand(value: ValueRecord, record: ProviderRecord) -> Iterator[tuple[bytes, list[str], bytes]]:
     """(peer, addresses, metadata) for the value's provider, then its extended providers."""
     yield value.provider, record.addresses, value.metadata
     key = base64.b64encode(value.context_id).decode()
     entries = list(record.context_extended.get(key, ()))
-    if not _context_override(record, key):
+    if not record.overrides(key):
         entries += record.extended
     for entry in entries:
         peer = _peer(entry.id)

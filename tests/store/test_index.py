@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from store import IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
@@ -90,3 +91,20 @@ def test_the_value_cache_is_bounded(kv: KVStore, monkeypatch: pytest.MonkeyPatch
     for i, mh in enumerate(mhs):
         assert contexts(index, mh) == [b"c%d" % i]
     assert len(index._cache.current[1]) <= 3
+
+
+def test_provider_records_written_before_context_override_still_decode(kv: KVStore) -> None:
+    class Before(msgspec.Struct):  # the record's fields before ``context_override`` existed
+        addresses: list[str]
+        context_extended: dict[str, list[ExtendedProviderRecord]]
+
+    ep = ExtendedProviderRecord("12D3KooW", [], b"")
+    kv.put(b"r" + P1, msgspec.msgpack.encode(Before(["/ip4/1.1.1.1/tcp/1"], {"QQ==": [ep]})))
+    old = IndexStore(kv).provider(P1)
+    assert old is not None and old.context_extended == {"QQ==": [ep]}
+    assert old.context_override == {} and not old.overrides("QQ==")
+    new = msgspec.structs.replace(old, context_override={"QQ==": True, "Qg==": True})
+    kv.write_batch(IndexStore.put_provider(P1, new))
+    again = IndexStore(kv).provider(P1)
+    assert again == new and again.overrides("QQ==")
+    assert not again.overrides("Qg==")  # no providers of its own: nothing to override with

@@ -16,7 +16,6 @@ from string import Template
 
 import base58
 import msgspec
-import pytest
 
 from indexer.find.model import FindResponse, ProviderInfo, ProviderResult, decode, encode
 from sync import Link
@@ -175,20 +174,54 @@ async def test_context_level_extended_providers_and_shapes(tmp_path: Path) -> No
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the registry does not record a context-level Override yet (see expand.py)",
-)
 async def test_context_override_suppresses_chain_level_extended_providers(tmp_path: Path) -> None:
+    """storetheindex: context-level first, then chain-level unless that context overrides them."""
     main, ctx_ep, chain_ep = key(521), key(522), key(523)
     chain = ChainBuilder()
     chain_eps = [(main, (), b""), (chain_ep, ("/dns4/c",), b"")]
     chain.add(main, None, context_id=b"", metadata=b"", extended=chain_eps)
-    mh = multihash(b"override")
     ctx_eps = [(main, (), b""), (ctx_ep, ("/dns4/x",), b"")]
-    chain.add(main, [mh], context_id=b"o", extended=ctx_eps, override=True)
+    mh_o, mh_n, mh_f = multihash(b"override"), multihash(b"no-override"), multihash(b"flipped")
+    chain.add(main, [mh_o], context_id=b"o", extended=ctx_eps, override=True)
+    chain.add(main, [mh_n], context_id=b"n", extended=ctx_eps, override=False)
+    chain.add(main, [mh_f], context_id=b"f", extended=ctx_eps, override=True)
+    chain.add(main, None, context_id=b"f", extended=ctx_eps, override=False)  # flag cleared
+    ids = {"main": main.peer_id(), "ctx": ctx_ep.peer_id(), "chain": chain_ep.peer_id()}
+
+    def result(peer: str, addrs: str) -> str:
+        return (
+            '{"ContextID":"$c","Metadata":"gBI=","Provider":{"ID":"$'
+            + peer
+            + '","Addrs":['
+            + addrs
+            + "]}}"
+        )
+
+    own, by_ctx, by_chain = (
+        result("main", "$a"),
+        result("ctx", '"/dns4/x"'),
+        result("chain", '"/dns4/c"'),
+    )
+    addr = '"/ip4/127.0.0.1/tcp/9999"'
     async with find_rig(tmp_path, [chain]) as rig:
-        r = await rig.client.get(f"/multihash/{mh.hex()}")
-        found = decode(r.content, FindResponse).multihash_results[0].provider_results
-        ids = [p.provider.id for p in found if p.provider]
-        assert ids == [str(main.peer_id()), str(ctx_ep.peer_id())]
+        for mh, ctx, results in [
+            (mh_o, b"o", [own, by_ctx]),
+            (mh_n, b"n", [own, by_ctx, by_chain]),
+            (mh_f, b"f", [own, by_ctx, by_chain]),
+        ]:
+            r = await rig.client.get(f"/multihash/{mh.hex()}")
+            assert r.status_code == 200
+            assert r.content == fill(
+                '{"MultihashResults":[{"Multihash":"$mh","ProviderResults":['
+                + ",".join(results)
+                + "]}]}",
+                mh=b64(mh),
+                c=b64(ctx),
+                a=addr,
+                **ids,
+            ), ctx
+        r = await rig.client.get(f"/providers/{main.peer_id()}")
+        info = decode(r.content, ProviderInfo)
+        assert info.extended_providers is not None
+        overrides = {c.context_id: c.override for c in info.extended_providers.contextual}
+        assert overrides == {"f": False, "n": False, "o": True}

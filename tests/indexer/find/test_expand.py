@@ -1,18 +1,17 @@
 """Extended-provider expansion, storetheindex's ``server/find/extended_providers_test.go`` cases.
 
 These drive ``provider_results`` with registry records directly, so they also cover what the
-ingest path cannot produce yet (a context-level ``Override``, metadata on the main provider's own
-extended-provider entries); ``test_conformance.py`` covers the same rules end to end.
+ingest path cannot produce (metadata on the main provider's own extended-provider entries);
+``test_conformance.py`` covers the same rules end to end.
 """
 
 from __future__ import annotations
 
 import base64
 
-import pytest
+import msgspec
 
-from indexer.find import expand
-from indexer.find.expand import provider_results
+from indexer.find.expand import context_override, provider_results
 from indexer.find.model import AddrInfo, ProviderResult, go_string
 from store import ProviderRecord, ValueRecord
 from store.index import ExtendedProviderRecord as Ep
@@ -27,10 +26,18 @@ MD = b"test-metadata-1"
 VALUE = ValueRecord(key(541).peer_id().raw, CTX, MD)
 
 
-def record(chain: list[Ep], contextual: list[Ep] | None = None) -> ProviderRecord:
-    per_context = {} if contextual is None else {base64.b64encode(CTX).decode(): contextual}
+KEY = base64.b64encode(CTX).decode()
+
+
+def record(
+    chain: list[Ep], contextual: list[Ep] | None = None, override: bool = False
+) -> ProviderRecord:
+    per_context = {} if contextual is None else {KEY: contextual}
     return ProviderRecord(
-        addresses=["/ip4/1.1.1.1/tcp/1"], extended=chain, context_extended=per_context
+        addresses=["/ip4/1.1.1.1/tcp/1"],
+        extended=chain,
+        context_extended=per_context,
+        context_override={KEY: True} if override else {},
     )
 
 
@@ -68,10 +75,18 @@ def test_other_contexts_get_only_chain_level_ones() -> None:
     ]
 
 
-def test_context_override_drops_chain_level_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = record([Ep(EP1, ["/a"], b"")], [Ep(EP2, ["/b"], b"")])
-    monkeypatch.setattr(expand, "context_override", lambda record, key: True)
+def test_context_override_drops_chain_level_ones() -> None:
+    rec = record([Ep(EP1, ["/a"], b"")], [Ep(EP2, ["/b"], b"")], override=True)
+    assert context_override(rec, KEY)
     assert provider_results(MAIN, rec, VALUE) == [MAIN_RESULT, result(EP2, ["/b"])]
+    other = ValueRecord(VALUE.provider, b"test-context-id-2", MD)  # only its own context
+    assert [r.provider.id for r in provider_results(MAIN, rec, other) if r.provider] == [MAIN, EP1]
+
+
+def test_an_override_without_context_level_providers_overrides_nothing() -> None:
+    rec = msgspec.structs.replace(record([Ep(EP1, ["/a"], b"")]), context_override={KEY: True})
+    assert not context_override(rec, KEY)
+    assert provider_results(MAIN, rec, VALUE) == [MAIN_RESULT, result(EP1, ["/a"])]
 
 
 def test_main_provider_entries_only_when_their_metadata_differs() -> None:

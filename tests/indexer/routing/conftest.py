@@ -11,6 +11,9 @@ with ``routing_handler``.  What is indexed:
   providers are E1 (bitswap) and A itself with bitswap (a new protocol for A); E2 again.
 - ``ODD`` (multihash 20): A with metadata of a code outside the multicodec table.
 - ``REMOVED`` (multihash 30): published by A, then its context removed.
+- ``OVERRIDDEN`` / ``NOT_OVERRIDDEN`` (multihashes 40, 41): provider F (its own chain, chain-level
+  extended provider E2) under two contexts whose context-level extended provider is E1, with
+  ``Override`` true and false.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ ODD = encode_uvarint(ODD_CODE) + encode_uvarint(2) + b"hi"
 MALFORMED = BITSWAP + b"\xff\xff"  # a truncated varint after bitswap
 
 SHARED, GATEWAY_MH, ODD_MH, REMOVED, MISSING = (multihash(n) for n in (1, 10, 20, 30, 99))
+OVERRIDDEN, NOT_OVERRIDDEN = multihash(40), multihash(41)
+F_ADDRS = ("/ip4/10.0.0.6/tcp/4001",)
 
 
 def cid(mh: bytes) -> str:
@@ -127,7 +132,26 @@ def _chains(k: dict[str, PrivateKey]) -> list[ChainBuilder]:
     chain_b.add(k["b"], [SHARED], context_id=b"b1", metadata=BITSWAP, addresses=B_ADDRS)
     chain_c.add(k["c"], [SHARED], context_id=b"c", metadata=BITSWAP, addresses=())
     chain_d.add(k["d"], [SHARED], context_id=b"d", metadata=MALFORMED, addresses=D_ADDRS)
-    return [chain_a, chain_b, chain_c, chain_d]
+    chain_f = ChainBuilder()
+    chain_f.add(
+        k["f"],
+        context_id=b"",
+        metadata=b"",
+        addresses=F_ADDRS,
+        extended=[(k["f"], (), b""), (k["e2"], E2_ADDRS, b"")],
+    )
+    context_eps = [(k["f"], (), b""), (k["e1"], E1_ADDRS, b"")]
+    for mh, ctx, override in [(OVERRIDDEN, b"f1", True), (NOT_OVERRIDDEN, b"f2", False)]:
+        chain_f.add(
+            k["f"],
+            [mh],
+            context_id=ctx,
+            metadata=BITSWAP,
+            addresses=F_ADDRS,
+            extended=context_eps,
+            override=override,
+        )
+    return [chain_a, chain_b, chain_c, chain_d, chain_f]
 
 
 _fetcher = fetcher_factory(timeout=5)
@@ -153,7 +177,7 @@ async def _ingest(kv: KV, chains: list[ChainBuilder]) -> None:
 
 @pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    keys = {name: key(100 + n) for n, name in enumerate(["a", "b", "c", "d", "e1", "e2"])}
+    keys = {name: key(100 + n) for n, name in enumerate(["a", "b", "c", "d", "e1", "e2", "f"])}
     kv = KV(Path(tmp_path_factory.mktemp("routing")) / "index")
     try:
         trio.run(_ingest, kv, _chains(keys))
