@@ -104,7 +104,8 @@ async def _main(node: Daemon, as_json: bool) -> None:
             line = msgspec.json.encode(info).decode()
             p2p = " ".join(info.p2p_addrs) or "off"
             text = (
-                f"indexer {info.peer_id}: find {info.find_url}, ingest {info.ingest_url}, p2p {p2p}"
+                f"indexer {info.peer_id}: find {info.find_url}, ingest {info.ingest_url}, "
+                f"admin {info.admin_url}, p2p {p2p}"
             )
             click.echo(line if as_json else text)
             await signals.__anext__()

@@ -53,8 +53,10 @@ class Policy:
         """The walker's policy: may ``publisher`` publish for ``provider``?"""
         if not self.provider_allowed(provider):
             return False
-        if publisher == provider:
-            return True
+        return publisher == provider or self.publishes_for(publisher, provider)
+
+    def publishes_for(self, publisher: PeerId, provider: PeerId) -> bool:
+        """Is ``publisher`` listed as publishing on behalf of ``provider``?"""
         return self._listed(provider, self.publish_for.get(str(publisher), ()))
 
 

@@ -2,9 +2,10 @@
 
 Services start in order with ``await nursery.start(...)``, each listening before the next
 starts: the ingester (which first resumes staged work and replays recorded announces), the
-ingest server (``PUT /announce``, ``GET /sync/status``), the find server, and, unless disabled,
-a py-libp2p host subscribed to the announce topic on gossipsub.  Cancelling the nursery stops
-them in reverse order; LevelDB is closed last, by the ``with`` that opened it.
+ingest server (``PUT /announce``, ``GET /sync/status``), the find server, the admin server
+(``indexer.admin``: storetheindex's admin paths, staging views, ``/metrics``) and, unless
+disabled, a py-libp2p host subscribed to the announce topic on gossipsub.  Cancelling the
+nursery stops them in reverse order; LevelDB is closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
 ``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.
@@ -23,11 +24,13 @@ import structlog
 import trio
 
 from store import KV, IndexStore
-from sync import Link, PeerId, PrivateKey
+from sync import BadPeerId, PeerId, PrivateKey
 from sync.fetcher import fetcher_factory
 from sync.httpserver import Handler, Request, Response, serve_tcp
 
 from . import __version__
+from .access import LivePolicy
+from .admin import AdminApi, Metrics, UnknownPeer, publisher_rows
 from .config import Config
 from .ingest import IngestConfig, Ingester
 from .intake import ANNOUNCE_PATHS, AnnounceIntake
@@ -43,6 +46,7 @@ class DaemonInfo(msgspec.Struct, frozen=True):
     peer_id: str
     find_url: str
     ingest_url: str
+    admin_url: str
     p2p_addrs: list[str]
 
 
@@ -66,6 +70,7 @@ class Daemon:
         self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
+        policy = LivePolicy(config.policy)
         with KV(self.data_dir / DB_DIR) as kv:
             async with trio.open_nursery() as nursery, self._libp2p() as host:
                 ingester = Ingester(
@@ -73,16 +78,18 @@ class Daemon:
                     fetcher_factory(
                         host=host, max_block=config.max_block, timeout=config.sync_timeout
                     ),
-                    policy=config.policy,
+                    policy=policy,
                     config=IngestConfig(
                         segment=config.segment,
                         depth_limit=config.depth_limit,
                         poll_interval=config.poll_interval,
                     ),
                 )
+                metrics = Metrics(ingester.staging, lambda: ingester.syncing)
+                ingester.observer = metrics
                 intake = AnnounceIntake(
                     ingester,
-                    allow=config.policy.publisher_allowed,
+                    allow=policy.publisher_allowed,
                     rate=config.announce_rate,
                     burst=config.announce_burst,
                     max_publishers=config.max_pending_publishers,
@@ -94,16 +101,24 @@ class Daemon:
                 find = await nursery.start(
                     serve_tcp, self._find_handler(kv), *_split(config.find_addr)
                 )
+                admin_api = AdminApi(ingester, policy, metrics, self.key.peer_id(), self.data_dir)
+                admin = await nursery.start(
+                    serve_tcp, admin_api.handler(), *_split(config.admin_addr)
+                )
                 p2p_addrs: list[str] = []
                 if host is not None:
                     from sync.p2p import host_addrs
 
                     p2p_addrs = host_addrs(host)
                     await nursery.start(self._gossip, host, intake)
-                task_status.started(
-                    DaemonInfo(str(self.key.peer_id()), _url(find), _url(ingest), p2p_addrs)
+                info = DaemonInfo(
+                    str(self.key.peer_id()), _url(find), _url(ingest), _url(admin), p2p_addrs
                 )
-                log.info("indexer daemon running", find=_url(find), ingest=_url(ingest))
+                task_status.started(info)
+                log.info(
+                    "indexer daemon running", find=info.find_url, ingest=info.ingest_url,
+                    admin=info.admin_url, p2p=p2p_addrs,
+                )  # fmt: skip
                 await trio.sleep_forever()
 
     @contextlib.asynccontextmanager
@@ -166,29 +181,10 @@ class Daemon:
 def sync_status(ingester: Ingester, request: Request) -> Response:
     """Both cursors, last sync, last error and staged work of one or every known publisher."""
     wanted = request.path.removeprefix("/sync/status").strip("/")
-    rows = []
-    for raw, addrs in ingester.staging.known_publishers():
-        peer = PeerId(raw)
-        if wanted and wanted != str(peer):
-            continue
-        record = ingester.staging.publisher(raw)
-        processed = ingester.staging.latest_processed(raw)
-        rows.append(
-            {
-                "publisher": str(peer),
-                "addrs": addrs,
-                "latest_scanned": _cid(record.latest_scanned),
-                "latest_processed": _cid(processed),
-                "last_sync": record.last_sync,
-                "last_error": record.last_error,
-                "syncing": ingester.is_syncing(raw),
-            }
-        )
-    if wanted and not rows:
-        return Response.text(404, f"no publisher {wanted}")
-    body = msgspec.json.encode(rows[0] if wanted else rows)
+    try:
+        only = PeerId.parse(wanted) if wanted else None
+        rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
+    except (BadPeerId, UnknownPeer) as exc:
+        return Response.text(400 if isinstance(exc, BadPeerId) else 404, str(exc))
+    body = msgspec.json.encode(rows[0] if only else rows)
     return Response(200, body, "application/json")
-
-
-def _cid(raw: bytes | None) -> str | None:
-    return str(Link(raw)) if raw else None

@@ -3,7 +3,9 @@
 Rules this module keeps:
 
 - ``announce`` (from HTTP, gossipsub, the admin API or the poller) wakes the publisher's
-  handler; while a sync runs only the newest pending request is kept.  Handlers exit when they
+  handler; while a sync runs only the newest pending request is kept.  Each sync's live
+  progress (``SyncProgress``) is kept per publisher for the admin API; ``observer`` hears of
+  every finished sync and processed ad (the metrics).  Handlers exit when they
   have nothing to do and are started again on the next announce.
 - After every commit, and at start-up, every provider with staged work gets a worker unless it has
   one: never two workers for one provider, and work for a busy provider waits in its queue.
@@ -37,6 +39,7 @@ from sync.syncer import SyncResult, sync_publisher
 from sync.walker import Policy
 
 from .apply import FetcherFactory, apply_entry
+from .progress import IngestObserver, NullObserver, SyncProgress
 
 __all__ = ["IngestConfig", "Ingester", "OwnProviderPolicy"]
 
@@ -68,6 +71,8 @@ class OwnProviderPolicy:
 class SyncRequest:
     addrs: list[str]
     head: Link | None
+    depth: int | None = None  # None: the configured depth limit
+    resync: bool = False
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Ingester:
     config: IngestConfig = field(default_factory=IngestConfig)
     clock: Callable[[], float] = time.time
     results: list[SyncResult] = field(default_factory=list)
+    observer: IngestObserver = field(default_factory=NullObserver)
 
     def __post_init__(self) -> None:
         self.staging = StagingArea(self.kv, self.clock)
@@ -86,6 +92,7 @@ class Ingester:
         self._handlers: set[bytes] = set()
         self._workers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
+        self.progress: dict[bytes, SyncProgress] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         abandoned = self.staging.cleanup_open_walks()
@@ -114,10 +121,20 @@ class Ingester:
 
     # --- syncs -----------------------------------------------------------------------------
 
-    def announce(self, publisher: PeerId, addrs: list[str], head: Link | None = None) -> None:
+    def announce(
+        self,
+        publisher: PeerId,
+        addrs: list[str],
+        head: Link | None = None,
+        *,
+        depth: int | None = None,
+        resync: bool = False,
+    ) -> None:
         """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
         assert self._nursery is not None, "Ingester.run must be started first"
-        self._pending[publisher.raw] = SyncRequest(addrs, head)
+        if not self.is_syncing(publisher.raw):
+            self.progress[publisher.raw] = SyncProgress(self.clock(), depth or 0, resync)
+        self._pending[publisher.raw] = SyncRequest(addrs, head, depth, resync)
         if publisher.raw not in self._handlers:
             self._handlers.add(publisher.raw)
             self._nursery.start_soon(self._handler, publisher)
@@ -125,6 +142,15 @@ class Ingester:
     async def _handler(self, publisher: PeerId) -> None:
         try:
             while (request := self._pending.pop(publisher.raw, None)) is not None:
+                progress = self.progress.get(publisher.raw)
+                if progress is None or not progress.running:
+                    progress = SyncProgress(self.clock(), request.depth or 0, request.resync)
+                    self.progress[publisher.raw] = progress
+                progress.started = self.clock()
+
+                def walked(count: int, progress: SyncProgress = progress) -> None:
+                    progress.walked = count
+
                 try:
                     async with self.open_fetcher(publisher, request.addrs) as fetcher:
                         result = await sync_publisher(
@@ -135,11 +161,20 @@ class Ingester:
                             policy=self.policy,
                             head=request.head,
                             segment=self.config.segment,
-                            depth_limit=self.config.depth_limit,
+                            depth_limit=(
+                                self.config.depth_limit if request.depth is None else request.depth
+                            ),
+                            resync=request.resync,
+                            on_walked=walked,
                         )
                 except SyncError as exc:
                     log.warning("sync failed", publisher=str(publisher), error=str(exc))
+                    progress.error, progress.finished = f"{type(exc).__name__}: {exc}", self.clock()
+                    self.observer.sync_finished(progress, ok=False)
                     continue
+                progress.walked, progress.staged = result.walked, sum(result.staged.values())
+                progress.finished = self.clock()
+                self.observer.sync_finished(progress, ok=True)
                 self.results.append(result)
                 log.info(
                     "synced",
@@ -175,7 +210,7 @@ class Ingester:
             try:
                 while (entry := self.staging.next_entry(provider)) is not None:
                     try:
-                        await apply_entry(
+                        outcome = await apply_entry(
                             entry,
                             self.staging,
                             self.index,
@@ -185,8 +220,16 @@ class Ingester:
                         )
                     except SyncError as exc:
                         await self._failed(entry, exc)
+                        continue
+                    self._processed(entry, outcome != "error")
             finally:
                 self._workers.discard(provider)
+
+    def _processed(self, entry: Entry, ok: bool) -> None:
+        self.observer.ad_processed(ok)
+        progress = self.progress.get(entry.stack.publisher)
+        if progress is not None:
+            progress.processed += 1
 
     async def _failed(self, entry: Entry, exc: SyncError) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -202,6 +245,7 @@ class Ingester:
                 error=message,
                 writes=IndexStore.put_provider(entry.provider, record),
             )
+            self._processed(entry, ok=False)
             return
         stack = self.staging.record_attempt(entry, message)
         delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))
@@ -211,7 +255,18 @@ class Ingester:
     # --- state -----------------------------------------------------------------------------
 
     def is_syncing(self, publisher: bytes) -> bool:
-        return publisher in self._handlers
+        """A sync of ``publisher`` is running or waiting to run."""
+        return publisher in self._handlers or publisher in self._pending
+
+    @property
+    def syncing(self) -> list[bytes]:
+        """Publishers with a sync running or waiting."""
+        return sorted(self._pending.keys() | self._handlers)
+
+    @property
+    def working(self) -> frozenset[bytes]:
+        """Providers a worker is applying ads for."""
+        return frozenset(self._workers)
 
     @property
     def pending_publishers(self) -> int:

@@ -50,15 +50,20 @@ async def sync_publisher(
     head: Link | None = None,
     segment: int = 2000,
     depth_limit: int = 0,
+    resync: bool = False,
     on_walked: Callable[[int], None] | None = None,
 ) -> SyncResult:
-    """Walk the publisher's chain from ``head`` and stage every new ad."""
+    """Walk the publisher's chain from ``head`` and stage every new ad.
+
+    ``resync`` ignores the publisher's cursor (its latestSync): the walk still stops at the
+    first ad already staged or indexed, so nothing is ever applied twice.
+    """
     if head is None:
         signed = await fetcher.head()
         if signed is None:
             return SyncResult(publisher, None)
         head = signed.head
-    cursor = staging.publisher(publisher.raw).latest_scanned
+    cursor = None if resync else staging.publisher(publisher.raw).latest_scanned
     base_seq = staging.commit_seq()
     walk_id = staging.begin_walk(publisher.raw, addrs, head.raw)
     walker = ChainWalk(

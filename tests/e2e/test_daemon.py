@@ -21,7 +21,8 @@ from .test_publisher_cli import INDEXER, Serving, mh_lines, ok
 class Daemon:
     def __init__(self, data: Path, *extra: str) -> None:
         args = [INDEXER, "daemon", "--data-dir", str(data), "--json"]
-        args += ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0", *extra]
+        args += ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0"]
+        args += ["--admin-addr", "127.0.0.1:0", *extra]
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -1,0 +1,185 @@
+"""The admin API (default 127.0.0.1:3002): storetheindex's admin paths, plus staging views.
+
+Routes (storetheindex's where they exist, so its tools and scripts work):
+
+- ``POST /ingest/sync/{peer}?depth=N&resync=B`` with an optional JSON-string multiaddr body:
+  202 and the sync runs in the background; 409 while a sync of that peer runs; 400 for a bad
+  peer ID, depth, flag or address, or when no address of the publisher is known; 403 when the
+  policy denies the publisher.  ``GET /ingest/sync/``: the peers syncing, sorted.
+- ``PUT /ingest/allow/{peer}``, ``PUT /ingest/block/{peer}``: 200 (until restart).
+- ``GET /status`` (``{"ID", "Frozen", "Usage"}``), ``GET /healthcheck`` (``"OK"``).
+- Ours: ``GET /staging``, ``GET /staging/{provider}``, ``GET /publishers``,
+  ``GET /publishers/{peer}`` (``indexer.admin.views``), ``GET /metrics`` (Prometheus).
+
+Rules: bad input is a 4xx with a one-line message, never a 500; a wrong method is 405 with
+``Allow``; every JSON body is UTF-8 ``application/json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from sync import BadPeerId, PeerId, SyncError
+from sync.httpserver import Handler, Request, Response
+from sync.pubaddr import publisher_endpoint
+
+from ..access import LivePolicy
+from ..ingest import Ingester
+from .metrics import CONTENT_TYPE, Metrics
+from .views import UnknownPeer, publisher_rows, staging_detail, staging_rows
+
+__all__ = ["AdminApi"]
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(status, msgspec.json.encode(value), "application/json; charset=utf-8")
+
+
+def _peer(text: str) -> PeerId:
+    try:
+        return PeerId.parse(text)
+    except BadPeerId:
+        raise _BadRequest(400, f"Cannot decode peer id {text!r}") from None
+
+
+def _query(request: Request, name: str) -> str:
+    values = request.query.get(name) or [""]
+    return values[-1]
+
+
+def _methods(request: Request, *allowed: str) -> None:
+    if request.method not in allowed:
+        raise _BadRequest(405, "method not allowed")
+
+
+@dataclass
+class AdminApi:
+    ingester: Ingester
+    policy: LivePolicy
+    metrics: Metrics
+    peer_id: PeerId
+    data_dir: Path
+
+    def handler(self) -> Handler:
+        routes: list[tuple[str, tuple[str, ...], Callable[[Request, str], Response]]] = [
+            ("/ingest/sync", ("GET", "POST"), self._sync),
+            ("/ingest/allow/", ("PUT",), self._allow),
+            ("/ingest/block/", ("PUT",), self._block),
+            ("/staging", ("GET",), self._staging),
+            ("/publishers", ("GET",), self._publishers),
+            ("/status", ("GET",), self._status),
+            ("/healthcheck", ("GET",), self._healthcheck),
+            ("/metrics", ("GET",), self._metrics),
+        ]
+
+        async def handle(request: Request) -> Response:
+            for prefix, methods, route in routes:
+                rest = request.path.removeprefix(prefix)
+                if rest == request.path or (rest and not prefix.endswith("/") and rest[0] != "/"):
+                    continue
+                try:
+                    _methods(request, *methods)
+                    return route(request, rest.strip("/"))
+                except _BadRequest as exc:
+                    allow = (("allow", ", ".join(methods)),) if exc.status == 405 else ()
+                    return Response.text(exc.status, str(exc), headers=allow)
+            return Response.text(404, "not found")
+
+        return handle
+
+    # --- storetheindex's paths ----------------------------------------------------------
+
+    def _sync(self, request: Request, rest: str) -> Response:
+        if request.method == "GET":
+            if rest:
+                raise _BadRequest(405, "method not allowed")
+            return _json([str(PeerId(raw)) for raw in self.ingester.syncing])
+        if not rest:
+            raise _BadRequest(400, "missing peer id: POST /ingest/sync/{peer}")
+        publisher = _peer(rest)
+        depth_text, resync_text = _query(request, "depth"), _query(request, "resync")
+        if depth_text and not depth_text.isdigit():
+            raise _BadRequest(400, f"depth must be a non-negative integer, not {depth_text!r}")
+        if resync_text and resync_text not in _TRUE | _FALSE:
+            raise _BadRequest(400, f"resync must be true or false, not {resync_text!r}")
+        addrs = self._addrs(publisher, request.body)
+        if not self.policy.publisher_allowed(publisher):
+            raise _BadRequest(403, f"publisher {publisher} is not allowed")
+        if self.ingester.is_syncing(publisher.raw):
+            raise _BadRequest(409, f"Peer {publisher} has already a sync in progress")
+        self.ingester.announce(
+            publisher, addrs, depth=int(depth_text or 0) or None, resync=resync_text in _TRUE
+        )
+        return Response(202)
+
+    def _addrs(self, publisher: PeerId, body: bytes) -> list[str]:
+        if body.strip():
+            try:
+                addr = msgspec.json.decode(body, type=str)
+                publisher_endpoint([addr], publisher)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise _BadRequest(400, f"body must be a JSON string multiaddr: {exc}") from None
+            except SyncError as exc:
+                raise _BadRequest(400, f"bad multiaddr: {exc}") from None
+            return [addr.rsplit("/p2p/", 1)[0]] if "/p2p/" in addr else [addr]
+        for raw, addrs in self.ingester.staging.known_publishers():
+            if raw == publisher.raw and addrs:
+                return addrs
+        raise _BadRequest(400, f"no address known for publisher {publisher}: send one")
+
+    def _allow(self, request: Request, rest: str) -> Response:
+        self.policy.allow(_peer(rest))
+        return Response(200)
+
+    def _block(self, request: Request, rest: str) -> Response:
+        self.policy.block(_peer(rest))
+        return Response(200)
+
+    def _status(self, request: Request, rest: str) -> Response:
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+            percent = 100.0 * usage.used / usage.total
+        except OSError:
+            percent = -1.0
+        return _json({"Frozen": False, "ID": str(self.peer_id), "Usage": percent})
+
+    def _healthcheck(self, request: Request, rest: str) -> Response:
+        self.ingester.staging.commit_seq()  # a read: the database is open and answers
+        return Response(200, b'"OK"', "application/json; charset=utf-8")
+
+    def _metrics(self, request: Request, rest: str) -> Response:
+        return Response(200, self.metrics.render(), CONTENT_TYPE)
+
+    # --- ours ---------------------------------------------------------------------------
+
+    def _staging(self, request: Request, rest: str) -> Response:
+        staging = self.ingester.staging
+        if not rest:
+            return _json(staging_rows(staging, self.ingester.working))
+        try:
+            return _json(staging_detail(staging, self.ingester.index, _peer(rest)))
+        except UnknownPeer as exc:
+            raise _BadRequest(404, str(exc)) from None
+
+    def _publishers(self, request: Request, rest: str) -> Response:
+        ingester = self.ingester
+        only = _peer(rest) if rest else None
+        try:
+            rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
+        except UnknownPeer as exc:
+            raise _BadRequest(404, str(exc)) from None
+        return _json(rows[0] if only else rows)
