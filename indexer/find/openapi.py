@@ -3,11 +3,15 @@
 Rules this module keeps:
 
 - Hand-written, and tested: it is valid JSON, every ``$ref`` resolves, and its paths and methods
-  are exactly ``handlers.ROUTES``.  Change a route and this document together.
+  are exactly ``handlers.ROUTES`` plus delegated routing's ``indexer.routing.ROUTES`` (served
+  beside the find API by the daemon), whose query parameters are the filters it parses.  Change
+  a route and this document together.
 - It follows ipni/specs ``schemas/v1/openapi.yaml`` (paths, parameter names, the ``cascade``
   query parameter is accepted and ignored) but describes the bodies as go-libipni actually
   marshals them: ``FindResponse`` is an object with ``MultihashResults``, and the batch request
   is ``FindRequest`` (the spec's ``requestBody`` points at ``FindResponse`` by mistake).
+- Delegated routing follows ipfs/specs ``http-routing-v1.md`` and IPIP-484: ``Providers`` of
+  ``peer`` records, NDJSON one record per line, and a 404 with an empty answer for no records.
 """
 
 from __future__ import annotations
@@ -62,6 +66,31 @@ _FOUND = {
         },
     },
 }
+
+
+def _filter(name: str, description: str) -> JsonObj:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"{description} Comma-separated, case-insensitive (IPIP-484).",
+        "schema": {"type": "string"},
+    }
+
+
+def _routing(description: str) -> JsonObj:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {"schema": _ref("RoutingProviders")},
+            "application/x-ndjson": {
+                "schema": _ref("PeerRecord"),
+                "description": "one PeerRecord per line, streamed (asked for by Accept)",
+            },
+        },
+    }
+
+
 _NOT_ACCEPTABLE = _text("The Accept header lists no media type this route serves.")
 _NOT_FOUND = _text("`no results for query`.")
 
@@ -135,6 +164,31 @@ _PATHS: JsonObj = {
         "get": {
             "summary": "Index size",
             "responses": {"200": _json("Entry counts.", _ref("Stats")), "406": _NOT_ACCEPTABLE},
+        }
+    },
+    "/routing/v1/providers/{cid}": {
+        "get": {
+            "summary": "Delegated routing v1: the peers providing a CID",
+            "description": "One peer record per provider; extended providers included.",
+            "parameters": [
+                _path_param("cid", "Any CID (v0, or v1 in a multibase); looked up by multihash."),
+                _filter(
+                    "filter-protocols",
+                    "Keep records with one of these protocols (`unknown`: with none).",
+                ),
+                _filter(
+                    "filter-addrs",
+                    "Keep addresses with one of these multiaddr protocols, drop those with a "
+                    "`!`-prefixed one (`unknown`: records with no address).",
+                ),
+            ],
+            "responses": {
+                "200": _routing("At least one record passed the filters."),
+                "400": _text("The CID or a filter is not valid."),
+                "404": _routing(
+                    'No record: the body is an empty answer (`{"Providers":[]}` or no line).'
+                ),
+            },
         }
     },
     "/openapi.json": {
@@ -218,6 +272,30 @@ _SCHEMAS: JsonObj = {
             "Inactive": {"type": "boolean"},
             "LastError": {"type": "string"},
             "LastErrorTime": {"type": "string", "format": "date-time"},
+        },
+    },
+    "PeerRecord": {
+        "type": "object",
+        "description": "A delegated routing `peer` record; each protocol in `Protocols` also "
+        "has a field of its own name holding its metadata in padded standard base64.",
+        "required": ["Schema", "ID", "Addrs"],
+        "properties": {
+            "Schema": {"type": "string", "enum": ["peer"]},
+            "ID": {"type": "string", "description": "peer ID, base58btc"},
+            "Addrs": {"type": "array", "items": {"type": "string", "description": "multiaddr"}},
+            "Protocols": {"type": "array", "items": {"type": "string"}},
+        },
+        "additionalProperties": _B64,
+    },
+    "RoutingProviders": {
+        "type": "object",
+        "required": ["Providers"],
+        "properties": {
+            "Providers": {
+                "type": "array",
+                "items": _ref("PeerRecord"),
+                "description": "at most 100 records",
+            }
         },
     },
     "Stats": {

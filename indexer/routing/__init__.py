@@ -9,11 +9,12 @@ find API.
 """
 
 from .filters import BadFilter, Filters
-from .handler import PREFIX, routing_handler
+from .handler import PREFIX, ROUTES, routing_handler
 from .records import Index, PeerRecord, find_records
 
 __all__ = [
     "PREFIX",
+    "ROUTES",
     "BadFilter",
     "Filters",
     "Index",

@@ -36,9 +36,11 @@ from sync.httpserver import Handler, Request, Response
 from .filters import BadFilter, Filters
 from .records import Index, PeerRecord, find_records
 
-__all__ = ["JSON", "NDJSON", "PREFIX", "routing_handler", "wants_ndjson"]
+__all__ = ["JSON", "NDJSON", "PREFIX", "ROUTES", "routing_handler", "wants_ndjson"]
 
 PREFIX = "/routing/v1/"
+# The route answered, as the OpenAPI document (``indexer/find/openapi.py``) describes it.
+ROUTES: dict[str, tuple[str, ...]] = {PREFIX + "providers/{cid}": ("GET",)}
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 UNSUPPORTED = frozenset({"peers", "ipns", "dht"})

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from indexer.find import OPENAPI, ROUTES, find_handler
 from indexer.find.model import AddrInfo, ProviderResult, encode, encode_line
 from indexer.find.openapi import openapi_json
+from indexer.routing import ROUTES as ROUTING_ROUTES
+from indexer.routing.filters import FILTER_ADDRS, FILTER_PROTOCOLS
 from store import KV, IndexStore, ProviderRecord, value_key
 from sync.httpserver import Handler, Request
 
@@ -46,7 +48,9 @@ def test_openapi_document_is_valid_and_lists_every_route() -> None:
     assert document == json.loads(json.dumps(OPENAPI))
     assert document["openapi"].startswith("3.0.") and document["info"]["title"]
     listed = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
-    assert listed == {(path, m) for path, methods in ROUTES.items() for m in methods}
+    served = ROUTES | ROUTING_ROUTES  # the daemon mounts delegated routing beside the find API
+    assert set(ROUTING_ROUTES).isdisjoint(ROUTES)
+    assert listed == {(path, m) for path, methods in served.items() for m in methods}
     for path, ops in document["paths"].items():
         assert set(ops) <= METHODS
         templated = set(re.findall(r"{(\w+)}", path))
@@ -57,6 +61,22 @@ def test_openapi_document_is_valid_and_lists_every_route() -> None:
             assert all("description" in r for r in op["responses"].values())
     for ref in refs(document):
         assert isinstance(resolve(document, ref), dict), ref
+
+
+def test_openapi_routing_path_lists_its_filters_media_types_and_statuses() -> None:
+    document = json.loads(openapi_json())
+    for path in ROUTING_ROUTES:
+        op = document["paths"][path]["get"]
+        query = {p["name"] for p in op["parameters"] if p["in"] == "query"}
+        assert query == {FILTER_PROTOCOLS, FILTER_ADDRS}
+        assert set(op["responses"]) == {"200", "400", "404"}
+        for status in ("200", "404"):
+            media = op["responses"][status]["content"]
+            assert set(media) == {"application/json", "application/x-ndjson"}
+            answer = resolve(document, media["application/json"]["schema"]["$ref"])
+            line = resolve(document, media["application/x-ndjson"]["schema"]["$ref"])
+            assert answer["properties"]["Providers"]["items"]["$ref"].endswith("/PeerRecord")
+            assert line["properties"]["Schema"]["enum"] == ["peer"]
 
 
 def test_json_is_escaped_as_go_escapes_it() -> None:
