@@ -101,8 +101,12 @@ async def apply_entry(
     *,
     max_blocks: int = 1_000_000,
     clock: Callable[[], float] = time.time,
+    on_block: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped)."""
+    """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
+
+    ``on_block`` hears how many multihashes each entries block wrote (progress, metrics).
+    """
     if entry.ad.error is not None:
         staging.finish(entry, ok=False, error=entry.ad.error)
         return "error"
@@ -134,6 +138,8 @@ async def apply_entry(
     while True:
         writes = [*first, *IndexStore.put_multihashes(vk, mhs)]
         first = []
+        if on_block is not None:
+            on_block(len(mhs))
         nxt = walk.next_block()
         if nxt is None:
             staging.finish(entry, ok=True, writes=writes)

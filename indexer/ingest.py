@@ -22,6 +22,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,6 +218,7 @@ class Ingester:
                             get_fetcher,
                             max_blocks=self.config.max_entry_blocks,
                             clock=self.clock,
+                            on_block=functools.partial(self._indexed, entry),
                         )
                     except SyncError as exc:
                         await self._failed(entry, exc)
@@ -224,6 +226,12 @@ class Ingester:
                     self._processed(entry, outcome != "error")
             finally:
                 self._workers.discard(provider)
+
+    def _indexed(self, entry: Entry, count: int) -> None:
+        self.observer.multihashes_indexed(count)
+        progress = self.progress.get(entry.stack.publisher)
+        if progress is not None:
+            progress.indexed += count
 
     def _processed(self, entry: Entry, ok: bool) -> None:
         self.observer.ad_processed(ok)
