@@ -72,6 +72,8 @@ class Config:
     max_block: int = 4 << 20
     sync_timeout: float = 300.0
     poll_interval: float = 0.0
+    max_syncs: int = 32
+    max_workers: int = 32
     announce_rate: float = 10.0
     announce_burst: float = 20.0
     max_pending_publishers: int = 10_000
@@ -94,6 +96,8 @@ TEMPLATE = """\
 # max_block = 4194304        # refuse blocks larger than this (bytes)
 # sync_timeout = 300.0       # seconds
 # poll_interval = 0.0        # re-check every known publisher this often; 0: never
+# max_syncs = 32             # publishers synced at once (more wait their turn)
+# max_workers = 32           # providers whose ads are applied at once
 # announce_rate = 10.0       # announces per second per publisher (after a burst)
 # announce_burst = 20.0
 # max_pending_publishers = 10000
@@ -115,6 +119,8 @@ _SECTIONS = {
         "max_block",
         "sync_timeout",
         "poll_interval",
+        "max_syncs",
+        "max_workers",
         "announce_rate",
         "announce_burst",
         "max_pending_publishers",

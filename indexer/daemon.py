@@ -83,6 +83,8 @@ class Daemon:
                         segment=config.segment,
                         depth_limit=config.depth_limit,
                         poll_interval=config.poll_interval,
+                        max_syncs=config.max_syncs,
+                        max_workers=config.max_workers,
                     ),
                 )
                 metrics = Metrics(ingester.staging, lambda: ingester.syncing)

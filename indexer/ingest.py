@@ -9,6 +9,7 @@ Rules this module keeps:
   have nothing to do and are started again on the next announce.
 - After every commit, and at start-up, every provider with staged work gets a worker unless it has
   one: never two workers for one provider, and work for a busy provider waits in its queue.
+- At most ``max_syncs`` syncs and ``max_workers`` workers run at once; the rest wait their turn.
 - A worker pops and applies its provider's ads one at a time, oldest first.  A transient error
   (publisher down) keeps the stack intact and retries with exponential backoff; ``BlockNotFound``
   and ``HashMismatch`` become permanent after ``max_attempts``; a permanent error marks the ad
@@ -56,6 +57,8 @@ class IngestConfig:
     retry_max: float = 300.0
     max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
     poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
+    max_syncs: int = 32  # syncs running at once (more wait their turn)
+    max_workers: int = 32  # providers whose ads are applied at once
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class Ingester:
         self._workers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
         self.progress: dict[bytes, SyncProgress] = {}
+        self._sync_slots = trio.CapacityLimiter(self.config.max_syncs)
+        self._work_slots = trio.CapacityLimiter(self.config.max_workers)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         abandoned = self.staging.cleanup_open_walks()
@@ -153,7 +158,10 @@ class Ingester:
                     progress.walked = count
 
                 try:
-                    async with self.open_fetcher(publisher, request.addrs) as fetcher:
+                    async with (
+                        self._sync_slots,
+                        self.open_fetcher(publisher, request.addrs) as fetcher,
+                    ):
                         result = await sync_publisher(
                             publisher,
                             request.addrs,
@@ -211,15 +219,16 @@ class Ingester:
             try:
                 while (entry := self.staging.next_entry(provider)) is not None:
                     try:
-                        outcome = await apply_entry(
-                            entry,
-                            self.staging,
-                            self.index,
-                            get_fetcher,
-                            max_blocks=self.config.max_entry_blocks,
-                            clock=self.clock,
-                            on_block=functools.partial(self._indexed, entry),
-                        )
+                        async with self._work_slots:
+                            outcome = await apply_entry(
+                                entry,
+                                self.staging,
+                                self.index,
+                                get_fetcher,
+                                max_blocks=self.config.max_entry_blocks,
+                                clock=self.clock,
+                                on_block=functools.partial(self._indexed, entry),
+                            )
                     except SyncError as exc:
                         await self._failed(entry, exc)
                         continue
