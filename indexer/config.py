@@ -74,6 +74,7 @@ class Config:
     poll_interval: float = 0.0
     max_syncs: int = 32
     max_workers: int = 32
+    compact_idle: float = 60.0
     announce_rate: float = 10.0
     announce_burst: float = 20.0
     max_pending_publishers: int = 10_000
@@ -98,6 +99,7 @@ TEMPLATE = """\
 # poll_interval = 0.0        # re-check every known publisher this often; 0: never
 # max_syncs = 32             # publishers synced at once (more wait their turn)
 # max_workers = 32           # providers whose ads are applied at once
+# compact_idle = 60.0        # seconds between sweeps dropping keys of removed contexts
 # announce_rate = 10.0       # announces per second per publisher (after a burst)
 # announce_burst = 20.0
 # max_pending_publishers = 10000
@@ -121,6 +123,7 @@ _SECTIONS = {
         "poll_interval",
         "max_syncs",
         "max_workers",
+        "compact_idle",
         "announce_rate",
         "announce_burst",
         "max_pending_publishers",

@@ -2,8 +2,9 @@
 
 Services start in order with ``await nursery.start(...)``, each listening before the next
 starts: the ingester (which first resumes staged work and replays recorded announces), the
-ingest server (``PUT /announce``, ``GET /sync/status``), the find server, the admin server
-(``indexer.admin``: storetheindex's admin paths, staging views, ``/metrics``) and, unless
+ingest server (``PUT /announce``, ``GET /sync/status``), the find server, background index
+compaction (``indexer.maintenance``), the admin server (``indexer.admin``: storetheindex's
+admin paths, staging views, ``/metrics``) and, unless
 disabled, a py-libp2p host subscribed to the announce topic on gossipsub.  Cancelling the
 nursery stops them in reverse order; LevelDB is closed last, by the ``with`` that opened it.
 
@@ -14,6 +15,7 @@ Rules: the daemon owns the data directory's database (a second daemon gets a cle
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from .admin import AdminApi, Metrics, UnknownPeer, publisher_rows
 from .config import Config
 from .ingest import IngestConfig, Ingester
 from .intake import ANNOUNCE_PATHS, AnnounceIntake
+from .maintenance import run_compaction
 
 __all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
 
@@ -102,6 +105,9 @@ class Daemon:
                 )
                 find = await nursery.start(
                     serve_tcp, self._find_handler(kv), *_split(config.find_addr)
+                )
+                await nursery.start(
+                    functools.partial(run_compaction, ingester.index, idle=config.compact_idle)
                 )
                 admin_api = AdminApi(ingester, policy, metrics, self.key.peer_id(), self.data_dir)
                 admin = await nursery.start(
