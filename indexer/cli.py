@@ -17,7 +17,9 @@ from sync import SyncError
 
 from . import __version__
 from .cli_ad import ad
+from .cli_admin import admin
 from .cli_daemon import daemon, init
+from .cli_find import find, providers
 from .cli_ingest import ingest
 from .cli_publisher import publisher
 from .cli_serve import serve
@@ -37,6 +39,9 @@ cli.add_command(publisher)
 cli.add_command(ingest)
 cli.add_command(init)
 cli.add_command(daemon)
+cli.add_command(admin)
+cli.add_command(providers)
+cli.add_command(find)
 assert serve.name in publisher.commands  # registered on import
 
 
