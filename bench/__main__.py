@@ -1,7 +1,7 @@
 """``make bench`` (or ``python -m bench [NAME ...]``): run benchmarks, print one JSON document.
 
-Names: ``codecs``, ``ingest``, ``store`` (bytes on disk, lookups), ``memory`` (slow: a
-100k-ad chain); default: all.
+Names: ``codecs``, ``ingest``, ``store`` (bytes on disk, lookups), ``find`` (HTTP find API
+beside the same server's empty endpoint), ``memory`` (slow: a 100k-ad chain); default: all.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import codecs, ingest, store
+from . import codecs, find, ingest, store
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "codecs": codecs.run,
     "ingest": ingest.throughput,
     "memory": ingest.memory,
     "store": store.run,
+    "find": find.run,
 }
 
 
