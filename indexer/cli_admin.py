@@ -102,6 +102,8 @@ def sync(
         response = api.request("POST", f"/ingest/sync/{peer}", body, params)
         if response.status_code == 409:
             raise CommandFailed(f"a sync of {peer} is already running")
+        if response.status_code == 400 and addr is None and "no address" in response.text:
+            raise CommandFailed(f"the daemon knows no address of {peer}: pass --addr")
         api.check(response)
         if not wait:
             if as_json:
