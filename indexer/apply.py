@@ -7,9 +7,12 @@ Rules this module keeps:
   providers are replaced, chain-level when the ad has no ContextID, else for that context
   together with the ad's ``Override`` flag (kept only when true); an empty list, or a removal
   of the context, deletes them and the flag.
-- ``IsRm`` removes the (provider, ContextID) value record; an ad with ``NoEntries`` sets the
-  context's metadata; an ad marked ``skip_entries`` (removed later in its stack) only updates the
-  registry; an ad staged with an error is marked processed-with-error and applies nothing.
+- A (provider, ContextID) gets its value key from ``IndexStore.allocate`` the first time an ad
+  writes its value record (a small batch of its own; a replay finds it again).
+- ``IsRm`` removes the (provider, ContextID) value record and its allocation; an ad with
+  ``NoEntries`` sets the context's metadata; an ad marked ``skip_entries`` (removed later in its
+  stack) only updates the registry; an ad staged with an error is marked processed-with-error
+  and applies nothing.
 - Entries are applied block by block; each block's multihashes go in one batch with the walk's
   progress after it, and the last block's batch also pops the ad and marks it done.  A block's
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
@@ -29,7 +32,7 @@ import msgspec
 import trio
 
 from staging import Entry, StagingArea
-from store import IndexStore, ProviderRecord, Write, value_key
+from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
 from sync.entries import EntriesProgress, EntriesWalk
@@ -114,20 +117,25 @@ async def apply_entry(
     ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
     registry = _registry(index, entry, ad, clock())
     if ad.is_rm:
-        removal = IndexStore.remove_context(entry.provider, ad.context_id)
+        old = index.allocated(entry.provider, ad.context_id)
+        removal = [] if old is None else IndexStore.remove_value(old, entry.provider, ad.context_id)
         staging.finish(entry, ok=True, writes=[*removal, *registry])
         return "removed"
-    value = IndexStore.put_value(entry.provider, ad.context_id, ad.metadata) if ad.metadata else []
     if not ad.has_entries:
+        value: list[Write] = []
+        if ad.metadata:
+            vk = index.allocate(entry.provider, ad.context_id)
+            value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
         staging.finish(entry, ok=True, writes=[*value, *registry])
         return "metadata"
     if entry.ad.skip_entries:
         staging.finish(entry, ok=True, writes=registry)
         return "skipped"
+    vk = index.allocate(entry.provider, ad.context_id)
+    value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
     saved = staging.load_progress(entry.ad.cid)
     progress = EntriesProgress.decode(saved) if saved else None
     walk = EntriesWalk(ad.entries, progress=progress, max_blocks=max_blocks)
-    vk = value_key(entry.provider, ad.context_id)
     first: list[Write] = [*value, *registry]
     fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
     need = walk.next_block()

@@ -4,24 +4,37 @@ Layout::
 
     i <multihash>     <vk:8>...      multihash -> its value keys, a sorted member set (protocol.py)
     v <vk:8>          ValueRecord    provider, context ID, metadata
+    c <len><provider><context ID>  <vk:8>   the value key allocated to a (provider, context)
+    n                 <vk:8>         the last value key allocated
     r <provider>      ProviderRecord addresses, publisher, last ad, extended providers
     g                 <key>          compaction: the next ``i`` key the running sweep examines
     G                 b""            compaction: a context was removed since the sweep started
 
-The value key is the first 8 bytes of sha2-256(len(provider) || provider || context ID), so
-removing or re-describing a whole context touches one record: ``remove_context`` deletes ``v``;
-the members left dangling are skipped at read time and dropped by ``compact``.
+A value key names one (provider, context), so removing or re-describing a whole context touches
+one record: ``remove_value`` deletes ``v`` (and the allocation); the members left dangling are
+skipped at read time and dropped by ``compact``.
 
 Rules this module keeps:
 
-- Every write method returns ``Write`` tuples instead of writing, so the caller can put them in
-  the same batch as the staging change they belong to (an ad is marked processed atomically with
-  its last index writes).  Every write is idempotent: replaying a batch after a crash changes
-  nothing.  Multihash writes are ``Add`` set operations: the caller reads nothing, the store
-  reads each key under its write lock (sorted; see ``kv.py`` on the GIL), and concurrent ads of
-  one multihash never lose each other's value keys.
-- Known limit: re-adding a removed (provider, context) revives its old multihashes that no sweep
-  has dropped yet, because the value key is a function of the pair alone.
+- Value keys are allocated (``allocate``): an 8-byte big-endian counter, so a key has five or
+  more zero bytes.  Every multihash key's value carries one, and those zeros are what lets
+  snappy compress a LevelDB block whose pairs belong to many contexts: with random 8-byte keys
+  (a hash of the pair) such a block compresses by less than LevelDB's 12.5% threshold and is
+  stored raw, about 7 bytes more per pair (``bench/store.py``).  Allocation is its own small
+  batch, written before the ad's writes, under one lock; replaying an ad after a
+  crash finds the allocation and reuses it.  A context indexed before allocation existed keeps
+  its hashed key (``value_key``), which ``allocate`` adopts.
+- Removing a context deletes its allocation too, so re-adding it later gets a fresh value key
+  and never revives the multihashes of its earlier life that no sweep has dropped yet.
+- Every write method returns ``Write`` tuples instead of writing (``allocate`` aside), so the
+  caller can put them in the same batch as the staging change they belong to (an ad is marked
+  processed atomically with its last index writes).  Every write is idempotent: replaying a
+  batch after a crash changes nothing.  Multihash writes are ``Add`` set operations: the caller
+  reads nothing, the store reads each key under its write lock (sorted; see ``kv.py`` on the
+  GIL), and concurrent ads of one multihash never lose each other's value keys.
+- The hashed forms (``value_key``, ``put_value``, ``remove_context``) write plans with no read
+  at all, for tools and tests that build an index directly; they keep the known limit that
+  re-adding a removed pair revives its undropped multihashes.  Ingest uses the allocated form.
 - A lookup is one point read (the usual multihash has one value key): LevelDB's bloom filters
   answer an unknown multihash without touching a data block.  Value records are cached per
   ``kv.version``: any write empties the cache, so a lookup never returns a removed context.
@@ -34,6 +47,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -44,7 +58,7 @@ from .compaction import CompactionProgress, Sweep, compact
 from .kv import KV
 from .protocol import Add, KVStore, Write
 
-__all__ = ["IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
+__all__ = ["COUNTER_KEY", "IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
 
 VK = 8  # bytes of a value key
 CACHE_LIMIT = 100_000  # value records cached at most (then the cache starts afresh)
@@ -94,6 +108,14 @@ def _record_key(vk: bytes) -> bytes:
     return b"v" + vk
 
 
+def _allocation_key(provider: bytes, context_id: bytes) -> bytes:
+    return b"c" + bytes([len(provider)]) + provider + context_id
+
+
+COUNTER_KEY = b"n"
+_allocating = threading.Lock()  # one allocation at a time, whichever IndexStore asks
+
+
 SWEEP = Sweep(prefix=b"i", width=VK, cursor_key=b"g", pending_key=b"G", record_key=_record_key)
 
 _enc = msgspec.msgpack.Encoder()
@@ -135,6 +157,47 @@ class IndexStore(Generic[Backend]):
     @staticmethod
     def remove_context(provider: bytes, context_id: bytes) -> list[Write]:
         return [(b"v" + value_key(provider, context_id), None), (SWEEP.pending_key, b"")]
+
+    @staticmethod
+    def put_value_at(vk: bytes, provider: bytes, context_id: bytes, metadata: bytes) -> list[Write]:
+        """The value record of an allocated value key ``vk``."""
+        return [(b"v" + vk, _enc.encode(ValueRecord(provider, context_id, metadata)))]
+
+    @staticmethod
+    def remove_value(vk: bytes, provider: bytes, context_id: bytes) -> list[Write]:
+        """Remove the (provider, context) ``vk`` names, and its allocation."""
+        return [
+            (b"v" + vk, None),
+            (_allocation_key(provider, context_id), None),
+            (SWEEP.pending_key, b""),
+        ]
+
+    # --- value key allocation ----------------------------------------------------------------
+
+    def allocated(self, provider: bytes, context_id: bytes) -> bytes | None:
+        """The value key allocated to (provider, context), if any."""
+        return self.kv.get(_allocation_key(provider, context_id))
+
+    def allocate(self, provider: bytes, context_id: bytes) -> bytes:
+        """The value key of (provider, context), allocated and written now if it has none."""
+        key = _allocation_key(provider, context_id)
+        vk = self.kv.get(key)
+        if vk is not None:
+            return vk
+        with _allocating:
+            vk = self.kv.get(key)
+            if vk is not None:
+                return vk
+            hashed = value_key(provider, context_id)
+            if self.kv.get(b"v" + hashed) is not None:  # indexed before allocation existed
+                vk = hashed
+                writes: list[Write] = [(key, vk)]
+            else:
+                last = self.kv.get(COUNTER_KEY)
+                vk = (1 if last is None else int.from_bytes(last, "big") + 1).to_bytes(VK, "big")
+                writes = [(COUNTER_KEY, vk), (key, vk)]
+            self.kv.write_batch(writes)
+            return vk
 
     @staticmethod
     def put_provider(provider: bytes, record: ProviderRecord) -> list[Write]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
-from store import IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
+from store import KV, IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
 from store.index import ExtendedProviderRecord
 
 from ..builders import multihash
@@ -108,3 +110,50 @@ def test_provider_records_written_before_context_override_still_decode(kv: KVSto
     again = IndexStore(kv).provider(P1)
     assert again == new and again.overrides("QQ==")
     assert not again.overrides("Qg==")  # no providers of its own: nothing to override with
+
+
+def test_allocated_value_keys_are_small_counters_kept_per_pair(
+    kv: KVStore, reopen: Callable[[], KV]
+) -> None:
+    index = IndexStore(kv)
+    assert index.allocated(P1, b"A") is None
+    a, b, c = index.allocate(P1, b"A"), index.allocate(P1, b"B"), index.allocate(P2, b"A")
+    assert [a, b, c] == [n.to_bytes(8, "big") for n in (1, 2, 3)]  # mostly zero bytes: snappy
+    assert index.allocate(P1, b"A") == a and index.allocated(P2, b"A") == c
+    assert index.allocate(P1 + b"A", b"") != a  # the pair is delimited, not concatenated
+    with reopen() as db:
+        first = IndexStore(db).allocate(P1, b"A")
+    with reopen() as db:  # durable: a replay after a restart finds the same key
+        assert IndexStore(db).allocate(P1, b"A") == first
+        assert IndexStore(db).allocate(P1, b"B") == (2).to_bytes(8, "big")
+
+
+def test_removing_an_allocated_context_never_revives_it(kv: KVStore) -> None:
+    index = IndexStore(kv)
+    old = index.allocate(P1, b"A")
+    kv.write_batch(
+        [
+            *IndexStore.put_value_at(old, P1, b"A", b"m"),
+            *IndexStore.put_multihashes(old, [multihash(1), multihash(2)]),
+        ]
+    )
+    assert index.lookup(multihash(1)) == [ValueRecord(P1, b"A", b"m")]
+    kv.write_batch(IndexStore.remove_value(old, P1, b"A"))
+    assert index.lookup(multihash(1)) == [] and index.allocated(P1, b"A") is None
+    assert kv.get(b"G") == b""  # a sweep is pending
+    new = index.allocate(P1, b"A")
+    assert new != old
+    kv.write_batch(
+        [*IndexStore.put_value_at(new, P1, b"A", b"again"), *IndexStore.put_multihashes(new, [])]
+    )
+    assert index.lookup(multihash(2)) == []  # the old member stays dangling: not revived
+
+
+def test_a_context_indexed_with_its_hashed_key_keeps_it(kv: KVStore) -> None:
+    index = index_with(kv, (P1, b"A", [multihash(1)]))  # the hashed write plans
+    assert index.allocate(P1, b"A") == value_key(P1, b"A")  # adopted: no duplicate results
+    kv.write_batch(IndexStore.put_value_at(value_key(P1, b"A"), P1, b"A", b"new"))
+    assert [r.metadata for r in index.lookup(multihash(1))] == [b"new"]
+    kv.write_batch(IndexStore.remove_value(value_key(P1, b"A"), P1, b"A"))
+    assert index.lookup(multihash(1)) == [] and index.allocated(P1, b"A") is None
+    assert index.allocate(P1, b"A") == (1).to_bytes(8, "big")  # a fresh one after removal
