@@ -65,9 +65,6 @@ def admin() -> None:
     """Ask a running daemon to sync, and look at its staging area and publishers."""
 
 
-# --- sync ---------------------------------------------------------------------------------------
-
-
 @admin.command("sync")
 @click.option("--publisher", "peer_text", required=True, help="The publisher's peer ID.")
 @click.option("--addr", help="Its multiaddr (optional when the daemon knows the publisher).")
@@ -166,9 +163,6 @@ def _bar_updater() -> Iterator[Update]:
         yield update
 
 
-# --- staging ------------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def _offline(data_dir: Path) -> Iterator[tuple[StagingArea, IndexStore[Any]]]:
     """The staging area and index of a stopped daemon's data directory, opened read-only."""
@@ -259,9 +253,6 @@ def staging_show(provider: str, admin_url: str, data_dir: Path | None, as_json: 
     ]  # fmt: skip
     if stacks:
         print_table("stacks (oldest first)", headers, stacks)
-
-
-# --- publishers, status -------------------------------------------------------------------------
 
 
 @admin.command("publishers")
