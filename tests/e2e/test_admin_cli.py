@@ -160,3 +160,18 @@ def test_work_left_by_a_killed_daemon_is_read_offline_then_resumed(tmp_path: Pat
         finally:
             assert daemon.stop() == 0
     assert cli_json("admin", "staging", "ls", "--data-dir", data) == []
+
+
+def test_sync_wait_returns_only_once_everything_is_indexed(tmp_path: Path) -> None:
+    with slowed_chain(tmp_path) as chain:
+        daemon = Daemon(tmp_path / "idx")
+        try:
+            admin = ("--admin-url", daemon.admin)
+            row = cli_json("admin", "sync", "--publisher", chain.pub, "--addr", chain.proxy.addr,
+                           "--wait", *admin)  # fmt: skip
+            # The sync itself ends after the walk; the entries were still being fetched then.
+            assert row["sync"]["walked"] == row["sync"]["processed"] == ADS
+            assert row["pending_ads"] == 0 and row["latest_processed"] == chain.head
+            assert cli_json("admin", "staging", "ls", *admin) == []
+        finally:
+            assert daemon.stop() == 0
