@@ -136,7 +136,8 @@ _GO_ESCAPES = {
 
 def _go_escape(data: bytes) -> bytes:
     # These bytes only ever occur inside JSON strings, so replacing them anywhere is safe.
-    if _GO_ESCAPED.search(data) is None:
+    # Four memchr scans are ~100x cheaper than the regex search on a large response.
+    if b"<" not in data and b">" not in data and b"&" not in data and b"\xe2" not in data:
         return data
     return _GO_ESCAPED.sub(lambda m: _GO_ESCAPES[m.group()], data)
 
