@@ -13,14 +13,15 @@ Rules this module keeps (storetheindex ``server/find/server.go`` ``find`` and
 - A multihash with no result is left out of the response; a response with none is a 404.
 - Peer IDs are printed in base58 whatever form the ad used (``bafz...`` CIDs included); an
   extended-provider ID that does not parse is skipped rather than served.
-- A find reads each provider's registry record once per request.
+- Registry records (with their base58 IDs) are cached across requests by ``ProviderCache``
+  for one ``kv.version``: any write empties it, so a find never serves a stale record.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from store import IndexStore, ProviderRecord, ValueRecord
 from store.index import ExtendedProviderRecord
@@ -29,7 +30,9 @@ from sync.errors import BadPeerId
 
 from .model import AddrInfo, MultihashResult, ProviderResult
 
-__all__ = ["Finder", "context_override", "normalize_peer", "provider_results"]
+__all__ = ["Finder", "ProviderCache", "context_override", "normalize_peer", "provider_results"]
+
+_CACHE_MAX = 100_000
 
 
 def normalize_peer(text: str) -> str | None:
@@ -77,18 +80,42 @@ def provider_results(main: str, record: ProviderRecord, value: ValueRecord) -> l
     return out
 
 
+Known = tuple[str, ProviderRecord] | None
+
+
 @dataclass
-class Finder:
-    """One request's lookups: multihashes to results, each registry record read once."""
+class ProviderCache:
+    """Registry records and base58 IDs read at one ``kv.version``; swapped whole, never patched."""
 
     index: IndexStore
-    _providers: dict[bytes, tuple[str, ProviderRecord] | None] = field(default_factory=dict)
+    _current: tuple[int, dict[bytes, Known]] = (-1, {})
 
-    def _provider(self, raw: bytes) -> tuple[str, ProviderRecord] | None:
-        if raw not in self._providers:
+    def get(self, raw: bytes) -> Known:
+        version = self.index.kv.version  # read before anything it guards
+        seen, records = self._current
+        if seen != version or len(records) > _CACHE_MAX:
+            records = {}
+            self._current = (version, records)
+        if raw not in records:
             record = self.index.provider(raw)
-            self._providers[raw] = None if record is None else (str(PeerId(raw)), record)
-        return self._providers[raw]
+            records[raw] = None if record is None else (str(PeerId(raw)), record)
+        return records[raw]
+
+
+@dataclass
+class Finder:
+    """Lookups: multihashes to results, registry records read through a ``ProviderCache``."""
+
+    index: IndexStore
+    cache: ProviderCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = ProviderCache(self.index)
+
+    def _provider(self, raw: bytes) -> Known:
+        assert self.cache is not None
+        return self.cache.get(raw)
 
     def results(self, multihash: bytes) -> list[ProviderResult]:
         """Every provider result of one multihash, expanded; empty when none."""

@@ -32,7 +32,7 @@ from indexer import __version__
 from store import IndexStore
 from sync.httpserver import Handler, Request, Response, serve_tcp
 
-from .expand import Finder
+from .expand import Finder, ProviderCache
 from .info import StatsCache, provider_info
 from .model import FindResponse, MultihashResult, ProviderResult, encode, encode_line
 from .openapi import openapi_json
@@ -108,13 +108,16 @@ class _FindApi:
     version: str
     stats: StatsCache
 
+    def __post_init__(self) -> None:
+        self._cache = ProviderCache(self.index)
+
     async def find_one(self, request: Request, mh: bytes | BadInput) -> Response:
         media = negotiate(request, _FIND_MEDIA)
         if isinstance(media, Response):
             return media
         if isinstance(mh, BadInput):
             return mh.response()
-        results = Finder(self.index).results(mh)
+        results = Finder(self.index, self._cache).results(mh)
         if not results:
             return _no_results()
         if media == NDJSON:
@@ -137,7 +140,7 @@ class _FindApi:
         mhs = batch_multihashes(request.body)
         if isinstance(mhs, BadInput):
             return mhs.response()
-        finder = Finder(self.index)
+        finder = Finder(self.index, self._cache)
         if len(mhs) > _THREAD_BATCH:
             found = await trio.to_thread.run_sync(finder.find, mhs)
         else:
