@@ -35,6 +35,7 @@ from .cli_find import (
     CommandFailed,
     ago,
     echo_json,
+    get_json,
     one_line,
     parse_peer,
     print_table,
@@ -260,10 +261,8 @@ def staging_show(provider: str, admin_url: str, data_dir: Path | None, as_json: 
 @AS_JSON
 def publishers(admin_url: str, as_json: bool) -> None:
     """Every publisher the daemon knows: cursors, last sync, pending ads, last error."""
-    with Api(admin_url) as api:
-        rows: Any = api.json("/publishers")
-    if as_json:
-        echo_json(rows)
+    rows = get_json(admin_url, "/publishers", as_json)
+    if rows is None:
         return
     headers = ["publisher", "latest scanned", "latest processed", "last sync", "pending ads"]
     headers += ["syncing", "last error"]
@@ -280,10 +279,8 @@ def publishers(admin_url: str, as_json: bool) -> None:
 @AS_JSON
 def status(admin_url: str, as_json: bool) -> None:
     """The daemon's peer ID, frozen flag and disk usage."""
-    with Api(admin_url) as api:
-        doc: Any = api.json("/status")
-    if as_json:
-        echo_json(doc)
+    doc = get_json(admin_url, "/status", as_json)
+    if doc is None:
         return
     usage = doc.get("Usage", -1)
     rows = [["peer ID", doc.get("ID")], ["frozen", doc.get("Frozen")]]

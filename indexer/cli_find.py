@@ -113,6 +113,16 @@ class Api:
             raise CommandFailed(f"{self.base}{path} did not answer JSON") from None
 
 
+def get_json(base: str, path: str, as_json: bool, missing: str | None = None) -> Any:
+    """GET ``path`` as JSON; with ``as_json`` print it and return None: the caller is done."""
+    with Api(base) as api:
+        doc = api.json(path, missing=missing)
+    if as_json:
+        echo_json(doc)
+        return None
+    return doc
+
+
 def parse_peer(text: str, what: str) -> PeerId:
     try:
         return PeerId.parse(text)
@@ -217,10 +227,8 @@ def protocols(raw: bytes) -> list[str]:
 def find(key: str, find_url: str, as_json: bool) -> None:
     """Who provides a multihash (base58 or hex) or a CID."""
     path = find_path(key)
-    with Api(find_url) as api:
-        answer: Any = api.json(path, missing=f"no results for {key.strip()}")
-    if as_json:
-        echo_json(answer)
+    answer = get_json(find_url, path, as_json, missing=f"no results for {key.strip()}")
+    if answer is None:
         return
     rows: list[list[object]] = []
     for result in answer.get("MultihashResults") or []:
@@ -238,10 +246,8 @@ def find(key: str, find_url: str, as_json: bool) -> None:
 @AS_JSON
 def providers(find_url: str, as_json: bool) -> None:
     """Every provider the daemon has indexed (the find API's GET /providers)."""
-    with Api(find_url) as api:
-        answer: Any = api.json("/providers")
-    if as_json:
-        echo_json(answer)
+    answer = get_json(find_url, "/providers", as_json)
+    if answer is None:
         return
     rows: list[list[object]] = []
     for info in answer:

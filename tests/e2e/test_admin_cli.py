@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import http.server
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sync import Link, Message, PeerId
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 
+from ..httpstub import StubServer
 from ..indexer.test_cli_admin import Daemon, cli_json
 from .test_publisher_cli import Serving
 
@@ -31,36 +31,24 @@ ADS = 8
 DELAY = 0.3
 
 
-class SlowProxy:
+class SlowProxy(StubServer):
     """Forwards GETs to ``target``, sleeping ``DELAY`` before every block (not the head)."""
 
     def __init__(self, target: str) -> None:
         self.delayed = 0
-        outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if not self.path.endswith("/head"):
-                    outer.delayed += 1
-                    time.sleep(DELAY)
-                reply = httpx.get(target + self.path, timeout=10)
-                self.send_response(reply.status_code)
-                self.send_header("content-type", reply.headers.get("content-type", ""))
-                self.send_header("content-length", str(len(reply.content)))
-                self.end_headers()
-                self.wfile.write(reply.content)
+        def forward(request: http.server.BaseHTTPRequestHandler) -> None:
+            if not request.path.endswith("/head"):
+                self.delayed += 1
+                time.sleep(DELAY)
+            reply = httpx.get(target + request.path, timeout=10)
+            request.send_response(reply.status_code)
+            request.send_header("content-type", reply.headers.get("content-type", ""))
+            request.send_header("content-length", str(len(reply.content)))
+            request.end_headers()
+            request.wfile.write(reply.content)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.addr = f"/ip4/127.0.0.1/tcp/{self.server.server_address[1]}/http"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(forward)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from store import KV
 from sync import Link, PeerId, PrivateKey
 
 from ..e2e.test_publisher_cli import INDEXER, Serving, mh_lines, ok
+from ..httpstub import StubServer
 
 RAW = 0x55
 
@@ -91,30 +92,21 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-class HeldPublisher:
+class HeldPublisher(StubServer):
     """An HTTP "publisher" on 127.0.0.1 that holds every request until released, then 404s."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        release = self.release
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                release.wait(20)
-                self.send_error(404)
+        def hold(request: http.server.BaseHTTPRequestHandler) -> None:
+            self.release.wait(20)
+            request.send_error(404)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.addr = f"/ip4/127.0.0.1/tcp/{self.server.server_address[1]}/http"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(hold)
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 @dataclass
