@@ -97,7 +97,9 @@ async def test_entries_of_an_ad_removed_later_are_never_fetched(rig: Rig) -> Non
         await rig.start(nursery)
         await rig.sync()
         assert rig.ingester.index.count_keys() == 0  # nothing was fetched or written
-        assert rig.ingester.index.value(value_key(rig.pub.peer_id.raw, b"X")) is None
+        index, provider = rig.ingester.index, rig.pub.peer_id.raw
+        assert index.allocated(provider, b"X") is None  # the removal dropped its value key
+        assert index.value(value_key(provider, b"X")) is None
         nursery.cancel_scope.cancel()
 
 
