@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 import msgspec
+import structlog
 import trio
 
 from sync import PrivateKey
@@ -116,3 +117,4 @@ async def _main(node: Daemon, as_json: bool) -> None:
                 os._exit(130)  # staging makes an abrupt exit safe
 
             trio.lowlevel.spawn_system_task(second_signal_exits_at_once)
+    structlog.get_logger("daemon").info("indexer daemon stopped; LevelDB closed")

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,6 +64,7 @@ class Metrics:
     """The node's metrics; an ``IngestObserver`` for the ingester."""
 
     def __init__(self, staging: StagingArea, syncing: Callable[[], Collection[bytes]]) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
         self.registry = CollectorRegistry()
         r = self.registry
         self.syncs = Counter("ipni_syncs", "Syncs finished, by result.", ["result"], registry=r)
