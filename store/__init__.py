@@ -10,11 +10,12 @@ from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreN
 from .index import IndexStore, ProviderRecord, ValueRecord, value_key
 from .kv import KV, Tuning
 from .memory import MemoryKV
-from .protocol import Add, Discard, KVStore, Write
+from .protocol import Add, AddEach, Discard, KVStore, Write
 
 __all__ = [
     "KV",
     "Add",
+    "AddEach",
     "CompactionProgress",
     "Discard",
     "IndexStore",

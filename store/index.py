@@ -29,9 +29,10 @@ Rules this module keeps:
 - Every write method returns ``Write`` tuples instead of writing (``allocate`` aside), so the
   caller can put them in the same batch as the staging change they belong to (an ad is marked
   processed atomically with its last index writes).  Every write is idempotent: replaying a
-  batch after a crash changes nothing.  Multihash writes are ``Add`` set operations: the caller
-  reads nothing, the store reads each key under its write lock (sorted; see ``kv.py`` on the
-  GIL), and concurrent ads of one multihash never lose each other's value keys.
+  batch after a crash changes nothing.  A chunk's multihashes are one ``AddEach`` set operation:
+  the caller reads nothing, the store reads each key under its write lock (sorted; see
+  ``kv.py`` on the GIL) without building a write per key, and concurrent ads of one multihash
+  never lose each other's value keys.
 - The hashed forms (``value_key``, ``put_value``, ``remove_context``) write plans with no read
   at all, for tools and tests that build an index directly; they keep the known limit that
   re-adding a removed pair revives its undropped multihashes.  Ingest uses the allocated form.
@@ -56,7 +57,7 @@ import msgspec
 
 from .compaction import CompactionProgress, Sweep, compact
 from .kv import KV
-from .protocol import Add, KVStore, Write
+from .protocol import AddEach, KVStore, Write
 
 __all__ = ["COUNTER_KEY", "IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
 
@@ -146,8 +147,12 @@ class IndexStore(Generic[Backend]):
 
     @staticmethod
     def put_multihashes(vk: bytes, multihashes: Iterable[bytes]) -> list[Write]:
-        add = Add(vk)
-        return [(b"i" + mh, add) for mh in multihashes]
+        return [(b"i", AddEach(vk, list(multihashes)))]
+
+    @staticmethod
+    def multihash_key(mh: bytes) -> bytes:
+        """The key under which a multihash's value keys are stored."""
+        return b"i" + mh
 
     @staticmethod
     def put_value(provider: bytes, context_id: bytes, metadata: bytes) -> list[Write]:

@@ -32,7 +32,7 @@ from typing import Any
 import plyvel
 
 from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
-from .protocol import KVShortcuts, Write, resolve, successor
+from .protocol import KVShortcuts, Write, apply_add_each, resolve, split_bulk, successor
 
 __all__ = ["KV", "Tuning"]
 
@@ -111,7 +111,8 @@ class KV(KVShortcuts):
         """Apply every write in ``writes`` atomically (see ``protocol.py``)."""
         db = self._live()
         with self._lock:
-            batch = resolve(writes, self.get)
+            rest, bulk = split_bulk(writes)
+            batch = resolve(rest, self.get)
             try:
                 # transaction=True: an exception inside the block discards the batch.
                 with db.write_batch(sync=sync, transaction=True) as wb:
@@ -120,6 +121,8 @@ class KV(KVShortcuts):
                             wb.delete(key)
                         else:
                             wb.put(key, value)
+                    if bulk is not None:  # no write list built: ~2x faster for a chunk
+                        apply_add_each(*bulk, db.get, wb.put)
             except plyvel.Error as exc:
                 raise _translate(exc, self.path) from None
             except RuntimeError:

@@ -10,8 +10,11 @@ Rules every backend keeps (``tests/store/test_kv_conformance.py`` checks both ba
   ``(key, Add(m))`` / ``(key, Discard(m))``.  A member set is a value holding distinct members of
   one width, concatenated in byte order; ``Add`` inserts ``m`` if absent, ``Discard`` removes it
   and deletes the key when the set becomes empty.  ``Discard(m, unless=k)`` keeps ``m`` if key
-  ``k`` exists when the batch applies.  A backend resolves these under its write lock, so
-  concurrent batches never lose each other's members (LevelDB has no merge operator).
+  ``k`` exists when the batch applies.  ``(prefix, AddEach(m, suffixes))`` is ``(prefix + s,
+  Add(m))`` for each suffix, in one write: what ingest writes for a chunk of multihashes, and
+  what a backend may apply without building a write per key (``split_bulk``).  A backend
+  resolves these under its write lock, so concurrent batches never lose each other's members
+  (LevelDB has no merge operator).
 - ``scan(prefix, reverse, start)`` yields ``(key, value)`` for keys starting with ``prefix``, in
   key order (descending when ``reverse``), from a snapshot taken when iteration starts; ``start``
   skips the keys before it in that order (forward: keys >= start; reverse: keys <= start).
@@ -21,7 +24,7 @@ Rules every backend keeps (``tests/store/test_kv_conformance.py`` checks both ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, cast
@@ -30,13 +33,16 @@ from .errors import StoreError
 
 __all__ = [
     "Add",
+    "AddEach",
     "Discard",
     "KVShortcuts",
     "KVStore",
     "Put",
     "Write",
+    "apply_add_each",
     "members",
     "resolve",
+    "split_bulk",
     "successor",
 ]
 
@@ -56,8 +62,17 @@ class Discard:
     unless: bytes | None = None
 
 
-# One mutation of a batch: (key, value) puts, (key, None) deletes, (key, Add | Discard).
-Write = tuple[bytes, bytes | Add | Discard | None]
+@dataclass(frozen=True, slots=True)
+class AddEach:
+    """Insert ``member`` into the member set at ``prefix + s`` for each ``s`` of ``suffixes``."""
+
+    member: bytes
+    suffixes: Sequence[bytes]
+
+
+# One mutation of a batch: (key, value) puts, (key, None) deletes, (key, Add | Discard), and
+# (prefix, AddEach).
+Write = tuple[bytes, bytes | Add | Discard | AddEach | None]
 # What a batch resolves to: plain puts and deletes only.
 Put = tuple[bytes, bytes | None]
 
@@ -161,7 +176,7 @@ def resolve(writes: Iterable[Write], read: Callable[[bytes], bytes | None]) -> l
     answers a sorted run of reads about ten times faster than a random one.  Set operations that
     change nothing produce no write (an idempotent replay rewrites nothing).
     """
-    batch = list(writes)
+    batch = _expand(writes)
     ops = [(key, op) for key, op in batch if isinstance(op, Add | Discard)]
     if not ops:
         return cast(list[Put], batch)  # the common case: plain writes only
@@ -179,9 +194,67 @@ def resolve(writes: Iterable[Write], read: Callable[[bytes], bytes | None]) -> l
             if op.unless is None or state[op.unless] is None:
                 state[key] = _discard(state[key], op.member)
         else:
+            assert not isinstance(op, AddEach)  # _expand turned it into Adds
             if key in state:
                 state[key] = op
                 plain.add(key)
             out.append((key, op))
     out.extend((key, value) for key, value in state.items() if key in plain or value != stored[key])
     return out
+
+
+def _expand(writes: Iterable[Write]) -> list[Write]:
+    out: list[Write] = []
+    for key, op in writes:
+        if isinstance(op, AddEach):
+            add = Add(op.member)
+            out.extend((key + suffix, add) for suffix in op.suffixes)
+        else:
+            out.append((key, op))
+    return out
+
+
+def split_bulk(writes: Iterable[Write]) -> tuple[list[Write], tuple[bytes, AddEach] | None]:
+    """The batch without its ``AddEach``, and that write, when the backend may apply it apart.
+
+    It may when the batch has exactly one ``AddEach`` and no other write touches any of its
+    keys: then its ``Add``s commute with every other write, and can be resolved and applied
+    after them, key by key, with no write list built for them.  Otherwise the ``AddEach`` stays
+    in the batch (``resolve`` expands it) and None is returned.
+    """
+    batch = list(writes)
+    bulk = [i for i, (_, op) in enumerate(batch) if isinstance(op, AddEach)]
+    if len(bulk) != 1:
+        return batch, None
+    prefix, op = batch[bulk[0]]
+    assert isinstance(op, AddEach)
+    rest = batch[: bulk[0]] + batch[bulk[0] + 1 :]
+    touched = [key[len(prefix) :] for key, _ in rest if key.startswith(prefix)]
+    if touched:
+        suffixes = set(op.suffixes)
+        if any(suffix in suffixes for suffix in touched):
+            return batch, None
+    return rest, (prefix, op)
+
+
+def apply_add_each(
+    prefix: bytes,
+    op: AddEach,
+    read: Callable[[bytes], bytes | None],
+    put: Callable[[bytes, bytes], object],
+) -> None:
+    """Resolve and apply ``split_bulk``'s write: ``put`` each member set that changes.
+
+    Keys are read in sorted order (LevelDB answers a sorted run of reads much faster); the
+    caller holds its write lock, as for ``resolve``.
+    """
+    member = op.member
+    for suffix in sorted(op.suffixes):
+        key = prefix + suffix
+        current = read(key)
+        if current is None:
+            put(key, member)
+        elif current != member:
+            merged = _add(current, member)
+            if merged != current:
+                put(key, merged)

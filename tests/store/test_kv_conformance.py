@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from store import KV, Add, Discard, KVStore, StoreClosed, StoreError, Write
+from store import KV, Add, AddEach, Discard, KVStore, StoreClosed, StoreError, Write
 
 KEYS = [b"", b"\x00", b"o\xff", b"p", b"p\x00", b"p1", b"p\xff", b"p\xff\xff", b"q", b"\xff"]
 
@@ -133,6 +133,28 @@ def test_member_sets(kv: KVStore) -> None:
     assert kv.get(b"s") is None  # an emptied set deletes its key
     kv.write_batch([(b"gone", Discard(b"aa"))])
     assert kv.get(b"gone") is None
+
+
+def test_add_each_is_an_add_per_suffix(kv: KVStore) -> None:
+    kv.write_batch([(b"s1", Add(b"bb")), (b"s3", Add(b"aa"))])
+    # Alone in its batch but for an unrelated write: the path a backend may apply apart.
+    kv.write_batch([(b"x", b"1"), (b"s", AddEach(b"aa", [b"1", b"2", b"1", b"3"]))])
+    assert [kv.get(b"s%d" % i) for i in (1, 2, 3)] == [b"aabb", b"aa", b"aa"]
+    assert kv.get(b"x") == b"1"
+    version = kv.version
+    kv.write_batch([(b"s", AddEach(b"aa", [b"1", b"2"]))])  # nothing new: no member changes
+    assert [kv.get(b"s%d" % i) for i in (1, 2)] == [b"aabb", b"aa"] and kv.version != version
+    # With another write to one of its keys, the writes apply in batch order.
+    kv.write_batch([(b"s2", Discard(b"aa")), (b"s", AddEach(b"cc", [b"2", b"4"]))])
+    assert (kv.get(b"s2"), kv.get(b"s4")) == (b"cc", b"cc")
+    kv.write_batch([(b"s", AddEach(b"dd", [b"4", b"5"])), (b"s4", None)])
+    assert (kv.get(b"s4"), kv.get(b"s5")) == (None, b"dd")
+    kv.write_batch([(b"s", AddEach(b"ee", [b"5"])), (b"s", AddEach(b"ff", [b"5", b"6"]))])
+    assert (kv.get(b"s5"), kv.get(b"s6")) == (b"ddeeff", b"ff")
+    kv.put(b"s8", b"1")
+    with pytest.raises(StoreError):  # b"1" is no set of 2-byte members: nothing applies
+        kv.write_batch([(b"x", b"2"), (b"s", AddEach(b"zz", [b"7", b"8"]))])
+    assert (kv.get(b"x"), kv.get(b"s7")) == (b"1", None)
 
 
 def test_discard_unless_a_guard_key_exists(kv: KVStore) -> None:

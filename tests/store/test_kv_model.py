@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from store import KV, Add, Discard, KVStore, MemoryKV, StoreError, Write
+from store import KV, Add, AddEach, Discard, KVStore, MemoryKV, StoreError, Write
 
 # Plain keys and member-set keys ("S" + a byte) never meet; members are 2 bytes.
 plain_keys = st.lists(st.sampled_from([0x00, 0x01, 0x61, 0xFE, 0xFF]), max_size=3).map(bytes)
@@ -30,6 +30,11 @@ writes = st.one_of(
     st.tuples(plain_keys, st.none()),
     st.tuples(set_keys, st.builds(Add, members)),
     st.tuples(set_keys, st.builds(Discard, members, st.one_of(st.none(), plain_keys))),
+    # (b"S", AddEach(m, suffixes)) adds m to the sets at b"S" + suffix: the same set keys
+    st.tuples(
+        st.just(b"S"),
+        st.builds(AddEach, members, st.lists(st.sampled_from([b"\x00", b"\x01", b"\xff"]))),
+    ),
 )
 
 
@@ -43,6 +48,9 @@ class Model:
         for key, op in batch:
             if isinstance(op, Add):
                 sets.setdefault(key, set()).add(op.member)
+            elif isinstance(op, AddEach):
+                for suffix in op.suffixes:
+                    sets.setdefault(key + suffix, set()).add(op.member)
             elif isinstance(op, Discard):
                 if op.unless is None or op.unless not in plain:
                     sets.get(key, set()).discard(op.member)
@@ -94,6 +102,9 @@ class KVMachine(RuleBasedStateMachine):
             store.put(key, value)
             with pytest.raises(StoreError):
                 store.write_batch([(b"a", b"x"), (key, Add(b"zz"))])
+            with pytest.raises(StoreError):  # the same through a bulk add, applied apart
+                store.write_batch([(b"a", b"x"), (key[:1], AddEach(b"zz", [key[1:], b"\x02"]))])
+            assert store.get(b"a") != b"x" or self.model.plain.get(b"a") == b"x"
             store.delete(key)
         self.model.sets.pop(key, None)
 
