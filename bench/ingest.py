@@ -4,6 +4,9 @@
   machine) serves ``ADS`` ads of ``PER_AD`` multihashes over HTTP on 127.0.0.1; an in-process
   ``Ingester`` syncs and indexes them.  The limit is raw plyvel ``WriteBatch`` puts of the
   same index entries (``i<mh>`` -> value key), in batches of one chunk, in the same run.
+- ``small_ads``: the same set-up with ``SMALL_ADS`` ads of one multihash each: every ad is two
+  block round trips (the ad, its one-chunk entries) and little else, so this is the fetcher's
+  per-request cost end to end, in ads/s.
 - ``memory``: ingest (``bench.heap``, one fresh process each) of a chain of 1k ads and of 100k
   ads (one multihash each): peak Python heap (tracemalloc) and peak RSS, and their ratios (the
   target is within 1.5x).
@@ -34,6 +37,7 @@ from sync.publisher import Publisher
 
 ADS = 20
 PER_AD = 16_384
+SMALL_ADS = 2_000
 
 
 def _mh(i: int) -> bytes:
@@ -115,6 +119,17 @@ def throughput() -> dict[str, Any]:
     }
 
 
+def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        pub = Publisher.init(Path(tmp) / "pub")
+        for a in range(ads):
+            pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
+        pub.close()
+        with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
+            elapsed = trio.run(_ingest, pub.peer_id, addr, kv)
+    return {"ads": ads, "multihashes_per_ad": 1, "ads_per_s": round(ads / elapsed)}
+
+
 def _measure(ads: int) -> dict[str, float]:
     """One fresh process per chain, so peaks do not carry over."""
     out = subprocess.run(
@@ -139,3 +154,10 @@ def memory(small: int = 1_000, large: int = 100_000) -> dict[str, Any]:
         "which fill with data; the Python heap is the indexer's own state",
         "target_ratio_at_most": 1.5,
     }
+
+
+FIGURES = {"throughput": throughput, "small_ads": small_ads, "memory": memory}
+
+if __name__ == "__main__":  # ``python -m bench.ingest [throughput|small_ads|memory ...]``
+    json.dump({n: FIGURES[n]() for n in sys.argv[1:] or ["small_ads"]}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
