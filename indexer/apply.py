@@ -23,6 +23,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import base64
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -43,6 +44,7 @@ __all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
 FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[BlockFetcher]]
 # An open fetcher for (publisher, addresses), owned and reused by the caller.
 GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
+_THREAD_MIN = 1024  # a final batch with this many multihashes is written in a thread
 Outcome = Literal["indexed", "removed", "metadata", "skipped", "error"]
 
 
@@ -150,7 +152,15 @@ async def apply_entry(
             on_block(len(mhs))
         nxt = walk.next_block()
         if nxt is None:
-            staging.finish(entry, ok=True, writes=writes)
+            if entry.pos and len(mhs) >= _THREAD_MIN:
+                # In a thread, so the event loop goes on (prefetching the next ads' entries)
+                # while LevelDB writes.  Not for a stack's last ad: that finish updates the
+                # walk's record, a read-modify-write that must not race another worker's.
+                await trio.to_thread.run_sync(
+                    functools.partial(staging.finish, entry, ok=True, writes=writes)
+                )
+            else:
+                staging.finish(entry, ok=True, writes=writes)
             return "indexed"
         state = walk.progress.encode()  # the state after this block, before the next one
         # LevelDB's write releases the GIL: write this block in a thread while the next one is

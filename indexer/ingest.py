@@ -40,7 +40,8 @@ from sync.fetcher import BlockFetcher
 from sync.syncer import SyncResult, sync_publisher
 from sync.walker import Policy
 
-from .apply import FetcherFactory, apply_entry
+from .apply import FetcherFactory, GetFetcher, apply_entry
+from .prefetch import Prefetcher
 from .progress import IngestObserver, NullObserver, SyncProgress
 
 __all__ = ["IngestConfig", "Ingester", "OwnProviderPolicy"]
@@ -59,6 +60,7 @@ class IngestConfig:
     poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
     max_syncs: int = 32  # syncs running at once (more wait their turn)
     max_workers: int = 32  # providers whose ads are applied at once
+    prefetch: int = 4  # next ads whose first entries block a worker fetches ahead; 0: none
 
 
 @dataclass(frozen=True)
@@ -216,25 +218,37 @@ class Ingester:
                     fetchers[key] = await stack.enter_async_context(opened)
                 return fetchers[key]
 
+            async def prefetching(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
+                return prefetcher.wrap(await get_fetcher(publisher, addrs))
+
             try:
-                while (entry := self.staging.next_entry(provider)) is not None:
-                    try:
-                        async with self._work_slots:
-                            outcome = await apply_entry(
-                                entry,
-                                self.staging,
-                                self.index,
-                                get_fetcher,
-                                max_blocks=self.config.max_entry_blocks,
-                                clock=self.clock,
-                                on_block=functools.partial(self._indexed, entry),
-                            )
-                    except SyncError as exc:
-                        await self._failed(entry, exc)
-                        continue
-                    self._processed(entry, outcome != "error")
+                async with trio.open_nursery() as background:
+                    prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch)
+                    await self._work(provider, prefetcher, prefetching)
+                    background.cancel_scope.cancel()
             finally:
                 self._workers.discard(provider)
+
+    async def _work(self, provider: bytes, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
+        while (entry := self.staging.next_entry(provider)) is not None:
+            if self.config.prefetch:
+                upcoming = self.staging.upcoming(entry, self.config.prefetch)
+                prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
+            try:
+                async with self._work_slots:
+                    outcome = await apply_entry(
+                        entry,
+                        self.staging,
+                        self.index,
+                        get_fetcher,
+                        max_blocks=self.config.max_entry_blocks,
+                        clock=self.clock,
+                        on_block=functools.partial(self._indexed, entry),
+                    )
+            except SyncError as exc:
+                await self._failed(entry, exc)
+                continue
+            self._processed(entry, outcome != "error")
 
     def _indexed(self, entry: Entry, count: int) -> None:
         self.observer.multihashes_indexed(count)

@@ -281,6 +281,19 @@ class StagingArea:
     def latest_processed(self, publisher: bytes) -> bytes | None:
         return self.kv.get(b"p" + keys.peer(publisher))
 
+    def upcoming(self, entry: Entry, limit: int) -> list[StagedAd]:
+        """The ads of ``entry``'s stack that come after it, next first, at most ``limit``."""
+        if entry.pos == 0 or limit <= 0:
+            return []
+        prefix = keys.staged_prefix(entry.stack.walk_id, entry.provider)
+        start = keys.staged(entry.stack.walk_id, entry.provider, entry.pos - 1)
+        out = []
+        for key, raw in self.kv.scan(prefix, reverse=True, start=start):
+            out.append(decode(raw, StagedAd, key))
+            if len(out) >= limit:
+                break
+        return out
+
     def entries(self, provider: bytes, seq: int, limit: int = 0) -> list[tuple[int, StagedAd]]:
         """A stack's ads still to do, next to pop first."""
         for s_seq, stack in self.stacks(provider):

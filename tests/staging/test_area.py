@@ -94,3 +94,18 @@ def test_corrupt_record_is_a_typed_error(area: StagingArea) -> None:
     area.kv.put(staging_keys.publisher(PUB_A), b"\xc1garbage")
     with pytest.raises(StagingCorrupt):
         area.publisher(PUB_A)
+
+
+def test_upcoming_lists_the_ads_after_the_next_one(area: StagingArea) -> None:
+    walk_id, base = walk(area, PUB_A, chain(5))
+    area.commit_walk(walk_id, {P: 5}, base_seq=base)
+    entry = area.next_entry(P)
+    assert entry is not None and entry.ad.cid == b"c0"
+    assert [ad.cid for ad in area.upcoming(entry, 2)] == [b"c1", b"c2"]
+    assert [ad.cid for ad in area.upcoming(entry, 10)] == [b"c1", b"c2", b"c3", b"c4"]
+    assert area.upcoming(entry, 0) == []
+    for _ in range(4):
+        area.finish(entry, ok=True)
+        entry = area.next_entry(P)
+        assert entry is not None
+    assert entry.ad.cid == b"c4" and area.upcoming(entry, 3) == []  # the stack's last ad

@@ -1,0 +1,110 @@
+"""Fetching the first entries block of a provider's next ads while the current one is applied.
+
+A worker applies its provider's ads strictly one after another; each needs at least one round
+trip to the publisher for its entries.  ``Prefetcher`` overlaps those round trips with the work
+on the ads before them: the worker names the ads coming next, and their first blocks are
+fetched in the background.
+
+Rules this module keeps:
+
+- Only raw bytes are kept, never trusted: the entries walker hashes them as it would a fresh
+  fetch (a block is checked against its CID wherever it came from).
+- At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
+  memory held is bounded; a block is handed out once and forgotten.
+- A prefetch that fails is forgotten silently: the worker's own fetch of that block then runs
+  and fails (or succeeds) through the normal path, with its retries and error records.  So a
+  prefetch can make ingest faster, never different.
+- The background fetches run in the worker's nursery and stop with it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from staging import StagedAd
+from sync import Advertisement, Link, PeerId, SyncError, decode_node
+from sync.fetcher import BlockFetcher, SchemaKind
+from sync.head import SignedHead
+
+from .apply import GetFetcher
+
+__all__ = ["Prefetcher"]
+
+
+@dataclass
+class _Slot:
+    done: trio.Event = field(default_factory=trio.Event)
+    raw: bytes | None = None
+
+
+@dataclass
+class Prefetcher:
+    nursery: trio.Nursery
+    get_fetcher: GetFetcher
+    depth: int = 4
+    _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
+    _seen: set[bytes] = field(default_factory=set)
+
+    def want(self, ads: list[StagedAd], publisher: PeerId, addrs: list[str]) -> None:
+        """Start fetching the first entries block of each of ``ads`` not yet asked for."""
+        for staged in ads:
+            if len(self._slots) >= self.depth:
+                return
+            if staged.cid in self._seen or staged.error is not None or staged.skip_entries:
+                continue
+            self._seen.add(staged.cid)
+            if len(self._seen) > 16 * self.depth:
+                self._seen.clear()
+            link = _first_block(staged)
+            if link is not None and link not in self._slots:
+                slot = self._slots[link] = _Slot()
+                self.nursery.start_soon(self._fetch, link, slot, publisher, addrs)
+
+    async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
+        try:
+            fetcher = await self.get_fetcher(publisher, addrs)
+            slot.raw = await fetcher.block(link, "EntryChunk")
+        except SyncError:
+            self._slots.pop(link, None)  # the worker's own fetch will say what is wrong
+        finally:
+            slot.done.set()
+
+    async def take(self, link: Link) -> bytes | None:
+        """The prefetched bytes of ``link`` (waiting for a fetch under way), or None."""
+        slot = self._slots.get(link)
+        if slot is None:
+            return None
+        await slot.done.wait()
+        self._slots.pop(link, None)
+        return slot.raw
+
+    def wrap(self, fetcher: BlockFetcher) -> BlockFetcher:
+        return _Prefetched(fetcher, self)
+
+
+def _first_block(staged: StagedAd) -> Link | None:
+    try:
+        link = Link(staged.cid)
+        ad = Advertisement.from_node(decode_node(staged.raw, link.codec))
+    except SyncError:
+        return None
+    return ad.entries if ad.has_entries and not ad.is_rm else None
+
+
+@dataclass
+class _Prefetched:
+    inner: BlockFetcher
+    prefetcher: Prefetcher
+
+    async def head(self) -> SignedHead | None:
+        return await self.inner.head()
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
+        raw = await self.prefetcher.take(link)
+        return raw if raw is not None else await self.inner.block(link, kind)
+
+    async def aclose(self) -> None:
+        pass  # the inner fetcher belongs to the worker, which closes it

@@ -1,0 +1,96 @@
+"""Workers fetch the next ads' first entries blocks ahead: faster, never different.
+
+A real publisher over HTTP counts the requests for each block; a real LevelDB and Ingester.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import trio
+
+from indexer.ingest import IngestConfig, Ingester
+from staging import StagingArea
+from store import KV
+from sync import Link
+from sync.fetcher import fetcher_factory
+from sync.httpserver import Handler, Request, Response, serve_tcp
+from sync.ipnisync import ipnisync_handler
+from sync.metadata import bitswap
+from sync.publisher import Publisher
+
+from ..builders import multihash
+
+ADS = 12
+
+
+def _counting(inner: Handler, seen: Counter[str], fail_first: set[str]) -> Handler:
+    async def handle(request: Request) -> Response:
+        name = request.path.rsplit("/", 1)[-1]
+        seen[name] += 1
+        if name in fail_first and seen[name] == 1:
+            return Response.text(500, "try again")
+        return await inner(request)
+
+    return handle
+
+
+async def _ingest(tmp_path: Path, prefetch: int, fail_first: int = -1) -> tuple[Counter[str], KV]:
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(ADS):
+        pub.add(b"c%d" % i, [multihash(100 * i + j) for j in range(3)], bitswap())
+    ads = {r.cid for r in pub.chain()}
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    # A failure the worker itself met would wait an hour to be retried: the test would time out.
+    config = IngestConfig(prefetch=prefetch, retry_base=3600)
+    ingester = Ingester(kv, fetcher_factory(timeout=10), config=config)
+    async with trio.open_nursery() as nursery:
+        failing: set[str] = set()
+        handler = _counting(ipnisync_handler(pub), seen, failing)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        await nursery.start(ingester.run)
+        ingester.announce(
+            pub.peer_id, [f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"]
+        )
+        if fail_first >= 0:  # the entries block of the fail_first-th oldest ad fails once
+            oldest_first = list(reversed(pub.chain()))
+            failing.add(str(_entries_of(pub, oldest_first[fail_first].cid)))
+        with trio.fail_after(30):
+            await ingester.wait_idle()
+        nursery.cancel_scope.cancel()
+    entries = {name: n for name, n in seen.items() if name not in ads and name != "head"}
+    for i in range(ADS):
+        assert [v.context_id for v in ingester.index.lookup(multihash(100 * i + 2))] == [b"c%d" % i]
+    pub.close()
+    return Counter(entries), kv
+
+
+def _entries_of(pub: Publisher, cid: str) -> Link:
+    from sync import Advertisement, decode_node
+
+    link = Link.parse(cid)
+    raw = pub.block(link)
+    assert raw is not None
+    return Advertisement.from_node(decode_node(raw, link.codec)).entries
+
+
+async def test_every_entries_block_is_fetched_once_with_prefetch(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=4)
+    assert len(counts) == ADS and set(counts.values()) == {1}  # prefetched bytes were used
+    kv.close()
+
+
+async def test_a_failed_prefetch_is_fetched_again_and_leaves_no_error(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=4, fail_first=5)
+    assert sorted(counts.values()) == [1] * (ADS - 1) + [2]  # the failed one, fetched again
+    area = StagingArea(kv)
+    assert area.providers() == []
+    kv.close()
+
+
+async def test_without_prefetch_the_same_index(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=0)
+    assert len(counts) == ADS and set(counts.values()) == {1}
+    kv.close()
