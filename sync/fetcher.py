@@ -14,8 +14,11 @@ Rules this module keeps:
   transport buffers a whole body and stops past twice the cap: also ``BlockTooLarge``.
 - Errors: connect errors, timeouts (a total deadline per request, as Go's ``Client.Timeout``),
   broken transfers and unexpected statuses (5xx, 3xx loops, 204 for a block) are
-  ``FetchFailed``; 404 is ``BlockNotFound``.  No httpx or libp2p exception escapes.
-- One keep-alive ``httpx.AsyncClient`` per fetcher; redirects are followed, as Go's client does.
+  ``FetchFailed``; 404 is ``BlockNotFound``.  No h11, trio, ssl, httpx or libp2p exception
+  escapes.
+- http(s) goes through one keep-alive ``httpclient.HttpClient`` per fetcher (redirects followed,
+  as Go's client does); libp2p through httpx and ``p2phttp.Libp2pTransport``.  Both are an
+  ``Opener`` ("open a GET; status, headers, body chunks"), so status, caps and gzip are one code.
   Importing this module does not import py-libp2p; building a ``Libp2pFetcher`` does.
 """
 
@@ -24,7 +27,8 @@ from __future__ import annotations
 import functools
 import ssl
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 import httpx
@@ -40,6 +44,7 @@ from .errors import (
     SignatureError,
 )
 from .head import SignedHead
+from .httpclient import HttpClient, Opener, ResponseLike, TransportFailed
 from .ipnisync import IPNI_PATH
 from .peer import PeerId
 from .pubaddr import publisher_endpoint
@@ -64,7 +69,6 @@ CID_SCHEMA_HEADER = "Ipni-Cid-Schema-Type"
 SchemaKind = Literal["Advertisement", "EntryChunk"]
 _MAX_HEAD = 64 << 10
 _ACCEPT_GZIP = {"accept-encoding": "gzip"}  # decoded here, output-limited
-_HOSTS = {"ip4", "ip6", "dns", "dns4", "dns6"}
 
 
 class BlockFetcher(Protocol):
@@ -95,20 +99,16 @@ class HttpFetcher:
         *,
         max_block: int = MAX_BLOCK,
         timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        opener: Opener | None = None,
     ) -> None:
         if not urls:
             raise BadMultiaddr(f"no HTTP address for publisher {publisher}")
         self.publisher = publisher
         self.max_block = max_block
         self._urls = [u.rstrip("/") for u in urls]
-        self._timeout = timeout
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=timeout,
-            follow_redirects=True,
-            headers=_ACCEPT_GZIP,
-            verify=_tls_context(),
+        self._client: Opener = opener or HttpClient(
+            timeout=timeout, ssl_context=ssl_context or _tls_context(), headers=_ACCEPT_GZIP
         )
 
     async def head(self) -> SignedHead | None:
@@ -144,26 +144,25 @@ class HttpFetcher:
         for i, base in enumerate(list(self._urls)):
             url = f"{base}/{resource}"
             try:
-                with trio.fail_after(self._timeout):
-                    async with self._client.stream("GET", url, headers=headers) as response:
-                        body = await _body(response, url, cap, allow_empty)
-            except (httpx.TransportError, trio.TooSlowError) as exc:
-                if isinstance(exc, ResponseTooLarge):  # the libp2p transport's cap
-                    raise BlockTooLarge(f"{url}: {exc}") from None
-                failures.append(f"{url}: {exc!r}")
+                async with self._client.get(url, headers) as response:
+                    body = await _body(response, url, cap, allow_empty)
+            except TransportFailed as exc:
+                failures.append(str(exc))
                 continue  # unreachable, or broke off: try the next address
-            except httpx.HTTPError as exc:  # e.g. a redirect loop: the address answered
-                raise FetchFailed(f"{url}: {exc!r}") from None
             if i:  # this address answered: try it first from now on
                 self._urls.insert(0, self._urls.pop(i))
             return body
         raise FetchFailed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
 
 
-async def _body(response: httpx.Response, url: str, cap: int, allow_empty: bool) -> bytes | None:
-    status = response.status_code
+async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -> bytes | None:
+    status = response.status
     if status != 200:
-        await _drain(response)  # so that the connection can be reused
+        read = 0
+        async for chunk in response:  # drained so that the connection can be reused; past
+            read += len(chunk)  # 64 KiB, closing the connection is cheaper
+            if read > _MAX_HEAD:
+                break
         if status == 404:
             raise BlockNotFound(f"{url}: 404 not found")
         if status == 204 and allow_empty:
@@ -178,7 +177,7 @@ async def _body(response: httpx.Response, url: str, cap: int, allow_empty: bool)
         raise BlockTooLarge(f"{url}: {length} bytes is over the {cap} byte cap")
     body = bytearray()
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response:
             body += gunzip.decompress(chunk, cap + 1 - len(body)) if gunzip else chunk
             if len(body) > cap:
                 raise BlockTooLarge(f"{url}: body is over the {cap} byte cap")
@@ -193,12 +192,40 @@ async def _body(response: httpx.Response, url: str, cap: int, allow_empty: bool)
     return bytes(body)
 
 
-async def _drain(response: httpx.Response) -> None:
-    read = 0
-    async for chunk in response.aiter_raw():  # past 64 KiB, closing the connection is cheaper
-        read += len(chunk)
-        if read > _MAX_HEAD:
-            return
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self._response = response
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+
+class _HttpxOpener:
+    """The ``Opener`` over an httpx transport (the libp2p path), its errors translated."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: float) -> None:
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=True, headers=_ACCEPT_GZIP
+        )
+
+    @asynccontextmanager
+    async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[ResponseLike]:
+        try:
+            with trio.fail_after(self._timeout):
+                async with self._client.stream("GET", url, headers=headers) as response:
+                    yield _HttpxResponse(response)
+        except ResponseTooLarge as exc:  # the libp2p transport's cap
+            raise BlockTooLarge(f"{url}: {exc}") from None
+        except (httpx.TransportError, trio.TooSlowError) as exc:
+            raise TransportFailed(f"{url}: {exc!r}") from None
+        except httpx.HTTPError as exc:  # e.g. a redirect loop: the address answered
+            raise FetchFailed(f"{url}: {exc!r}") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class Libp2pFetcher(HttpFetcher):
@@ -222,9 +249,8 @@ class Libp2pFetcher(HttpFetcher):
         # It buffers whole bodies: leave room for one over the cap to reach our BlockTooLarge.
         transport = Libp2pTransport(host, info, max_response=2 * max_block + (64 << 10))
         base = f"http://{publisher}{IPNI_PATH}"
-        super().__init__(
-            publisher, [base], max_block=max_block, timeout=timeout, transport=transport
-        )
+        opener = _HttpxOpener(transport, timeout)
+        super().__init__(publisher, [base], max_block=max_block, opener=opener)
 
 
 def open_fetcher(
