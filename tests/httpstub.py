@@ -1,12 +1,15 @@
-"""A stdlib HTTP server on 127.0.0.1 in a daemon thread: a test's fake or slowed publisher."""
+"""Stdlib HTTP servers on 127.0.0.1 in daemon threads: a test's fake or slowed publisher."""
 
 from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Callable
 
-__all__ = ["StubServer"]
+import httpx
+
+__all__ = ["SlowProxy", "StubServer"]
 
 
 class StubServer:
@@ -28,3 +31,34 @@ class StubServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class SlowProxy(StubServer):
+    """Forwards GETs to ``target``, sleeping ``delay`` seconds before every block (not the head).
+
+    Requests are answered one at a time, so fetching ahead in parallel gains nothing: a test
+    that must catch an ingest mid-way does not depend on how fast the indexer has become.
+    """
+
+    def __init__(self, target: str, delay: float) -> None:
+        self.delayed = 0
+        one_at_a_time = threading.Lock()
+        client = self.client = httpx.Client(timeout=10)  # keep-alive; used under the lock
+
+        def forward(request: http.server.BaseHTTPRequestHandler) -> None:
+            with one_at_a_time:
+                if not request.path.endswith("/head"):
+                    self.delayed += 1
+                    time.sleep(delay)
+                reply = client.get(target + request.path)
+            request.send_response(reply.status_code)
+            request.send_header("content-type", reply.headers.get("content-type", ""))
+            request.send_header("content-length", str(len(reply.content)))
+            request.end_headers()
+            request.wfile.write(reply.content)
+
+        super().__init__(forward)
+
+    def close(self) -> None:
+        super().close()
+        self.client.close()

@@ -1,5 +1,9 @@
 """SIGKILL a real ``indexer ingest`` process mid-ingest of a 2,000-ad chain served over HTTP,
-at several random moments; after each kill the invariants hold, and the last run completes."""
+at several random moments; after each kill the invariants hold, and the last run completes.
+
+The publisher is reached through a proxy that delays every block by 2 ms, so the chain takes
+seconds to ingest however fast the indexer gets, and every kill lands mid-way.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from sync.publisher import Publisher
 
 from ..builders import multihash
 from ..e2e.test_publisher_cli import INDEXER
+from ..httpstub import SlowProxy
 from .invariants import check_invariants
 
 ADS = 2000
@@ -42,7 +47,9 @@ def test_sigkill_mid_ingest_at_random_moments(tmp_path: Path) -> None:
     )
     try:
         assert serve.stdout is not None
-        addr = json.loads(serve.stdout.readline())["http_multiaddr"]
+        origin = json.loads(serve.stdout.readline())["url"].removesuffix("/ipni/v1/ad")
+        proxy = SlowProxy(origin, 0.002)
+        addr = f"{proxy.addr}/p2p/{peer}"
         data = tmp_path / "indexer"
         command = [INDEXER, "ingest", "--data-dir", str(data), "--publisher", addr, "--json"]
         rng = random.Random(2000)
@@ -70,6 +77,7 @@ def test_sigkill_mid_ingest_at_random_moments(tmp_path: Path) -> None:
             indexed = {k[1:35] for k, _ in kv.scan(b"i")}
             assert indexed == {mh for _, mhs in chain for mh in mhs}
         assert progress == sorted(progress)  # work is never lost between kills
+        proxy.close()
     finally:
         serve.terminate()
         serve.wait(timeout=20)

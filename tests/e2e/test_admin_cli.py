@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.server
 import signal
 import time
 from collections.abc import Iterator
@@ -23,32 +22,12 @@ from sync import Link, Message, PeerId
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 
-from ..httpstub import StubServer
+from ..httpstub import SlowProxy
 from ..indexer.test_cli_admin import Daemon, cli_json
 from .test_publisher_cli import Serving
 
 ADS = 8
 DELAY = 0.3
-
-
-class SlowProxy(StubServer):
-    """Forwards GETs to ``target``, sleeping ``DELAY`` before every block (not the head)."""
-
-    def __init__(self, target: str) -> None:
-        self.delayed = 0
-
-        def forward(request: http.server.BaseHTTPRequestHandler) -> None:
-            if not request.path.endswith("/head"):
-                self.delayed += 1
-                time.sleep(DELAY)
-            reply = httpx.get(target + request.path, timeout=10)
-            request.send_response(reply.status_code)
-            request.send_header("content-type", reply.headers.get("content-type", ""))
-            request.send_header("content-length", str(len(reply.content)))
-            request.end_headers()
-            request.wfile.write(reply.content)
-
-        super().__init__(forward)
 
 
 @dataclass
@@ -69,7 +48,7 @@ def slowed_chain(tmp_path: Path) -> Iterator[Chain]:
     publisher.close()
     serving = Serving(tmp_path / "pub")
     origin = "/".join(serving.info["url"].split("/")[:3])  # http://127.0.0.1:port
-    proxy = SlowProxy(origin)
+    proxy = SlowProxy(origin, DELAY)
     try:
         yield Chain(pub, head, proxy)
     finally:
