@@ -6,7 +6,8 @@
   same index entries (``i<mh>`` -> value key), in batches of one chunk, in the same run.
 - ``small_ads``: the same set-up with ``SMALL_ADS`` ads of one multihash each: every ad is two
   block round trips (the ad, its one-chunk entries) and little else, so this is the fetcher's
-  per-request cost end to end, in ads/s.
+  per-request cost end to end, in ads/s; beside it, sequential block GETs through one fetcher
+  against the same server (the request cost alone).
 - ``memory``: ingest (``bench.heap``, one fresh process each) of a chain of 1k ads and of 100k
   ads (one multihash each): peak Python heap (tracemalloc) and peak RSS, and their ratios (the
   target is within 1.5x).
@@ -30,7 +31,7 @@ import trio
 
 from indexer.ingest import Ingester
 from store import KV, value_key
-from sync import PeerId
+from sync import Link, PeerId
 from sync.fetcher import fetcher_factory
 from sync.metadata import bitswap
 from sync.publisher import Publisher
@@ -119,15 +120,31 @@ def throughput() -> dict[str, Any]:
     }
 
 
+async def _requests(peer: PeerId, addr: str, link: Link, count: int) -> float:
+    """Sequential block GETs through one fetcher (the per-request cost alone), per second."""
+    async with _fetcher(peer, [addr]) as fetcher:
+        await fetcher.block(link)  # connected
+        start = time.perf_counter()
+        for _ in range(count):
+            await fetcher.block(link, "Advertisement")
+        return count / (time.perf_counter() - start)
+
+
 def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pub = Publisher.init(Path(tmp) / "pub")
         for a in range(ads):
-            pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
+            head = pub.add(f"c{a}".encode(), [_mh(a)], bitswap()).cid
         pub.close()
         with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
             elapsed = trio.run(_ingest, pub.peer_id, addr, kv)
-    return {"ads": ads, "multihashes_per_ad": 1, "ads_per_s": round(ads / elapsed)}
+            per_s = trio.run(_requests, pub.peer_id, addr, head, ads)
+    return {
+        "ads": ads,
+        "multihashes_per_ad": 1,
+        "ads_per_s": round(ads / elapsed),
+        "sequential_block_requests_per_s": round(per_s),
+    }
 
 
 def _measure(ads: int) -> dict[str, float]:
