@@ -36,7 +36,7 @@ from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
-from sync.entries import EntriesProgress, EntriesWalk
+from sync.entries import EntriesProgress, EntriesWalk, ParsedBlock
 from sync.fetcher import BlockFetcher
 
 __all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
@@ -107,10 +107,12 @@ async def apply_entry(
     max_blocks: int = 1_000_000,
     clock: Callable[[], float] = time.time,
     on_block: Callable[[int], None] | None = None,
+    parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
 ) -> Outcome:
     """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
 
-    ``on_block`` hears how many multihashes each entries block wrote (progress, metrics).
+    ``on_block`` hears how many multihashes each entries block wrote (progress, metrics);
+    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``).
     """
     if entry.ad.error is not None:
         staging.finish(entry, ok=False, error=entry.ad.error)
@@ -144,7 +146,8 @@ async def apply_entry(
     if need is None:
         staging.finish(entry, ok=True, writes=first)
         return "indexed"
-    mhs = walk.feed(need, await fetcher.block(need, "EntryChunk"))
+    raw = await fetcher.block(need, "EntryChunk")
+    mhs = walk.feed(need, raw, parsed(need, raw))
     while True:
         writes = [*first, *IndexStore.put_multihashes(vk, mhs)]
         first = []

@@ -244,6 +244,7 @@ class Ingester:
                         max_blocks=self.config.max_entry_blocks,
                         clock=self.clock,
                         on_block=functools.partial(self._indexed, entry),
+                        parsed=prefetcher.parsed,
                     )
             except SyncError as exc:
                 await self._failed(entry, exc)

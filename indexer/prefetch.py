@@ -7,8 +7,9 @@ fetched in the background.
 
 Rules this module keeps:
 
-- Only raw bytes are kept, never trusted: the entries walker hashes them as it would a fresh
-  fetch (a block is checked against its CID wherever it came from).
+- A fetched block is hash-checked and decoded here too (``parse_block``), in the event loop
+  while the worker's previous write runs in its thread; the walker takes that result only for
+  the very bytes it was made from.  A block that fails its check is dropped, not trusted.
 - At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
   memory held is bounded; a block is handed out once and forgotten.
 - A prefetch that fails is forgotten silently: the worker's own fetch of that block then runs
@@ -26,6 +27,7 @@ import trio
 
 from staging import StagedAd
 from sync import Advertisement, Link, PeerId, SyncError, decode_node
+from sync.entries import ParsedBlock, parse_block
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
 
@@ -37,7 +39,7 @@ __all__ = ["Prefetcher"]
 @dataclass
 class _Slot:
     done: trio.Event = field(default_factory=trio.Event)
-    raw: bytes | None = None
+    parsed: ParsedBlock | None = None
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Prefetcher:
     depth: int = 4
     _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
     _seen: set[bytes] = field(default_factory=set)
+    _handed: dict[Link, ParsedBlock] = field(default_factory=dict)
 
     def want(self, ads: list[StagedAd], publisher: PeerId, addrs: list[str]) -> None:
         """Start fetching the first entries block of each of ``ads`` not yet asked for."""
@@ -66,7 +69,7 @@ class Prefetcher:
     async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
         try:
             fetcher = await self.get_fetcher(publisher, addrs)
-            slot.raw = await fetcher.block(link, "EntryChunk")
+            slot.parsed = parse_block(link, await fetcher.block(link, "EntryChunk"))
         except SyncError:
             self._slots.pop(link, None)  # the worker's own fetch will say what is wrong
         finally:
@@ -79,7 +82,15 @@ class Prefetcher:
             return None
         await slot.done.wait()
         self._slots.pop(link, None)
-        return slot.raw
+        if slot.parsed is None:
+            return None
+        self._handed = {link: slot.parsed}  # for ``parsed``, right after
+        return slot.parsed.raw
+
+    def parsed(self, link: Link, raw: bytes) -> ParsedBlock | None:
+        """``parse_block(link, raw)`` if this prefetcher already did it for these bytes."""
+        done = self._handed.pop(link, None)
+        return done if done is not None and done.raw is raw else None
 
     def wrap(self, fetcher: BlockFetcher) -> BlockFetcher:
         return _Prefetched(fetcher, self)

@@ -28,6 +28,9 @@ Rules this module keeps:
   chain cannot revisit a block (a block cannot contain its own hash), and a malicious HAMT that
   links one node many times (even exponentially, through shared subtrees) is bounded by that
   same limit; nothing else de-duplicates links or multihashes.
+- ``parse_block`` does ``feed``'s checking and decoding of a chain block or root ahead of time
+  (a prefetcher does it while the previous ad is written); ``feed`` takes the result only for
+  the very bytes it was made from, and otherwise checks and decodes as usual.
 - ``NO_ENTRIES`` as the root is an empty walk.  Errors are the ``sync.errors`` types
   (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``ChainTooLong``); no
   third-party exception escapes.
@@ -47,7 +50,7 @@ from .fastchunk import decode_dagjson_chunk
 from .fields import check_keys, describe
 from .schema import NO_ENTRIES, EntryChunk
 
-__all__ = ["DEFAULT_MAX_BLOCKS", "EntriesProgress", "EntriesWalk"]
+__all__ = ["DEFAULT_MAX_BLOCKS", "EntriesProgress", "EntriesWalk", "ParsedBlock", "parse_block"]
 
 DEFAULT_MAX_BLOCKS = 1_000_000
 
@@ -106,6 +109,24 @@ class EntriesProgress:
             raise DecodeError(f"not a valid entries progress record: {exc}") from None
 
 
+@dataclass(frozen=True, eq=False)
+class ParsedBlock:
+    """A chain block or root, hash-checked and decoded (``parse_block``), for ``feed``."""
+
+    link: Link
+    raw: bytes
+    node: EntryChunk | dict[str, Any]
+
+
+def parse_block(link: Link, raw: bytes) -> ParsedBlock:
+    """Check ``raw`` against ``link`` and decode it as an EntryChunk (validated) or HAMT root."""
+    check_block(link, raw)
+    node = _chunk_or_root(link, raw)
+    if isinstance(node, EntryChunk):
+        node.validate()
+    return ParsedBlock(link, raw, node)
+
+
 class EntriesWalk:
     """Walks the entries behind ``root``, one block at a time, without doing any I/O."""
 
@@ -151,20 +172,24 @@ class EntriesWalk:
         """The state after the last fed block (persist it with that block's multihashes)."""
         return EntriesProgress(tuple(self._stack), self._blocks, self._mhs, self._hamt)
 
-    def feed(self, link: Link, raw: bytes) -> list[bytes]:
-        """Check and decode the block ``next_block()`` asked for; return its multihashes."""
+    def feed(self, link: Link, raw: bytes, parsed: ParsedBlock | None = None) -> list[bytes]:
+        """Check and decode the block ``next_block()`` asked for; return its multihashes.
+
+        ``parsed`` is ``parse_block(link, raw)`` done earlier; it is used only when it was made
+        from this very ``raw`` object for this link, and the walk is not inside a HAMT.
+        """
         expected = self.next_block()
         if expected is None or link != expected:
             raise ValueError(f"fed {link}, but the walk needs {expected}")
-        check_block(link, raw)
         is_root = self._blocks == 0
         is_hamt = self._hamt
         if is_hamt:
+            check_block(link, raw)
             mhs, children = _hamt_node(decode_node(raw, link.codec), "HashMapNode")
         else:
-            node = _chunk_or_root(link, raw)
+            usable = parsed is not None and parsed.raw is raw and parsed.link == link
+            node = parsed.node if parsed is not None and usable else parse_block(link, raw).node
             if isinstance(node, EntryChunk):
-                node.validate()
                 mhs = list(node.entries)
                 children = [] if node.next is None else [node.next]
             elif is_root:

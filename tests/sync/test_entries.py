@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, encode_block
 from sync.cid import RAW, SHA2_256
-from sync.entries import EntriesProgress, EntriesWalk
+from sync.entries import EntriesProgress, EntriesWalk, parse_block
 from sync.errors import (
     ChainTooLong,
     DecodeError,
@@ -165,6 +165,23 @@ def test_chain_walk_returns_every_multihash_in_order(codec: int) -> None:
     assert out == [mh for chunk in chunks for mh in chunk]
     assert progress == EntriesProgress((), blocks_done=4, multihashes_done=9, hamt=False)
     assert deepest == 1
+
+
+@pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
+def test_a_block_parsed_ahead_is_used_only_for_its_own_bytes(codec: int) -> None:
+    chunks = numbered_chunks([3, 2])
+    root, blocks = build_chain(chunks, codec)
+    ahead = parse_block(root, blocks[root])
+    assert ahead.raw is blocks[root] and isinstance(ahead.node, EntryChunk)
+    walk_ = EntriesWalk(root)
+    assert walk_.feed(root, blocks[root], ahead) == chunks[0]
+    # Other bytes for the same link: the walk checks them itself, whatever was parsed ahead.
+    corrupt = bytearray(blocks[root])
+    corrupt[-3] ^= 1
+    with pytest.raises(HashMismatch):
+        EntriesWalk(root).feed(root, bytes(corrupt), ahead)
+    with pytest.raises(HashMismatch):
+        parse_block(root, bytes(corrupt))
 
 
 @pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
