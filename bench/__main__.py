@@ -1,7 +1,8 @@
 """``make bench`` (or ``python -m bench [NAME ...]``): run benchmarks, print one JSON document.
 
-Names: ``codecs``, ``ingest``, ``store`` (bytes on disk, lookups), ``find`` (HTTP find API
-beside the same server's empty endpoint), ``memory`` (slow: a 100k-ad chain); default: all.
+Names: ``codecs``, ``ingest``, ``small_ads`` (2,000 one-multihash ads), ``store`` (bytes on
+disk, lookups), ``find`` (HTTP find API beside the same server's empty endpoint), ``memory``
+(slow: a 100k-ad chain); default: all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from . import codecs, find, ingest, store
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "codecs": codecs.run,
     "ingest": ingest.throughput,
+    "small_ads": ingest.small_ads,
     "memory": ingest.memory,
     "store": store.run,
     "find": find.run,

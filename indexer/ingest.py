@@ -10,10 +10,8 @@ Rules this module keeps:
 - After every commit, and at start-up, every provider with staged work gets a worker unless it has
   one: never two workers for one provider, and work for a busy provider waits in its queue.
 - At most ``max_syncs`` syncs and ``max_workers`` workers run at once; the rest wait their turn.
-- A worker pops and applies its provider's ads one at a time, oldest first.  A transient error
-  (publisher down) keeps the stack intact and retries with exponential backoff; ``BlockNotFound``
-  and ``HashMismatch`` become permanent after ``max_attempts``; a permanent error marks the ad
-  processed-with-error and the worker goes on.
+- A worker (``indexer.worker``) pops and applies its provider's ads one at a time, oldest
+  first, retrying transient errors and recording permanent ones.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
   every recorded announce whose head is not yet staged is replayed.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
@@ -22,27 +20,22 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 import structlog
 import trio
 
 from staging import Entry, StagingArea
-from store import KV, IndexStore, ProviderRecord
-from sync import HashMismatch, Link, PeerId, SyncError
-from sync.errors import BlockNotFound, TransientError
-from sync.fetcher import BlockFetcher
+from store import KV, IndexStore
+from sync import Link, PeerId, SyncError
 from sync.syncer import SyncResult, sync_publisher
 from sync.walker import Policy
 
-from .apply import FetcherFactory, GetFetcher, apply_entry
-from .prefetch import Prefetcher
+from .apply import FetcherFactory
 from .progress import IngestObserver, NullObserver, SyncProgress
+from .worker import Worker
 
 __all__ = ["IngestConfig", "Ingester", "OwnProviderPolicy"]
 
@@ -208,48 +201,21 @@ class Ingester:
                 self._nursery.start_soon(self._worker, provider)
 
     async def _worker(self, provider: bytes) -> None:
-        fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = {}
-        async with contextlib.AsyncExitStack() as stack:
-
-            async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
-                key = (publisher.raw, tuple(addrs))
-                if key not in fetchers:
-                    opened = self.open_fetcher(publisher, addrs)
-                    fetchers[key] = await stack.enter_async_context(opened)
-                return fetchers[key]
-
-            async def prefetching(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
-                return prefetcher.wrap(await get_fetcher(publisher, addrs))
-
-            try:
-                async with trio.open_nursery() as background:
-                    prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch)
-                    await self._work(provider, prefetcher, prefetching)
-                    background.cancel_scope.cancel()
-            finally:
-                self._workers.discard(provider)
-
-    async def _work(self, provider: bytes, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
-        while (entry := self.staging.next_entry(provider)) is not None:
-            if self.config.prefetch:
-                upcoming = self.staging.upcoming(entry, self.config.prefetch)
-                prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
-            try:
-                async with self._work_slots:
-                    outcome = await apply_entry(
-                        entry,
-                        self.staging,
-                        self.index,
-                        get_fetcher,
-                        max_blocks=self.config.max_entry_blocks,
-                        clock=self.clock,
-                        on_block=functools.partial(self._indexed, entry),
-                        parsed=prefetcher.parsed,
-                    )
-            except SyncError as exc:
-                await self._failed(entry, exc)
-                continue
-            self._processed(entry, outcome != "error")
+        worker = Worker(
+            provider,
+            self.staging,
+            self.index,
+            self.open_fetcher,
+            self.config,
+            self._work_slots,
+            self._indexed,
+            self._processed,
+            self.clock,
+        )
+        try:
+            await worker.run()
+        finally:
+            self._workers.discard(provider)
 
     def _indexed(self, entry: Entry, count: int) -> None:
         self.observer.multihashes_indexed(count)
@@ -262,27 +228,6 @@ class Ingester:
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.processed += 1
-
-    async def _failed(self, entry: Entry, exc: SyncError) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        retryable = isinstance(exc, TransientError | HashMismatch)
-        limited = isinstance(exc, BlockNotFound | HashMismatch)
-        if not retryable or (limited and entry.stack.attempts + 1 >= self.config.max_attempts):
-            log.warning("ad failed permanently", ad=str(Link(entry.ad.cid)), error=message)
-            prior = self.index.provider(entry.provider) or ProviderRecord()
-            record = msgspec.structs.replace(prior, last_error=message)
-            self.staging.finish(
-                entry,
-                ok=False,
-                error=message,
-                writes=IndexStore.put_provider(entry.provider, record),
-            )
-            self._processed(entry, ok=False)
-            return
-        stack = self.staging.record_attempt(entry, message)
-        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))
-        log.info("ad will be retried", ad=str(Link(entry.ad.cid)), error=message, delay=delay)
-        await trio.sleep(delay)
 
     # --- state -----------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ import msgspec
 from store import KV, Write
 
 from . import keys
+from .publishers import PublisherRecords
 from .records import (
-    AnnounceRecord,
     DoneRecord,
     KnownRecord,
     PublisherRecord,
@@ -58,7 +58,9 @@ class Entry:
     ad: StagedAd
 
 
-class StagingArea:
+class StagingArea(PublisherRecords):
+    """Walks, stacks and done markers over one ``KV`` (publisher records: ``PublisherRecords``)."""
+
     def __init__(self, kv: KV, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock
@@ -174,36 +176,6 @@ class StagingArea:
             self.abandon_walk(walk_id)
         return open_walks
 
-    def publisher(self, publisher: bytes) -> PublisherRecord:
-        record = self._get(keys.publisher(publisher), PublisherRecord)
-        return record if isinstance(record, PublisherRecord) else PublisherRecord()
-
-    def known_publishers(self) -> list[tuple[bytes, list[str]]]:
-        """Every publisher (peer ID bytes) with a record, and the addresses of its last sync."""
-        return [
-            (key[2 : 2 + key[1]], decode(raw, PublisherRecord, key).addrs)
-            for key, raw in self.kv.scan(b"P")
-        ]
-
-    def record_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> None:
-        """Make an accepted announce durable (synced) before it is acknowledged."""
-        record = AnnounceRecord(head, list(addrs), self.clock())
-        self.kv.write_batch([(keys.announce(publisher), encode(record))], sync=True)
-
-    def unsynced_announces(self) -> list[tuple[bytes, AnnounceRecord]]:
-        """Recorded announces whose head is not yet staged or done: to replay after a restart."""
-        out = []
-        for key, raw in self.kv.scan(b"A"):
-            record = decode(raw, AnnounceRecord, key)
-            if not self.is_known(record.head):
-                out.append((key[2 : 2 + key[1]], record))
-        return out
-
-    def set_publisher_error(self, publisher: bytes, error: str | None) -> None:
-        prior = self.publisher(publisher)
-        updated = msgspec.structs.replace(prior, last_sync=self.clock(), last_error=error)
-        self.kv.put(keys.publisher(publisher), encode(updated))
-
     # --- the worker side -------------------------------------------------------------------
 
     def providers(self) -> list[bytes]:
@@ -278,31 +250,29 @@ class StagingArea:
         record = self._get(keys.done(cid), DoneRecord)
         return record if isinstance(record, DoneRecord) else None
 
-    def latest_processed(self, publisher: bytes) -> bytes | None:
-        return self.kv.get(b"p" + keys.peer(publisher))
-
     def upcoming(self, entry: Entry, limit: int) -> list[StagedAd]:
         """The ads of ``entry``'s stack that come after it, next first, at most ``limit``."""
-        if entry.pos == 0 or limit <= 0:
-            return []
-        prefix = keys.staged_prefix(entry.stack.walk_id, entry.provider)
-        start = keys.staged(entry.stack.walk_id, entry.provider, entry.pos - 1)
-        out = []
-        for key, raw in self.kv.scan(prefix, reverse=True, start=start):
-            out.append(decode(raw, StagedAd, key))
-            if len(out) >= limit:
-                break
-        return out
+        ads = self._ads(entry.stack.walk_id, entry.provider, entry.pos - 1, limit) if limit else []
+        return [ad for _, ad in ads]
 
     def entries(self, provider: bytes, seq: int, limit: int = 0) -> list[tuple[int, StagedAd]]:
-        """A stack's ads still to do, next to pop first."""
+        """A stack's ads still to do, next to pop first (all of them when ``limit`` is 0)."""
         for s_seq, stack in self.stacks(provider):
             if s_seq == seq:
-                prefix = keys.staged_prefix(stack.walk_id, provider)
-                items = [
-                    (int.from_bytes(key[len(prefix) :], "big"), decode(raw, StagedAd, key))
-                    for key, raw in self.kv.scan(prefix, reverse=True)
-                ]
-                todo = [(pos, ad) for pos, ad in items if pos < stack.count]
-                return todo[:limit] if limit else todo
+                return self._ads(stack.walk_id, provider, stack.count - 1, limit)
         return []
+
+    def _ads(
+        self, walk_id: int, provider: bytes, pos: int, limit: int
+    ) -> list[tuple[int, StagedAd]]:
+        """(position, ad) from ``pos`` down, at most ``limit`` (0: no limit)."""
+        if pos < 0:
+            return []
+        prefix, out = keys.staged_prefix(walk_id, provider), []
+        for key, raw in self.kv.scan(
+            prefix, reverse=True, start=keys.staged(walk_id, provider, pos)
+        ):
+            out.append((int.from_bytes(key[len(prefix) :], "big"), decode(raw, StagedAd, key)))
+            if len(out) == limit:
+                break
+        return out
