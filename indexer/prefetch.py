@@ -11,7 +11,8 @@ Rules this module keeps:
   while the worker's previous write runs in its thread; the walker takes that result only for
   the very bytes it was made from.  A block that fails its check is dropped, not trusted.
 - At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
-  memory held is bounded; a block is handed out once and forgotten.
+  memory held is bounded; a block is handed out once and forgotten, and one never claimed is
+  dropped after ``2 * depth`` more ads.
 - A prefetch that fails is forgotten silently: the worker's own fetch of that block then runs
   and fails (or succeeds) through the normal path, with its retries and error records.  So a
   prefetch can make ingest faster, never different.
@@ -38,6 +39,7 @@ __all__ = ["Prefetcher"]
 
 @dataclass
 class _Slot:
+    born: int  # the ``want`` call that asked for it
     done: trio.Event = field(default_factory=trio.Event)
     parsed: ParsedBlock | None = None
 
@@ -50,9 +52,16 @@ class Prefetcher:
     _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
     _seen: set[bytes] = field(default_factory=set)
     _handed: dict[Link, ParsedBlock] = field(default_factory=dict)
+    _calls: int = 0
 
     def want(self, ads: list[StagedAd], publisher: PeerId, addrs: list[str]) -> None:
         """Start fetching the first entries block of each of ``ads`` not yet asked for."""
+        self._calls += 1
+        for old, slot in list(self._slots.items()):
+            # An ad is applied within ``depth`` calls of being asked for: a block older than
+            # that was never needed after all (the ad resumed mid-way, say); drop it.
+            if slot.done.is_set() and self._calls - slot.born > 2 * self.depth:
+                del self._slots[old]
         for staged in ads:
             if len(self._slots) >= self.depth:
                 return
@@ -61,10 +70,10 @@ class Prefetcher:
             self._seen.add(staged.cid)
             if len(self._seen) > 16 * self.depth:
                 self._seen.clear()
-            link = _first_block(staged)
-            if link is not None and link not in self._slots:
-                slot = self._slots[link] = _Slot()
-                self.nursery.start_soon(self._fetch, link, slot, publisher, addrs)
+            first = _first_block(staged)
+            if first is not None and first not in self._slots:
+                slot = self._slots[first] = _Slot(self._calls)
+                self.nursery.start_soon(self._fetch, first, slot, publisher, addrs)
 
     async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
         try:

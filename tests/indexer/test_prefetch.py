@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from indexer.ingest import IngestConfig, Ingester
 from staging import StagingArea
@@ -94,3 +95,50 @@ async def test_without_prefetch_the_same_index(tmp_path: Path) -> None:
     counts, kv = await _ingest(tmp_path, prefetch=0)
     assert len(counts) == ADS and set(counts.values()) == {1}
     kv.close()
+
+
+class _CountingFetcher:
+    """The seam a prefetcher fetches through: blocks from a dict, each fetch counted."""
+
+    def __init__(self, blocks: dict[Link, bytes]) -> None:
+        self.blocks, self.fetched = blocks, Counter[Link]()
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        self.fetched[link] += 1
+        return self.blocks[link]
+
+
+async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
+    from indexer.prefetch import Prefetcher
+    from staging import StagedAd
+    from sync import EntryChunk, PrivateKey, encode_block
+
+    from ..builders import make_ad
+
+    key, blocks, staged = PrivateKey.generate(), {}, []
+    for i in range(3):
+        link, raw = encode_block(EntryChunk((multihash(i),), None).to_node())
+        blocks[link] = raw
+        ad_link, ad_raw = encode_block(make_ad(key, entries=link, context_id=b"%d" % i).to_node())
+        staged.append((link, StagedAd(ad_link.raw, ad_raw)))
+    source = _CountingFetcher(blocks)
+
+    async def get_fetcher(publisher: object, addrs: object) -> _CountingFetcher:
+        return source
+
+    async with trio.open_nursery() as nursery:
+        prefetcher = Prefetcher(nursery, get_fetcher, depth=2)  # type: ignore[arg-type]
+        prefetcher.want([ad for _, ad in staged], key.peer_id(), [])
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(source.fetched) == {staged[0][0], staged[1][0]}  # depth 2: the third waits
+        for _ in range(4):
+            prefetcher.want([staged[2][1]], key.peer_id(), [])  # place still taken: not fetched
+        assert staged[2][0] not in source.fetched
+        prefetcher.want([staged[2][1]], key.peer_id(), [])  # 2 x depth calls later: dropped
+        await trio.testing.wait_all_tasks_blocked()
+        assert source.fetched[staged[2][0]] == 1
+        assert await prefetcher.take(staged[0][0]) is None  # the dropped ones are gone
+        raw = await prefetcher.take(staged[2][0])
+        assert raw == blocks[staged[2][0]]
+        parsed = prefetcher.parsed(staged[2][0], raw)
+        assert parsed is not None and parsed.raw is raw
