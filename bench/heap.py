@@ -1,11 +1,16 @@
 """``python -m bench.heap ADS``: ingest a chain of ADS one-multihash ads in THIS process and print
 its peak RSS (which includes LevelDB's bounded caches: a 64 MiB memtable and a 256 MiB block
-cache) and its peak Python heap (tracemalloc: the indexer's own state), as one JSON object."""
+cache) and its peak Python heap (tracemalloc: the indexer's own state), as one JSON object.
+
+The chain is built by another process (``python -m bench.heap build ADS DIR``), so this
+process's peak RSS is the ingest's alone, not the publisher's.
+"""
 
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import tracemalloc
@@ -14,19 +19,28 @@ from pathlib import Path
 import trio
 
 from store import KV
+from sync import PeerId
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 
 from .ingest import _ingest, _mh, _served
 
 
+def build(ads: int, data_dir: Path) -> None:
+    pub = Publisher.init(data_dir)
+    for a in range(ads):
+        pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
+    print(str(pub.peer_id))
+    pub.close()
+
+
 def main(ads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        pub = Publisher.init(Path(tmp) / "pub")
-        for a in range(ads):
-            pub.add(f"c{a}".encode(), [_mh(a)], bitswap())
-        peer = pub.peer_id
-        pub.close()
+        built = subprocess.run(
+            [sys.executable, "-m", "bench.heap", "build", str(ads), str(Path(tmp) / "pub")],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        peer = PeerId.parse(built.stdout.strip().splitlines()[-1])
         with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "idx") as kv:
             tracemalloc.start()
             trio.run(_ingest, peer, addr, kv)
@@ -37,4 +51,7 @@ def main(ads: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]))))
+    if sys.argv[1] == "build":
+        build(int(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        print(json.dumps(main(int(sys.argv[1]))))

@@ -4,8 +4,9 @@ Rules this module keeps:
 
 - The head comes from the announce (or admin request) when it names one, else from the
   publisher's signed head, which must be signed by the publisher (``BlockFetcher.head``).
-- Walked ads are spilled into the staging area every ``segment`` ads (2,000 by default), so memory
-  stays flat whatever the chain's length; nothing is visible to workers until the walk commits.
+- Walked ads are spilled into the staging area every ``segment`` ads (2,000 by default) or
+  ``SEGMENT_BYTES`` of raw ads (256 KiB), whichever comes first, so memory stays flat whatever
+  the chain's length; nothing is visible to workers until the walk commits.
 - The commit (stack headers + the publisher's cursor, one synced batch) runs without awaiting, so
   trio itself serializes commits; ``commit_walk`` re-checks against walks that committed meanwhile.
 - Any failure abandons the walk (its spilled ads are deleted), records the error on the
@@ -27,7 +28,9 @@ from .fetcher import BlockFetcher
 from .peer import PeerId
 from .walker import ChainWalk, Policy, StopReason
 
-__all__ = ["SyncResult", "sync_publisher"]
+__all__ = ["SEGMENT_BYTES", "SyncResult", "sync_publisher"]
+
+SEGMENT_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ async def sync_publisher(
     )
     counts: dict[bytes, int] = {}
     buffer: list[tuple[bytes, int, StagedAd]] = []
+    held = 0  # raw bytes in buffer
     try:
         while (need := walker.next_block()) is not None:
             raw = await fetcher.block(need, "Advertisement")
@@ -87,9 +91,11 @@ async def sync_publisher(
             counts[provider] = pos + 1
             ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
             buffer.append((provider, pos, ad))
-            if len(buffer) >= segment:
+            held += len(walked.raw)
+            if len(buffer) >= segment or held >= SEGMENT_BYTES:
                 staging.spill(walk_id, buffer)
                 buffer.clear()
+                held = 0
             if on_walked is not None:
                 on_walked(walker.count)
         staging.spill(walk_id, buffer)
