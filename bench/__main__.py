@@ -8,9 +8,12 @@ disk, lookups), ``find`` (HTTP find API beside the same server's empty endpoint)
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from indexer.logs import configure_logging
 
 from . import codecs, find, ingest, store
 
@@ -25,6 +28,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def main(argv: list[str]) -> int:
+    configure_logging(logging.WARNING)  # to stderr: stdout is the one JSON document
     names = argv or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
