@@ -33,8 +33,9 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-# The real JS delegated-routing client the interop tests drive (needs node and npm).
+# The real JS clients the interop tests drive (delegated routing, IPNI content routing).
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "setup: node and npm are needed for the JS interop tests. Debian: apt-get install nodejs npm" >&2; exit 1; }
 	cd $(JS) && npm ci --no-audit --no-fund
 	@touch $@
 

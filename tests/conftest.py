@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+JS = ROOT / "tests" / "js"
+JS_CLIENTS = ("@helia/delegated-routing-v1-http-api-client", "@libp2p/ipni-content-routing")
 
 settings.register_profile(
     "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -23,3 +27,17 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"conformance vectors missing: {FIXTURES} (shared/ must sit beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` binary, with the real JS clients of ``tests/js`` installed (``npm ci``)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail("node and npm are needed for the JS clients (Debian: apt-get install npm)")
+    if not all((JS / "node_modules" / name).is_dir() for name in JS_CLIENTS):
+        cmd = [npm, "ci", "--no-audit", "--no-fund"]
+        done = subprocess.run(cmd, cwd=JS, timeout=300, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"npm ci in {JS} failed:\n{done.stderr[-2000:]}")
+    return node

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import base58
-import pytest
 import trio
 
 from indexer.routing import routing_handler
@@ -34,12 +31,9 @@ from sync.httpserver import serve_tcp
 from sync.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
 
 from ...builders import ChainBuilder, key, link, multihash
-from ...conftest import ROOT
+from ...conftest import JS
 from .conftest import find_rig
 
-JS = ROOT / "tests" / "js"
-CLIENT = JS / "node_modules" / "@libp2p" / "ipni-content-routing"
-HELIA = JS / "node_modules" / "@helia" / "delegated-routing-v1-http-api-client"
 NDJSON = "application/x-ndjson"
 DAG_PB = 0x70
 
@@ -102,21 +96,6 @@ SENT: dict[str, set[tuple[str, str, str]]] = {
     Y_CID: {(peer(P1), b64(b"p1"), "gBI=")},
     Z_CID: {(peer(P2), b64(b"p2z"), b64(GATEWAY)), (peer(E), b64(b"p2z"), "gBI=")},
 }
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip(
-            "node and npm are needed for the JS clients (Debian: apt-get install nodejs npm)"
-        )
-    if not (CLIENT.is_dir() and HELIA.is_dir()):
-        cmd = [npm, "ci", "--no-audit", "--no-fund"]
-        done = subprocess.run(cmd, cwd=JS, timeout=300, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci in {JS} failed:\n{done.stderr[-2000:]}")
-    return node
 
 
 async def run_node(node: str, script: str, *args: str) -> list[dict[str, Any]]:

@@ -11,8 +11,6 @@ content type each answer had, so both paths are known to have run.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ import trio
 from indexer.routing import routing_handler
 from sync.httpserver import Handler, Request, Response
 
-from ...conftest import ROOT
+from ...conftest import JS
 from .conftest import (
     A_ADDRS,
     E1_ADDRS,
@@ -36,24 +34,7 @@ from .conftest import (
     shared_records,
 )
 
-JS = ROOT / "tests" / "js"
-CLIENT = JS / "node_modules" / "@helia" / "delegated-routing-v1-http-api-client"
 GS = "transport-graphsync-filecoinv1"
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip(
-            "node and npm are needed for the JS client (Debian: apt-get install nodejs npm)"
-        )
-    if not CLIENT.is_dir():
-        cmd = [npm, "ci", "--no-audit", "--no-fund"]
-        done = subprocess.run(cmd, cwd=JS, timeout=300, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"npm ci in {JS} failed:\n{done.stderr[-2000:]}")
-    return node
 
 
 def recording(handler: Handler, seen: list[tuple[int, str | None]]) -> Handler:
