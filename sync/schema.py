@@ -205,8 +205,23 @@ class EntryChunk:
 
     def validate(self) -> None:
         """Every entry must be one whole multihash."""
+        if _all_sha256(self.entries):
+            return
         for i, entry in enumerate(self.entries):
             try:
                 check_multihash(entry)
             except BadCid as exc:
                 raise SchemaError(f"EntryChunk.Entries[{i}] is not a multihash: {exc}") from None
+
+
+def _all_sha256(entries: tuple[bytes, ...]) -> bool:
+    """True when every entry is a 34-byte sha2-256 multihash, checked at C speed.
+
+    The usual chunk holds nothing else: its entries joined, every 34th byte from 0 must be
+    0x12 and from 1 must be 0x20 (the code and the length), and the total length must match.
+    """
+    n = len(entries)
+    if n == 0 or set(map(len, entries)) != {34}:
+        return False
+    joined = b"".join(entries)
+    return joined[0::34].count(0x12) == n and joined[1::34].count(0x20) == n
