@@ -25,6 +25,7 @@ from staging import StagedAd, StagingArea
 from .cid import Link
 from .errors import SyncError
 from .fetcher import BlockFetcher
+from .lookahead import Lookahead
 from .peer import PeerId
 from .walker import ChainWalk, Policy, StopReason
 
@@ -78,27 +79,11 @@ async def sync_publisher(
         depth_limit=depth_limit,
     )
     counts: dict[bytes, int] = {}
-    buffer: list[tuple[bytes, int, StagedAd]] = []
-    held = 0  # raw bytes in buffer
     try:
-        while (need := walker.next_block()) is not None:
-            raw = await fetcher.block(need, "Advertisement")
-            walked = walker.feed(need, raw)
-            if walked is None:
-                continue
-            provider = walked.provider.raw
-            pos = counts.get(provider, 0)
-            counts[provider] = pos + 1
-            ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
-            buffer.append((provider, pos, ad))
-            held += len(walked.raw)
-            if len(buffer) >= segment or held >= SEGMENT_BYTES:
-                staging.spill(walk_id, buffer)
-                buffer.clear()
-                held = 0
-            if on_walked is not None:
-                on_walked(walker.count)
-        staging.spill(walk_id, buffer)
+        async with trio.open_nursery() as ahead:
+            lookahead = Lookahead(ahead, fetcher)
+            await _walk(walker, lookahead, staging, walk_id, counts, segment, on_walked)
+            ahead.cancel_scope.cancel()
     except BaseException as exc:
         with trio.CancelScope(shield=True):
             staging.abandon_walk(walk_id)
@@ -116,3 +101,37 @@ async def sync_publisher(
         walker.stop_reason,
         walker.stop_detail,
     )
+
+
+async def _walk(
+    walker: ChainWalk,
+    lookahead: Lookahead,
+    staging: StagingArea,
+    walk_id: int,
+    counts: dict[bytes, int],
+    segment: int,
+    on_walked: Callable[[int], None] | None,
+) -> None:
+    """Fetch, check and spill the walk's ads until the walker stops."""
+    buffer: list[tuple[bytes, int, StagedAd]] = []
+    held = 0  # raw bytes in buffer
+    while (need := walker.next_block()) is not None:
+        raw = await lookahead.block(need)
+        lookahead.guess_after(need, raw)
+        await trio.lowlevel.checkpoint()  # the guess's request goes out before this ad's checks
+        walked = walker.feed(need, raw)
+        if walked is None:
+            continue
+        provider = walked.provider.raw
+        pos = counts.get(provider, 0)
+        counts[provider] = pos + 1
+        ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
+        buffer.append((provider, pos, ad))
+        held += len(walked.raw)
+        if len(buffer) >= segment or held >= SEGMENT_BYTES:
+            staging.spill(walk_id, buffer)
+            buffer.clear()
+            held = 0
+        if on_walked is not None:
+            on_walked(walker.count)
+    staging.spill(walk_id, buffer)
