@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import structlog
 
 from sync import BadPeerId, PeerId, SyncError
 from sync.httpserver import Handler, Request, Response
@@ -34,6 +35,8 @@ from .metrics import CONTENT_TYPE, Metrics
 from .views import UnknownPeer, publisher_rows, staging_detail, staging_rows
 
 __all__ = ["AdminApi"]
+
+log = structlog.get_logger("admin")
 
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -142,11 +145,15 @@ class AdminApi:
         raise _BadRequest(400, f"no address known for publisher {publisher}: send one")
 
     def _allow(self, request: Request, rest: str) -> Response:
-        self.policy.allow(_peer(rest))
+        peer = _peer(rest)
+        self.policy.allow(peer)
+        log.info("peer allowed until restart; list it in [policy] to keep it", peer=str(peer))
         return Response(200)
 
     def _block(self, request: Request, rest: str) -> Response:
-        self.policy.block(_peer(rest))
+        peer = _peer(rest)
+        self.policy.block(peer)
+        log.info("peer blocked until restart; list it in [policy] to keep it", peer=str(peer))
         return Response(200)
 
     def _status(self, request: Request, rest: str) -> Response:
