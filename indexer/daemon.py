@@ -3,10 +3,10 @@
 Services start in order with ``await nursery.start(...)``, each listening before the next
 starts: the ingester (which first resumes staged work and replays recorded announces), the
 ingest server (``PUT /announce``, ``GET /sync/status``), the find server, background index
-compaction (``indexer.maintenance``), the admin server (``indexer.admin``: storetheindex's
-admin paths, staging views, ``/metrics``) and, unless
-disabled, a py-libp2p host subscribed to the announce topic on gossipsub.  Cancelling the
-nursery stops them in reverse order; LevelDB is closed last, by the ``with`` that opened it.
+compaction (``indexer.maintenance``), the admin server (``indexer.admin``: storetheindex's admin
+paths, staging views, ``/metrics``) and, unless disabled, a py-libp2p host subscribed to the
+announce topic on gossipsub.  Cancelling the nursery stops them in reverse order; LevelDB is
+closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
 ``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.

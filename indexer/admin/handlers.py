@@ -38,6 +38,7 @@ __all__ = ["AdminApi"]
 
 log = structlog.get_logger("admin")
 
+_LEAVES = {"/status", "/healthcheck", "/metrics"}  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
@@ -94,6 +95,8 @@ class AdminApi:
                 rest = request.path.removeprefix(prefix)
                 if rest == request.path or (rest and not prefix.endswith("/") and rest[0] != "/"):
                     continue
+                if prefix in _LEAVES and rest.strip("/"):
+                    break  # /status/x and the like: not found
                 try:
                     _methods(request, *methods)
                     return route(request, rest.strip("/"))

@@ -181,6 +181,7 @@ async def test_status_and_healthcheck(node: tuple[Node, httpx.AsyncClient]) -> N
         ("GET", "/staging/nope", None, 400, "Cannot decode peer id"),
         ("GET", "/publishers/{other}", None, 404, "unknown publisher"),
         ("GET", "/nowhere", None, 404, "not found"),
+        ("GET", "/status/extra", None, 404, "not found"),
     ],
 )
 async def test_bad_requests_get_one_line_4xx(
