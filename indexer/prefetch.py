@@ -80,7 +80,8 @@ class Prefetcher:
             fetcher = await self.get_fetcher(publisher, addrs)
             slot.parsed = parse_block(link, await fetcher.block(link, "EntryChunk"))
         except SyncError:
-            self._slots.pop(link, None)  # the worker's own fetch will say what is wrong
+            if self._slots.get(link) is slot:  # the worker's own fetch will say what is wrong
+                del self._slots[link]
         finally:
             slot.done.set()
 
