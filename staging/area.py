@@ -259,8 +259,14 @@ class StagingArea(PublisherRecords):
         """A stack's ads still to do, next to pop first (all of them when ``limit`` is 0)."""
         for s_seq, stack in self.stacks(provider):
             if s_seq == seq:
-                return self._ads(stack.walk_id, provider, stack.count - 1, limit)
+                return self.stack_ads(provider, stack, limit)
         return []
+
+    def stack_ads(
+        self, provider: bytes, stack: StackRecord, limit: int = 0
+    ) -> list[tuple[int, StagedAd]]:
+        """``entries`` of a stack already read (``stacks``), without reading the stacks again."""
+        return self._ads(stack.walk_id, provider, stack.count - 1, limit)
 
     def _ads(
         self, walk_id: int, provider: bytes, pos: int, limit: int

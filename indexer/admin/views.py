@@ -47,13 +47,13 @@ def staging_rows(
         if not stacks:
             continue
         first = stacks[0][1]
-        nxt = staging.next_entry(provider)
+        nxt = staging.stack_ads(provider, first, limit=1)
         rows.append(
             {
                 "provider": _peer(provider),
                 "stacks": len(stacks),
                 "pending_ads": sum(stack.count for _, stack in stacks),
-                "next_ad": _cid(nxt.ad.cid) if nxt else None,
+                "next_ad": _cid(nxt[0][1].cid) if nxt else None,
                 "publishers": sorted({_peer(stack.publisher) for _, stack in stacks}),
                 "oldest_staged": first.created,
                 "attempts": first.attempts,
@@ -67,7 +67,7 @@ def staging_rows(
 def _stack(
     staging: StagingArea, provider: bytes, seq: int, stack: StackRecord
 ) -> dict[str, object]:
-    ads = staging.entries(provider, seq, limit=NEXT_ADS)
+    ads = staging.stack_ads(provider, stack, limit=NEXT_ADS)
     return {
         "seq": seq,
         "walk": stack.walk_id,
