@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from functools import cache
 
 from sync import (
@@ -19,6 +20,7 @@ from sync import (
     sign_advertisement,
 )
 from sync.cid import DAG_JSON, SHA2_256, encode_uvarint
+from sync.httpserver import Handler, Request, Response
 from sync.metadata import bitswap
 
 
@@ -159,3 +161,19 @@ class MemorySource:
 
     def block(self, link: Link) -> bytes | None:
         return self.blocks.get(link)
+
+
+def counting(
+    inner: Handler, seen: Counter[str], fail_first: frozenset[str] = frozenset()
+) -> Handler:
+    """``inner``, counting requests by their last path segment (a CID, or "head") in ``seen``;
+    the first request for a name in ``fail_first`` gets a 500 instead."""
+
+    async def handle(request: Request) -> Response:
+        name = request.path.rsplit("/", 1)[-1]
+        seen[name] += 1
+        if name in fail_first and seen[name] == 1:
+            return Response.text(500, "try again")
+        return await inner(request)
+
+    return handle

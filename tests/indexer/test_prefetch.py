@@ -16,25 +16,14 @@ from staging import StagingArea
 from store import KV
 from sync import Link
 from sync.fetcher import fetcher_factory
-from sync.httpserver import Handler, Request, Response, serve_tcp
+from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 
-from ..builders import multihash
+from ..builders import counting, multihash
 
 ADS = 12
-
-
-def _counting(inner: Handler, seen: Counter[str], fail_first: set[str]) -> Handler:
-    async def handle(request: Request) -> Response:
-        name = request.path.rsplit("/", 1)[-1]
-        seen[name] += 1
-        if name in fail_first and seen[name] == 1:
-            return Response.text(500, "try again")
-        return await inner(request)
-
-    return handle
 
 
 async def _ingest(tmp_path: Path, prefetch: int, fail_first: int = -1) -> tuple[Counter[str], KV]:
@@ -47,17 +36,17 @@ async def _ingest(tmp_path: Path, prefetch: int, fail_first: int = -1) -> tuple[
     # A failure the worker itself met would wait an hour to be retried: the test would time out.
     config = IngestConfig(prefetch=prefetch, retry_base=3600)
     ingester = Ingester(kv, fetcher_factory(timeout=10), config=config)
+    failing: frozenset[str] = frozenset()
+    if fail_first >= 0:  # the entries block of the fail_first-th oldest ad fails once
+        oldest_first = list(reversed(pub.chain()))
+        failing = frozenset({str(_entries_of(pub, oldest_first[fail_first].cid))})
     async with trio.open_nursery() as nursery:
-        failing: set[str] = set()
-        handler = _counting(ipnisync_handler(pub), seen, failing)
+        handler = counting(ipnisync_handler(pub), seen, failing)
         served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
         await nursery.start(ingester.run)
         ingester.announce(
             pub.peer_id, [f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"]
         )
-        if fail_first >= 0:  # the entries block of the fail_first-th oldest ad fails once
-            oldest_first = list(reversed(pub.chain()))
-            failing.add(str(_entries_of(pub, oldest_first[fail_first].cid)))
         with trio.fail_after(30):
             await ingester.wait_idle()
         nursery.cancel_scope.cancel()

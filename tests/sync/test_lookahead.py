@@ -11,14 +11,14 @@ from staging import StagingArea
 from store import KV
 from sync import DAG_CBOR, DAG_JSON, PeerId, PrivateKey, encode_block
 from sync.fetcher import open_fetcher
-from sync.httpserver import Handler, Request, Response, serve_tcp
+from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 from sync.lookahead import peek_previous
 from sync.metadata import bitswap
 from sync.publisher import Publisher
 from sync.syncer import sync_publisher
 
-from ..builders import make_ad, multihash
+from ..builders import counting, make_ad, multihash
 
 
 def test_peek_previous_in_both_codecs() -> None:
@@ -30,14 +30,6 @@ def test_peek_previous_in_both_codecs() -> None:
         second, raw2 = encode_block(make_ad(key, previous=genesis).to_node(), codec)
         assert peek_previous(second, raw2) == genesis
         assert peek_previous(second, b"not an ad") is None  # never raises
-
-
-def _counting(inner: Handler, seen: Counter[str]) -> Handler:
-    async def handle(request: Request) -> Response:
-        seen[request.path.rsplit("/", 1)[-1]] += 1
-        return await inner(request)
-
-    return handle
 
 
 class _Anyone:
@@ -53,7 +45,7 @@ async def test_each_ad_is_fetched_once_and_a_wrong_guess_at_most_once(tmp_path: 
     kv = KV(tmp_path / "idx")
     staging = StagingArea(kv)
     async with trio.open_nursery() as nursery:
-        handler = _counting(ipnisync_handler(pub), seen)
+        handler = counting(ipnisync_handler(pub), seen)
         served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
         addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
 
