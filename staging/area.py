@@ -14,6 +14,10 @@ Rules this module keeps (the design card's invariants hang on them):
   last index writes; ``save_progress`` records mid-ad progress with the writes it covers.  Either
   batch is all-or-nothing, so a replay after a crash redoes exactly what was not recorded
   (invariants 2 and 3).
+- A walk's addresses become the publisher's (its ``P`` record's, the addresses a later sync
+  tries first) only when ``commit_walk`` is told they are ``verified``: they served the
+  publisher's signed head or a valid head ad.  An unverified walk keeps the prior addresses, and
+  writes no publisher record at all for a publisher without one unless it staged ads.
 - ``commit_walk`` re-checks, when another walk committed meanwhile, that none of its ads was
   staged or done by that walk, and keeps per provider only the ads newer than the first such ad:
   two publishers announcing one chain at once apply every ad exactly once.
@@ -107,12 +111,13 @@ class StagingArea(PublisherRecords):
         return False
 
     def commit_walk(
-        self, walk_id: int, counts: Mapping[bytes, int], *, base_seq: int
+        self, walk_id: int, counts: Mapping[bytes, int], *, base_seq: int, verified: bool = True
     ) -> dict[bytes, int]:
         """Make the walk's stacks visible and move the publisher's cursor, atomically.
 
         ``counts`` is how many ads each provider got; ``base_seq`` is ``commit_seq()`` as seen
         when the walk began.  Returns how many ads each provider's new stack holds.
+        ``verified``: the walk's addresses proved they serve the publisher (see the rules).
         """
         walk = self._get(keys.walk(walk_id), WalkRecord)
         assert isinstance(walk, WalkRecord) and not walk.committed
@@ -133,12 +138,13 @@ class StagingArea(PublisherRecords):
                 writes.append((keys.stack_state(provider, seq), encode(StackState(n))))
         committed = msgspec.structs.replace(walk, committed=True, stacks=stacks)
         writes.append((keys.walk(walk_id), encode(committed) if stacks else None))
-        prior = self.publisher(walk.publisher)
-        cursor = PublisherRecord(walk.head, prior.latest_processed, walk.addrs, now, None)
-        writes += [
-            (keys.publisher(walk.publisher), encode(cursor)),
-            (keys.COMMIT_SEQ, keys.u64(seq)),
-        ]
+        had_record = self.has_publisher(walk.publisher)
+        if verified or stacks or had_record:
+            prior = self.publisher(walk.publisher)
+            addrs = walk.addrs if verified else prior.addrs
+            cursor = PublisherRecord(walk.head, prior.latest_processed, addrs, now, None)
+            writes.append((keys.publisher(walk.publisher), encode(cursor)))
+        writes.append((keys.COMMIT_SEQ, keys.u64(seq)))
         self.kv.write_batch(writes, sync=True)
         return kept
 

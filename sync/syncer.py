@@ -12,6 +12,9 @@ Rules this module keeps:
 - Any failure abandons the walk (its spilled ads are deleted) and propagates as the typed error
   (never wrapped in the walk's exception group): the publisher's cursor has not moved, a later
   sync starts over.  The caller records the error (``indexer.ingest``).
+- The walk's addresses are committed as the publisher's verified ones only if they proved they
+  serve it: the head came from its signed head, or the head ad was valid (a spoofed announce can
+  only point at ads it cannot sign).
 - Ads found invalid while walking (bad signature, over a limit) are staged with their error, so
   they are recorded in order; the last such error is kept on the publisher (``ad_error``).
 """
@@ -67,6 +70,7 @@ async def sync_publisher(
     ``resync`` ignores the publisher's cursor (its latestSync): the walk still stops at the
     first ad already staged or indexed, so nothing is ever applied twice.
     """
+    signed_head = head is None
     if head is None:
         signed = await fetcher.head()
         if signed is None:
@@ -89,13 +93,17 @@ async def sync_publisher(
         with unwrap_group():
             async with trio.open_nursery() as ahead:
                 lookahead = Lookahead(ahead, fetcher)
-                await _walk(walker, lookahead, staging, walk_id, counts, segment, on_walked, errors)
+                head_valid = await _walk(
+                    walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
+                )
                 ahead.cancel_scope.cancel()
     except BaseException:
         with trio.CancelScope(shield=True):
             staging.abandon_walk(walk_id)
         raise
-    kept = staging.commit_walk(walk_id, counts, base_seq=base_seq)
+    kept = staging.commit_walk(
+        walk_id, counts, base_seq=base_seq, verified=signed_head or head_valid
+    )
     ad_error = errors[0] if errors else None
     if walker.stop_reason in (StopReason.NOT_ALLOWED, StopReason.BROKEN):
         staging.set_publisher_error(publisher.raw, walker.stop_detail)
@@ -122,8 +130,13 @@ async def _walk(
     segment: int,
     on_walked: Callable[[int], None] | None,
     errors: list[str],
-) -> None:
-    """Fetch, check and spill the walk's ads until the walker stops (errors: newest first)."""
+) -> bool:
+    """Fetch, check and spill the walk's ads until the walker stops (errors: newest first).
+
+    True when the first ad walked (the head) was valid: signed by its provider or the
+    publisher, and one the publisher may publish.
+    """
+    head_valid = False
     buffer: list[tuple[bytes, int, StagedAd]] = []
     held = 0  # raw bytes in buffer
     while (need := walker.next_block()) is not None:
@@ -133,6 +146,8 @@ async def _walk(
         walked = walker.feed(need, raw)
         if walked is None:
             continue
+        if walker.count == 1:
+            head_valid = walked.error is None
         provider = walked.provider.raw
         pos = counts.get(provider, 0)
         counts[provider] = pos + 1
@@ -148,3 +163,4 @@ async def _walk(
         if on_walked is not None:
             on_walked(walker.count)
     staging.spill(walk_id, buffer)
+    return head_valid
