@@ -6,7 +6,8 @@ The tree::
     ├── CliError        bad command-line input or an unusable file: one line, exit 2
     └── SyncAborted     the ingester ended a sync; the next announce or poll tries again
         ├── SyncTimedOut    it ran past ``sync_timeout``
-        └── SyncPreempted   it received nothing for ``stall_after`` seconds while an
+        └── SyncPreempted   it received nothing for ``stall_after`` seconds (or, as the
+                            fallback at unverified addresses, ran ``slow_sync_after``) while an
                             announce of the same publisher with other addresses waited
 
 Errors of lower packages (``sync.SyncError``, ``store.StoreError``...) are reported by the CLI as
@@ -35,4 +36,4 @@ class SyncTimedOut(SyncAborted):
 
 
 class SyncPreempted(SyncAborted):
-    """A stalled sync gave way to an announce of the same publisher with other addresses."""
+    """A stalled (or slow fallback) sync gave way to an announce with other addresses."""

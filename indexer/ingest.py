@@ -16,11 +16,16 @@ Rules this module keeps:
   publisher or provider can stop the daemon, and start-up replay cannot stop the start.
 - **Addresses.** An announce is unauthenticated.  A sync of a publisher that has synced before
   tries its last verified addresses first (those of its last successful sync) and the announced
-  ones only if those fail; only the addresses that served a successful sync become the
+  ones only if those fail (with a ``SyncError``: a sync past ``sync_timeout`` is over, and the
+  deadline is for all attempts together); only the addresses that served a successful sync
+  that proved them (its signed head or a valid head ad, ``sync.syncer``) become the
   publisher's verified addresses.  So a spoofed announce cannot redirect or delay a known
-  publisher.  A running sync that has received nothing for ``stall_after`` seconds yields to a
-  waiting request of the same publisher with other addresses (a spoof cannot hold a publisher
-  it has never synced, either).
+  publisher.  A sync at unverified addresses yields (``SyncPreempted``) to a waiting request of
+  the same publisher with other addresses once it has received nothing for ``stall_after``
+  seconds, or, when it is the fallback after the verified addresses failed, once it has run
+  ``slow_sync_after`` seconds (a spoof cannot hold a publisher it has never synced, nor drip
+  blocks to hold a known one).  A sync at verified addresses never yields: a waiting request
+  would try those same addresses first.
 - **Fairness.** At most ``max_syncs`` syncs hold a slot.  A sync still running after
   ``slow_sync_after`` seconds gives its slot back and goes on as one of at most
   ``max_slow_syncs`` slow syncs (if that pool is full it keeps its slot), so slow publishers
@@ -112,9 +117,12 @@ class SyncRequest:
 class _Running:
     """A sync in flight: what the watchdog needs to demote or preempt it."""
 
-    addrs: tuple[str, ...]
+    addrs: tuple[str, ...]  # the request's (announced) addresses
     scope: trio.CancelScope
     heard: float  # trio time of the last block received
+    started: float  # trio time the attempt began
+    trusted: bool = False  # this attempt is at the publisher's verified addresses
+    fallback: bool = False  # the verified addresses failed; this attempt is at announced ones
     preempted: bool = False
 
 
@@ -257,14 +265,15 @@ class Ingester:
         return request
 
     def _maybe_preempt(self, publisher: bytes) -> None:
-        """Cancel a stalled sync of ``publisher`` when a request with other addresses waits."""
+        """Cancel a stalled (or slow fallback) sync when a request with other addresses waits."""
         running = self._running.get(publisher)
         waiting = self._pending.get(publisher)
-        if running is None or not waiting or running.preempted:
-            return
-        if trio.current_time() - running.heard < self.config.stall_after:
-            return
-        if any(key != running.addrs for key in waiting):
+        if running is None or not waiting or running.preempted or running.trusted:
+            return  # a waiting request would try the verified addresses first anyway
+        now = trio.current_time()
+        stalled = now - running.heard >= self.config.stall_after
+        slow = running.fallback and now - running.started >= self.config.slow_sync_after
+        if (stalled or slow) and any(key != running.addrs for key in waiting):
             running.preempted = True
             running.scope.cancel()
 
@@ -287,23 +296,27 @@ class Ingester:
             self._running.pop(publisher.raw, None)
             self._notify()
 
-    def _attempts(self, publisher: PeerId, addrs: list[str]) -> list[list[str]]:
-        """Address sets to try in turn: verified ones first, unverified announced ones after."""
+    def _attempts(self, publisher: PeerId, addrs: list[str]) -> list[tuple[list[str], bool]]:
+        """Address sets to try in turn, each with whether it is the verified one: verified
+        addresses first, unverified announced ones after."""
         verified = self.staging.publisher(publisher.raw).addrs
         if not addrs:
-            return [verified] if verified else [[]]
+            return [(verified, True)] if verified else [([], False)]
         if not verified or set(addrs) <= set(verified):
-            return [addrs]
-        return [verified, addrs]
+            return [(addrs, bool(verified))]
+        return [(verified, True), (addrs, False)]
 
     async def _sync(
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress
     ) -> SyncResult:
         attempts = self._attempts(publisher, request.addrs)
-        for i, addrs in enumerate(attempts):
+        deadline = trio.current_time() + self.config.sync_timeout  # for the whole sync
+        for i, (addrs, trusted) in enumerate(attempts):
             try:
-                return await self._sync_at(publisher, request, progress, addrs)
-            except (SyncError, IndexerError) as exc:
+                return await self._sync_at(
+                    publisher, request, progress, addrs, deadline, trusted=trusted, fallback=i > 0
+                )
+            except SyncError as exc:  # not SyncAborted: a timed-out sync is over
                 if i + 1 == len(attempts):
                     raise
                 log.info(
@@ -315,12 +328,21 @@ class Ingester:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _sync_at(
-        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, addrs: list[str]
+        self,
+        publisher: PeerId,
+        request: SyncRequest,
+        progress: SyncProgress,
+        addrs: list[str],
+        deadline: float,
+        *,
+        trusted: bool,
+        fallback: bool,
     ) -> SyncResult:
         token = object()
         await self._sync_slots.acquire_on_behalf_of(token)
         slots = [self._sync_slots]
-        running = _Running(tuple(request.addrs), trio.CancelScope(), trio.current_time())
+        now = trio.current_time()
+        running = _Running(tuple(request.addrs), trio.CancelScope(), now, now, trusted, fallback)
         self._running[publisher.raw] = running
 
         def walked(count: int) -> None:
@@ -331,7 +353,7 @@ class Ingester:
             with unwrap_group():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watchdog, publisher.raw, running, token, slots)
-                    with running.scope, trio.move_on_after(self.config.sync_timeout) as deadline:
+                    with running.scope, trio.move_on_at(deadline) as timeout:
                         async with self.open_fetcher(publisher, addrs) as fetcher:
                             result = await sync_publisher(
                                 publisher,
@@ -351,11 +373,13 @@ class Ingester:
                 slot.release_on_behalf_of(token)
             self._running.pop(publisher.raw, None)
         if running.preempted and running.scope.cancelled_caught:
-            raise SyncPreempted(
-                f"no block for {self.config.stall_after:g} s from {addrs} while an announce "
-                "with other addresses waited"
+            why = (
+                f"no block for {self.config.stall_after:g} s"
+                if trio.current_time() - running.heard >= self.config.stall_after
+                else f"unverified and still running after {self.config.slow_sync_after:g} s"
             )
-        if deadline.cancelled_caught:
+            raise SyncPreempted(f"{why} from {addrs} while an announce with other addresses waited")
+        if timeout.cancelled_caught:
             raise SyncTimedOut(f"the sync did not finish in {self.config.sync_timeout:g} s")
         return result
 
