@@ -4,6 +4,9 @@ Rules this module keeps:
 
 - The body is the JSON form when ``Content-Type`` is ``application/json``, else the CBOR tuple
   (storetheindex decides the same way); the server caps bodies at 1 MiB.
+- At most ``MAX_ADDRS`` addresses of at most ``MAX_ADDR_BYTES`` (binary) each, else 400 (stricter
+  than go-libipni, which sets none: every pending sync, record and table entry holds them, so
+  this bounds what one announce can make the indexer keep).
 - Every address must carry the same ``/p2p/<publisher>`` (over HTTP it is the only way to know
   the publisher; over gossipsub the sender is the publisher when the addresses carry none).
 - A publisher the policy denies gets 403.  Announces are unauthenticated, so rate limits are
@@ -14,13 +17,14 @@ Rules this module keeps:
   addresses) is acknowledged and dropped only while that publisher's sync is still pending or
   running, or once the head is staged or indexed: after a failed sync the same announce is acted
   on again.  With ``max_publishers`` syncs pending, new ones get 503.  Every table here is
-  bounded (``_TABLE`` entries, oldest dropped), so intake memory is bounded whatever arrives.
+  bounded (``table`` entries, oldest dropped), so intake memory is bounded whatever arrives.
 - An accepted announce is recorded durably (publisher, addresses, head) BEFORE it is answered
   204, so a restarted daemon syncs it even if it never comes again (``Ingester`` replays them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,12 +37,14 @@ from sync.httpserver import Request, Response
 
 from .ingest import Ingester
 
-__all__ = ["AnnounceIntake", "IntakeResult"]
+__all__ = ["MAX_ADDRS", "MAX_ADDR_BYTES", "AnnounceIntake", "IntakeResult"]
 
 log = structlog.get_logger("intake")
 
 ANNOUNCE_PATHS = ("/announce", "/ingest/announce")
 _TABLE = 10_000
+MAX_ADDRS = 32
+MAX_ADDR_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +54,22 @@ class IntakeResult:
 
 
 class _Lru(OrderedDict[bytes, float]):
+    limit = _TABLE
+
     def touch(self, key: bytes, value: float) -> None:
         self[key] = value
         self.move_to_end(key)
-        while len(self) > _TABLE:
+        while len(self) > self.limit:
             self.popitem(last=False)
 
 
 @dataclass
 class _Buckets:
-    """Token buckets by key: ``rate`` tokens a second up to ``burst``; at most ``_TABLE`` keys."""
+    """Token buckets by key: ``rate`` tokens a second up to ``burst``; at most ``limit`` keys."""
 
     rate: float
     burst: float
+    limit: int = _TABLE
     _tokens: OrderedDict[bytes, tuple[float, float]] = field(default_factory=OrderedDict)
 
     def has(self, key: bytes, now: float) -> bool:
@@ -70,7 +79,7 @@ class _Buckets:
     def take(self, key: bytes, now: float) -> None:
         tokens, last = self._tokens.pop(key, (self.burst, now))
         self._tokens[key] = (min(self.burst, tokens + (now - last) * self.rate) - 1, now)
-        while len(self._tokens) > _TABLE:
+        while len(self._tokens) > self.limit:
             self._tokens.popitem(last=False)
 
 
@@ -84,17 +93,23 @@ class AnnounceIntake:
     source_burst: float = 100.0
     dedupe_window: float = 60.0
     max_publishers: int = 10_000
+    table: int = _TABLE  # entries per intake table (dedupe, both kinds of bucket)
     clock: Callable[[], float] = time.monotonic
     _seen: _Lru = field(default_factory=_Lru)
 
     def __post_init__(self) -> None:
-        self._pairs = _Buckets(self.rate, self.burst)
-        self._sources = _Buckets(self.source_rate, self.source_burst)
+        self._seen.limit = self.table
+        self._pairs = _Buckets(self.rate, self.burst, self.table)
+        self._sources = _Buckets(self.source_rate, self.source_burst, self.table)
 
     def accept(
         self, message: Message, sender: PeerId | None = None, *, source: str = ""
     ) -> IntakeResult:
         """Decide on one announce; ``source`` is who sent it (IP, or gossip peer ID)."""
+        if len(message.addrs) > MAX_ADDRS or any(len(a) > MAX_ADDR_BYTES for a in message.addrs):
+            return IntakeResult(
+                400, f"at most {MAX_ADDRS} addresses of at most {MAX_ADDR_BYTES} bytes each"
+            )
         try:
             publisher = message.publisher() or sender
             addrs = [a.rsplit("/p2p/", 1)[0] for a in message.addresses()]
@@ -105,7 +120,8 @@ class AnnounceIntake:
         if not self.allow(publisher):
             return IntakeResult(403, f"publisher {publisher} is not allowed")
         now = self.clock()
-        key = b"\0".join([publisher.raw, message.cid.raw, *(a.encode() for a in addrs)])
+        joined = b"\0".join([publisher.raw, message.cid.raw, *(a.encode() for a in addrs)])
+        key = hashlib.blake2b(joined, digest_size=16).digest()  # 16 bytes, however long
         if now - self._seen.get(key, -1e18) < self.dedupe_window and (
             self.ingester.is_syncing(publisher.raw)
             or self.ingester.staging.is_known(message.cid.raw)
