@@ -35,7 +35,7 @@ from ..builders import ChainBuilder, key, multihash
 from ..httpstub import StubServer
 from .flood import durable, flood, junk_announce, status_pages
 
-FETCH_TIMEOUT = 5.0  # per request: every dripping request below finishes well within it
+FETCH_TIMEOUT = 20.0  # per request: longer than any wait below, each dripped block is within it
 REFUSED = "/ip4/127.0.0.1/tcp/1/http"  # nothing listens on port 1
 
 
@@ -43,13 +43,15 @@ class ChainServer(StubServer):
     """A stdlib HTTP publisher serving ``source`` over ipnisync, slowly if asked.
 
     Each block's body is sent in ``pieces`` pieces, ``pause`` seconds apart (a dripping
-    publisher); ``stall`` sends the headers and one byte, then nothing until closed.
-    ``asked`` counts block requests, ``served`` those answered in full.
+    publisher); with ``stall`` every block request gets its headers and one byte, then nothing
+    until the server is closed.  ``asked`` counts block requests, ``served`` those answered in
+    full.  The three settings are read per request, so a test may change them as it goes.
     """
 
     def __init__(
         self, source: BlockSource, *, pause: float = 0.0, pieces: int = 1, stall: bool = False
     ) -> None:
+        self.pause, self.pieces, self.stall = pause, pieces, stall
         self.asked = self.served = 0
         self.closed = threading.Event()
         lock = threading.Lock()
@@ -57,31 +59,34 @@ class ChainServer(StubServer):
         def get(h: http.server.BaseHTTPRequestHandler) -> None:
             name = h.path.rsplit("/", 1)[-1]
             body: bytes | None = None
-            if h.path.startswith(IPNI_PATH + "/"):
-                if name == "head":
-                    body = source.signed_head()
-                else:
-                    with lock:
-                        self.asked += 1
-                    try:
-                        body = source.block(Link.parse(name))
-                    except Exception:
-                        body = None
+            is_block = h.path.startswith(IPNI_PATH + "/") and name != "head"
+            if is_block:
+                with lock:
+                    self.asked += 1
+                try:
+                    body = source.block(Link.parse(name))
+                except Exception:
+                    body = None
+            elif h.path == IPNI_PATH + "/head":
+                body = source.signed_head()
             try:
+                if is_block and self.stall:
+                    h.send_response(200)
+                    h.send_header("content-length", "1000")
+                    h.end_headers()
+                    h.wfile.write(b"{")
+                    h.wfile.flush()
+                    self.closed.wait(600)
+                    return
                 if body is None:
                     h.send_error(404)
                     return
                 h.send_response(200)
                 h.send_header("content-length", str(len(body)))
                 h.end_headers()
-                if stall:
-                    h.wfile.write(body[:1])
-                    h.wfile.flush()
-                    self.closed.wait(600)
-                    return
-                step = -(-len(body) // pieces)
+                step = -(-len(body) // self.pieces)
                 for start in range(0, len(body), step):
-                    if pause and self.closed.wait(pause):
+                    if self.pause and self.closed.wait(self.pause):
                         return
                     h.wfile.write(body[start : start + step])
                     h.wfile.flush()
@@ -275,6 +280,55 @@ async def test_a_spoofed_announce_cannot_delay_or_redirect_a_known_publisher(
                 assert spoofer.served < 40  # the spoof's sync could not have finished yet
             await until(lambda: not ingester.is_syncing(pub.raw))
             assert verified(ingester, pub) == [addr]
+
+
+async def test_a_spoof_cannot_preempt_a_slow_sync_at_verified_addresses(tmp_path: Path) -> None:
+    """X's own sync at its verified address is slow (silent past stall_after); a spoofed announce
+    with other addresses arrives: X's sync goes on (the spoof's would try X's address first)."""
+    x = key(250)
+    chain = chain_of(x, 1, 0, per_ad=5)
+    publisher = ChainServer(chain)
+    with servers(publisher), KV(tmp_path / "db") as kv:
+        async with ingesting(kv, stall_after=0.3, slow_sync_after=0.3) as (ingester, _):
+            intake = AnnounceIntake(ingester)
+            pub = x.peer_id()
+            first = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(first, source="x").status == 204
+            await indexed(ingester, multihash(4))
+            await until(lambda: not ingester.is_syncing(pub.raw))
+            chain.add(x, [multihash(100 + i) for i in range(5)])
+            publisher.pause = 1.5  # each block now takes 1.5 s: silent for 5 x stall_after
+            asked = publisher.asked
+            real = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(real, source="x").status == 204
+            await until(lambda: publisher.asked > asked)  # X's block is on its way, slowly
+            spoofed = Message.create(junk_link(7), [REFUSED], pub)
+            assert intake.accept(spoofed, source="203.0.113.66").status == 204
+            await indexed(ingester, multihash(104), timeout=15)
+            assert verified(ingester, pub) == [publisher.addr]
+
+
+async def test_sync_timeout_ends_the_whole_sync_not_each_attempt(tmp_path: Path) -> None:
+    """Verified addresses that stall until sync_timeout: the announced ones are not tried."""
+    x = key(251)
+    chain = chain_of(x, 1, 0, per_ad=5)
+    publisher, other = ChainServer(chain), ChainServer(chain, stall=True)
+    with servers(publisher, other), KV(tmp_path / "db") as kv:
+        async with ingesting(kv, sync_timeout=1, stall_after=30) as (ingester, _):
+            intake = AnnounceIntake(ingester)
+            pub = x.peer_id()
+            first = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(first, source="x").status == 204
+            await indexed(ingester, multihash(4))
+            await until(lambda: not ingester.is_syncing(pub.raw))
+            chain.add(x, [multihash(100 + i) for i in range(5)])
+            publisher.stall = True
+            moved = Message.create(head_of(chain), [other.addr], pub)
+            assert intake.accept(moved, source="x").status == 204
+            await until(lambda: not ingester.is_syncing(pub.raw))
+            error = ingester.progress[pub.raw].error
+            assert error is not None and error.startswith("SyncTimedOut"), error
+            assert other.asked == 0  # the whole sync was over: no second attempt
 
 
 async def test_a_stalled_spoof_yields_to_the_real_first_announce(tmp_path: Path) -> None:
