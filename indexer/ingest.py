@@ -25,7 +25,10 @@ Rules this module keeps:
   seconds, or, when it is the fallback after the verified addresses failed, once it has run
   ``slow_sync_after`` seconds (a spoof cannot hold a publisher it has never synced, nor drip
   blocks to hold a known one).  A sync at verified addresses never yields: a waiting request
-  would try those same addresses first.
+  would try those same addresses first.  An announced head the verified addresses answer 404
+  for is replaced by the head the publisher signed there (a spoofed announce that replaced or
+  evicted the publisher's own waiting request cannot lose its head); the announced addresses
+  are tried after that only if it found nothing new.
 - **Fairness.** Syncs and workers take ``FairSlots`` (``indexer.slots``): at most
   ``max_syncs`` syncs (``max_workers`` workers) hold a slot; when all are taken, one held for
   ``slow_sync_after`` seconds is moved to a pool of at most ``max_slow_syncs``
@@ -49,7 +52,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
@@ -57,7 +60,7 @@ import trio
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
-from sync.errors import unwrap_group
+from sync.errors import BlockNotFound, unwrap_group
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
 from sync.syncer import SyncResult, sync_publisher
@@ -318,19 +321,39 @@ class Ingester:
         attempts = self._attempts(publisher, request.addrs)
         deadline = trio.current_time() + self.config.sync_timeout  # for the whole sync
         for i, (addrs, trusted) in enumerate(attempts):
+            progress.walked = 0
             try:
                 return await self._sync_at(
                     publisher, request, progress, addrs, deadline, trusted=trusted, fallback=i > 0
                 )
             except SyncError as exc:  # not SyncAborted: a timed-out sync is over
-                if i + 1 == len(attempts):
-                    raise
-                log.info(
-                    "sync at verified addresses failed; trying the announced ones",
-                    publisher=str(publisher),
-                    addrs=addrs,
-                    error=describe(exc),
-                )
+                failure: SyncError = exc
+            if (
+                trusted
+                and request.head
+                and isinstance(failure, BlockNotFound)
+                and not progress.walked
+            ):
+                # The announced head is not where the publisher serves (a spoof's, or not there
+                # yet): sync to the head it signed there; the announced addresses only if that
+                # finds nothing new.
+                try:
+                    signed = replace(request, head=None)
+                    result = await self._sync_at(
+                        publisher, signed, progress, addrs, deadline, trusted=True, fallback=False
+                    )
+                    if result.walked or i + 1 == len(attempts):
+                        return result
+                except SyncError as exc:
+                    failure = exc
+            if i + 1 == len(attempts):
+                raise failure
+            log.info(
+                "sync at verified addresses failed; trying the announced ones",
+                publisher=str(publisher),
+                addrs=addrs,
+                error=describe(failure),
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _sync_at(

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from indexer.daemon import STATUS_PAGE, sync_status
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest import ADDR_SETS, IngestConfig, Ingester
 from indexer.intake import MAX_ADDRS, AnnounceIntake
 from store import KV
 from sync import Link, Message, PeerId, PrivateKey
@@ -261,8 +261,7 @@ async def test_a_spoofed_announce_cannot_delay_or_redirect_a_known_publisher(
             await indexed(ingester, multihash(9))
             await until(lambda: not ingester.is_syncing(pub.raw))
             assert verified(ingester, pub) == [addr]
-            chain.add(x, [multihash(100 + i) for i in range(5)])  # X publishes a new ad
-
+            # The spoof: X's address has no such head, nor anything new; so its address is tried
             spoofed = Message.create(head_of(fake), [spoofer.addr], pub)
             assert intake.accept(spoofed, source="203.0.113.66").status == 204
             if spoof == "fast":  # its sync ends; X's addresses are still X's
@@ -270,6 +269,7 @@ async def test_a_spoofed_announce_cannot_delay_or_redirect_a_known_publisher(
                 assert verified(ingester, pub) == [addr]
             else:
                 await until(lambda: spoofer.asked > 0)  # the spoof's sync is at its address
+            chain.add(x, [multihash(100 + i) for i in range(5)])  # X publishes, announces
             real = Message.create(head_of(chain), [addr], pub)
             assert intake.accept(real, source="x").status == 204
             took = await indexed(ingester, multihash(104), timeout=10)
@@ -280,6 +280,47 @@ async def test_a_spoofed_announce_cannot_delay_or_redirect_a_known_publisher(
                 assert spoofer.served < 40  # the spoof's sync could not have finished yet
             await until(lambda: not ingester.is_syncing(pub.raw))
             assert verified(ingester, pub) == [addr]
+
+
+@pytest.mark.parametrize("how", ["same address, bogus head", "4 other addresses"])
+async def test_a_spoof_after_the_real_announce_cannot_lose_its_head(
+    tmp_path: Path, how: str
+) -> None:
+    """X's sync runs (slowly); X announces its next head, which waits; spoofed announces then
+    replace it (same address set, bogus head) or evict it (ADDR_SETS others): X's head is still
+    indexed, because a head X's own address does not have is replaced by the one X signed."""
+    x = key(260)
+    chain = chain_of(x, 1, 0, per_ad=5)
+    publisher = ChainServer(chain)
+    with servers(publisher), KV(tmp_path / "db") as kv:
+        async with ingesting(kv) as (ingester, _):
+            intake = AnnounceIntake(ingester)
+            pub = x.peer_id()
+            first = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(first, source="x").status == 204
+            await indexed(ingester, multihash(4))
+            await until(lambda: not ingester.is_syncing(pub.raw))
+            chain.add(x, [multihash(100 + i) for i in range(5)])
+            publisher.pause, asked = 0.5, publisher.asked
+            second = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(second, source="x").status == 204
+            await until(lambda: publisher.asked > asked)  # its sync runs, slowly
+            chain.add(x, [multihash(200 + i) for i in range(5)])
+            third = Message.create(head_of(chain), [publisher.addr], pub)
+            assert intake.accept(third, source="x").status == 204  # waits for the running one
+            if how.startswith("same"):
+                spoofs = [Message.create(junk_link(0), [publisher.addr], pub)]
+            else:
+                spoofs = [
+                    Message.create(junk_link(i), [f"/ip4/127.0.0.1/tcp/{i + 2}/http"], pub)
+                    for i in range(ADDR_SETS)
+                ]
+            for spoofed in spoofs:
+                assert intake.accept(spoofed, source="203.0.113.66").status == 204
+            took = await indexed(ingester, multihash(204), timeout=20)
+            print(f"\nspoof after the real announce ({how}): X's head indexed after {took:.2f} s")
+            await until(lambda: not ingester.is_syncing(pub.raw), timeout=20)
+            assert verified(ingester, pub) == [publisher.addr]
 
 
 async def test_a_spoof_cannot_preempt_a_slow_sync_at_verified_addresses(tmp_path: Path) -> None:
