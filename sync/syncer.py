@@ -15,6 +15,9 @@ Rules this module keeps:
 - The walk's addresses are committed as the publisher's verified ones only if they proved they
   serve it: the head came from its signed head, or the head ad was valid (a spoofed announce can
   only point at ads it cannot sign).
+- A first sync of a publisher (no record yet) whose walked ads are all invalid keeps nothing:
+  it fails with ``PolicyError`` and its walk is abandoned, so junk announces answered with junk
+  ads leave nothing durable either.
 - Ads found invalid while walking (bad signature, over a limit) are staged with their error, so
   they are recorded in order; the last such error is kept on the publisher (``ad_error``).
 """
@@ -29,7 +32,7 @@ import trio
 from staging import StagedAd, StagingArea
 
 from .cid import Link
-from .errors import unwrap_group
+from .errors import PolicyError, unwrap_group
 from .fetcher import BlockFetcher
 from .lookahead import Lookahead
 from .peer import PeerId
@@ -97,6 +100,12 @@ async def sync_publisher(
                     walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
                 )
                 ahead.cancel_scope.cancel()
+        nothing_valid = walker.count > 0 and len(errors) == walker.count and not signed_head
+        if nothing_valid and not staging.has_publisher(publisher.raw):  # a junk first contact
+            raise PolicyError(
+                f"none of the {walker.count} advertisements from {list(addrs)} is valid "
+                f"({errors[0]}): nothing of publisher {publisher} is kept"
+            )
     except BaseException:
         with trio.CancelScope(shield=True):
             staging.abandon_walk(walk_id)
