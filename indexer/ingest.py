@@ -33,6 +33,8 @@ Rules this module keeps:
   ``max_syncs`` syncs (``max_workers`` workers) hold a slot; when all are taken, one held for
   ``slow_sync_after`` seconds is moved to a pool of at most ``max_slow_syncs``
   (``max_slow_workers``) slow ones to make way, so slow publishers cannot starve fast ones.
+  Syncs at a publisher's verified addresses take their own ``FairSlots`` (as many again), so a
+  flood of strangers with addresses that hold every connection cannot delay a known publisher.
   Every sync ends by ``sync_timeout``; each request by the fetcher's own timeout.
 - **Bounded state.** A publisher that never synced successfully leaves nothing durable after its
   sync was tried (its announce record is dropped, no publisher record is written); the
@@ -89,7 +91,7 @@ class IngestConfig:
     retry_max: float = 300.0
     max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
     poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
-    max_syncs: int = 32  # syncs holding a slot at once (more wait their turn)
+    max_syncs: int = 32  # syncs holding a slot at once, and as many at verified addresses
     max_workers: int = 32  # providers whose ads are applied at once
     prefetch: int = 4  # next ads whose first entries block a worker fetches ahead; 0: none
     sync_timeout: float = 7200.0  # a whole sync ends after this many seconds (storetheindex: 2 h)
@@ -192,6 +194,9 @@ class Ingester:
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
         config = self.config
         self._sync_slots = FairSlots(
+            config.max_syncs, config.max_slow_syncs, config.slow_sync_after
+        )
+        self._known_slots = FairSlots(  # for syncs at verified addresses only
             config.max_syncs, config.max_slow_syncs, config.slow_sync_after
         )
         self._work_slots = FairSlots(
@@ -372,7 +377,7 @@ class Ingester:
             progress.walked = count
 
         depth = self.config.depth_limit if request.depth is None else request.depth
-        async with self._sync_slots.hold():
+        async with (self._known_slots if trusted else self._sync_slots).hold():
             now = trio.current_time()  # a slot is held: the attempt starts now
             scope = trio.CancelScope()
             running = _Running(tuple(request.addrs), scope, now, now, trusted, fallback)

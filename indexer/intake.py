@@ -16,8 +16,10 @@ Rules this module keeps:
 - An announce accepted less than ``dedupe_window`` seconds ago (same publisher, head and
   addresses) is acknowledged and dropped only while that publisher's sync is still pending or
   running, or once the head is staged or indexed: after a failed sync the same announce is acted
-  on again.  With ``max_publishers`` syncs pending, new ones get 503.  Every table here is
-  bounded (``table`` entries, oldest dropped), so intake memory is bounded whatever arrives.
+  on again.  With ``max_publishers`` syncs pending, new ones get 503, except publishers that
+  synced before (a flood of strangers cannot lock them out; there are only so many).  Every
+  table here is bounded (``table`` entries, oldest dropped), so intake memory is bounded
+  whatever arrives.
 - An accepted announce is recorded durably (publisher, addresses, head) BEFORE it is answered
   204, so a restarted daemon syncs it even if it never comes again (``Ingester`` replays them).
 """
@@ -133,8 +135,10 @@ class AnnounceIntake:
             return IntakeResult(429, f"too many announces from {source or publisher}")
         self._sources.take(by_source, now)
         self._pairs.take(pair, now)
-        if self.ingester.pending_publishers >= self.max_publishers and not self.ingester.is_syncing(
-            publisher.raw
+        if (
+            self.ingester.pending_publishers >= self.max_publishers
+            and not self.ingester.is_syncing(publisher.raw)
+            and not self.ingester.staging.has_publisher(publisher.raw)
         ):
             return IntakeResult(503, "too many syncs pending; announce again later")
         self.ingester.staging.record_announce(publisher.raw, message.cid.raw, addrs)

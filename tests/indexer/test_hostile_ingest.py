@@ -26,14 +26,14 @@ from indexer.daemon import STATUS_PAGE, sync_status
 from indexer.ingest import ADDR_SETS, IngestConfig, Ingester
 from indexer.intake import MAX_ADDRS, AnnounceIntake
 from store import KV
-from sync import Link, Message, PeerId, PrivateKey
+from sync import Link, Message, PeerId, PrivateKey, encode_block
 from sync.fetcher import fetcher_factory
 from sync.httpserver import Handler, Request, Response, serve_tcp
 from sync.ipnisync import IPNI_PATH, BlockSource, ipnisync_handler
 
-from ..builders import ChainBuilder, key, multihash
+from ..builders import ChainBuilder, MemorySource, key, make_ad, multihash
 from ..httpstub import StubServer
-from .flood import durable, flood, junk_announce, status_pages
+from .flood import durable, flood, junk_announce, junk_peer, status_pages
 
 FETCH_TIMEOUT = 20.0  # per request: longer than any wait below, each dripped block is within it
 REFUSED = "/ip4/127.0.0.1/tcp/1/http"  # nothing listens on port 1
@@ -583,3 +583,65 @@ async def test_an_announce_cannot_carry_unbounded_addresses(tmp_path: Path) -> N
             assert intake.accept(Message.create(junk_link(1), [long], pub)).status == 400
             assert intake.accept(Message.create(junk_link(1), many[:MAX_ADDRS], pub)).status == 204
             assert durable(kv)["A"] == 1
+
+
+async def test_junk_publishers_answered_with_junk_ads_leave_nothing_durable(tmp_path: Path) -> None:
+    """Fake peer IDs whose address serves an ad for each (named for it, signed by a stranger):
+    every sync fetches its ad, and still nothing of them is kept."""
+    count = 200
+    blocks: dict[Link, bytes] = {}
+    for i in range(count):
+        ad = make_ad(key(999), provider=str(junk_peer(i)), context_id=b"junk %d" % i)
+        cid, raw = encode_block(ad.to_node())
+        blocks[cid] = raw
+    server = ChainServer(MemorySource(*blocks.items()))
+    with servers(server), KV(tmp_path / "db") as kv:
+        async with ingesting(kv) as (ingester, _):
+            intake = AnnounceIntake(ingester)
+            for i, head in enumerate(blocks):
+                message = Message.create(head, [server.addr], junk_peer(i))
+                assert intake.accept(message, source=f"junk-{i}").status == 204
+            with trio.fail_after(60):
+                await ingester.wait_idle()
+            assert server.served == count  # each sync got its junk ad
+            errors = {str(p.error).split(":")[0] for p in ingester.progress.values()}
+            assert errors == {"PolicyError"}
+            assert durable(kv) == {"A": 0, "P": 0, "all": 1}
+            assert ingester.staging.providers() == []
+
+
+async def test_pending_strangers_do_not_lock_out_or_delay_a_known_publisher(
+    tmp_path: Path,
+) -> None:
+    """Strangers whose address holds every connection fill the pending table and every slot;
+    a known publisher's announce is still accepted, and synced at once."""
+    x = key(270)
+    chain = chain_of(x, 1, 0, per_ad=5)
+    holding = ChainServer(MemorySource(), stall=True)  # accepts, answers one byte, then nothing
+    with servers(holding), KV(tmp_path / "db") as kv:
+        async with ingesting(kv, max_syncs=2, max_slow_syncs=2, slow_sync_after=60) as (
+            ingester,
+            nursery,
+        ):
+            intake = AnnounceIntake(ingester, max_publishers=10)
+            addr = await serve(nursery, ipnisync_handler(chain))
+            pub = x.peer_id()
+            assert intake.accept(Message.create(head_of(chain), [addr], pub)).status == 204
+            await indexed(ingester, multihash(4))
+            await until(lambda: not ingester.is_syncing(pub.raw))
+            junk = [
+                intake.accept(
+                    Message.create(junk_link(i), [holding.addr], junk_peer(i)), source=f"j{i}"
+                ).status
+                for i in range(11)
+            ]
+            assert junk == [204] * 10 + [503]  # the pending table is full
+            await until(lambda: holding.asked >= 2)  # both slots are held
+            chain.add(x, [multihash(100 + i) for i in range(5)])
+            own = intake.accept(Message.create(head_of(chain), [addr], pub), source="x")
+            assert own.status == 204
+            took = await indexed(ingester, multihash(104), timeout=10)
+            print(
+                f"\nknown publisher behind {holding.asked} held syncs: indexed after {took:.2f} s"
+            )
+            assert all(ingester.is_syncing(junk_peer(i).raw) for i in range(10))  # still held
