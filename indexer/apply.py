@@ -36,7 +36,7 @@ from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
-from sync.entries import EntriesProgress, EntriesWalk, ParsedBlock
+from sync.entries import DEFAULT_BUDGET, EntriesBudget, EntriesProgress, EntriesWalk, ParsedBlock
 from sync.fetcher import BlockFetcher
 
 __all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
@@ -108,11 +108,14 @@ async def apply_entry(
     clock: Callable[[], float] = time.time,
     on_block: Callable[[int], None] | None = None,
     parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
+    budget: EntriesBudget = DEFAULT_BUDGET,
+    walk_clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
 
     ``on_block`` hears how many multihashes each entries block wrote (progress, metrics);
-    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``).
+    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``); ``budget``
+    and ``walk_clock`` bound the entries walk's blocks and time (``sync.entries``).
     """
     if entry.ad.error is not None:
         staging.finish(entry, ok=False, error=entry.ad.error)
@@ -139,7 +142,9 @@ async def apply_entry(
     value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
     saved = staging.load_progress(entry.ad.cid)
     progress = EntriesProgress.decode(saved) if saved else None
-    walk = EntriesWalk(ad.entries, progress=progress, max_blocks=max_blocks)
+    walk = EntriesWalk(
+        ad.entries, progress=progress, max_blocks=max_blocks, budget=budget, clock=walk_clock
+    )
     first: list[Write] = [*value, *registry]
     fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
     need = walk.next_block()

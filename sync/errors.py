@@ -18,11 +18,13 @@ The tree::
     │   ├── UnknownCodec           an IPLD codec or hash function this indexer does not speak
     │   ├── DecodeError            bytes that are not valid dag-json / dag-cbor / protobuf
     │   ├── SchemaError            decoded, but not the shape of the schema (missing, wrong type)
-    │   │   └── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
+    │   │   ├── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
+    │   │   └── RepeatedLink       a HAMT that links one node twice: not a tree
     │   ├── BadPeerId              a peer ID string or public key that does not parse
     │   ├── BadMultiaddr           a multiaddr that does not parse
     │   ├── BlockTooLarge          a block over the size cap (4 MiB by default)
     │   ├── ChainTooLong           entries past the configured chunk/depth limit
+    │   │   └── EntriesOverBudget  blocks or time out of proportion to the multihashes yielded
     │   └── SignatureError         an envelope or signature that does not verify
     │       ├── BadEnvelope        the signed envelope itself is malformed or of the wrong type
     │       └── UnsupportedKeyType a key type libp2p does not define
@@ -48,6 +50,7 @@ __all__ = [
     "BlockTooLarge",
     "ChainTooLong",
     "DecodeError",
+    "EntriesOverBudget",
     "FetchFailed",
     "FieldTooLarge",
     "HashMismatch",
@@ -55,6 +58,7 @@ __all__ = [
     "NotInitialized",
     "PolicyError",
     "PublisherError",
+    "RepeatedLink",
     "SchemaError",
     "SignatureError",
     "SyncError",
@@ -107,6 +111,14 @@ class FieldTooLarge(SchemaError):
     """A field over the limit go-libipni sets for it."""
 
 
+class RepeatedLink(SchemaError):
+    """A HAMT node links one child twice, or links a node already linked elsewhere in the walk.
+
+    go-ipld-adl-hamt writes a tree: a node's place fixes the hash prefix of every key under it,
+    so one node at two places is malformed (and is how a few blocks amplify into many fetches).
+    """
+
+
 class BadPeerId(ModelError):
     """A peer ID (string, bytes or public key) that does not parse."""
 
@@ -121,6 +133,10 @@ class BlockTooLarge(ModelError):
 
 class ChainTooLong(ModelError):
     """An entries chain (or HAMT) past the configured limit."""
+
+
+class EntriesOverBudget(ChainTooLong):
+    """An ad's entries cost blocks or time out of proportion to the multihashes they yielded."""
 
 
 class SignatureError(ModelError):
