@@ -32,7 +32,7 @@ from .cid import Link
 from .dagjson import MAX_DEPTH, MAX_ITEMS
 from .errors import BadCid, DecodeError
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "check_bounds", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "check_bounds", "decode", "encode", "to_link", "uniform_end"]
 
 _STRINGS = (2, 3)  # byte string, text string
 _CONTAINERS = (4, 5)  # array, map
@@ -41,7 +41,8 @@ _CID_TAG = 42
 _UNIFORM_MIN = 16  # an array this long is first tried as a run of same-header strings
 
 
-def _to_link(raw: bytes) -> Link:
+def to_link(raw: bytes) -> Link:
+    """cbrrr's ``cid_ctor``: a tag-42 byte string (without its 0x00 prefix) as a ``Link``."""
     try:
         return Link.from_bytes(raw)
     except BadCid as exc:
@@ -52,7 +53,7 @@ def decode(raw: bytes) -> Any:
     """Decode DAG-CBOR bytes into IPLD data-model values (within ``MAX_DEPTH``/``MAX_ITEMS``)."""
     check_bounds(raw)
     try:
-        return cbrrr.decode_dag_cbor(raw, cid_ctor=_to_link)
+        return cbrrr.decode_dag_cbor(raw, cid_ctor=to_link)
     except DecodeError:
         raise
     except Exception as exc:  # cbrrr raises ValueError, EOFError, CbrrrDecodeError, ...
@@ -109,7 +110,7 @@ def _scan(raw: bytes) -> None:
                 budget -= count
                 if budget < 0:
                     raise DecodeError(f"DAG-CBOR declares more than {MAX_ITEMS} items")
-                after = _uniform(raw, pos, arg) if major == 4 and arg >= _UNIFORM_MIN else -1
+                after = uniform_end(raw, pos, arg) if major == 4 and arg >= _UNIFORM_MIN else -1
                 if after < 0:
                     stack.append(left - 1)
                     left = count
@@ -129,7 +130,7 @@ def _scan(raw: bytes) -> None:
             left = stack.pop()
 
 
-def _uniform(raw: bytes, pos: int, count: int) -> int:
+def uniform_end(raw: bytes, pos: int, count: int) -> int:
     """Where an array of ``count`` items at ``pos`` ends if every one is a string with the same
     header (major type and length) as the first, or the same one-byte scalar or empty list/map,
     checked with strided slices; else -1."""

@@ -60,10 +60,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .blocks import decode_node
-from .cid import DAG_JSON, Link, check_block, check_multihash
+from .blocks import decode_chunk_fast, decode_node
+from .cid import Link, check_block, check_multihash
 from .errors import BadCid, ChainTooLong, DecodeError, EntriesOverBudget, RepeatedLink, SchemaError
-from .fastchunk import decode_dagjson_chunk
 from .fields import check_keys, describe
 from .schema import NO_ENTRIES, EntryChunk
 
@@ -301,10 +300,9 @@ class EntriesWalk:
 
 def _chunk_or_root(link: Link, raw: bytes) -> EntryChunk | dict[str, Any]:
     """The block as an EntryChunk, or as a decoded map when it has a ``hamt`` key."""
-    if link.codec == DAG_JSON:
-        fast = decode_dagjson_chunk(raw)
-        if fast is not None:
-            return EntryChunk(entries=fast[0], next=fast[1])
+    fast = decode_chunk_fast(link.codec, raw)
+    if fast is not None:
+        return fast
     node = decode_node(raw, link.codec)
     if isinstance(node, dict) and "hamt" in node:
         return node

@@ -16,8 +16,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multiformats import CID
 
-from sync import DecodeError, Link, dagcbor, dagjson
+from sync import (
+    DecodeError,
+    EntryChunk,
+    Link,
+    SchemaError,
+    SyncError,
+    dagcbor,
+    dagjson,
+    load_entry_chunk,
+)
+from sync.fastchunk import decode_dagcbor_chunk
 
+from ..builders import multihash
 from ..strategies import links
 
 
@@ -323,3 +334,53 @@ def test_a_uniform_run_is_skipped_only_when_every_header_matches() -> None:
     # Same first header bytes, another length byte at the 20th item: not uniform.
     run = _head(4, 20) + (b"\x58\x22" + b"m" * 34) * 19 + b"\x58\x21" + b"m" * 33
     assert len(dagcbor.decode(run)) == 20
+
+
+# -- the DAG-CBOR chunk fast path -----------------------------------------------------------------
+
+
+def _generic_chunk(raw: bytes) -> EntryChunk | None:
+    try:
+        return EntryChunk.from_node(dagcbor.decode(raw))
+    except SyncError:
+        return None
+
+
+same_length_entries = st.integers(0, 70).flatmap(
+    lambda k: st.lists(st.binary(min_size=k, max_size=k), min_size=1, max_size=40)
+)
+
+
+@given(
+    st.one_of(same_length_entries, st.lists(st.binary(max_size=40), max_size=20)),
+    st.none() | links(),
+    st.none() | st.tuples(st.integers(0, 2000), st.integers(0, 255)),
+)
+def test_dagcbor_chunk_fast_path_accepts_exactly_what_the_generic_path_does(
+    entries: list[bytes], nxt: Link | None, flip: tuple[int, int] | None
+) -> None:
+    raw = dagcbor.encode(EntryChunk(tuple(entries), nxt).to_node())
+    if flip is not None:  # one byte changed: the fast path takes it only if it is still a chunk
+        at, value = flip[0] % len(raw), flip[1]
+        raw = raw[:at] + bytes([value]) + raw[at + 1 :]
+    fast = decode_dagcbor_chunk(raw)
+    generic = _generic_chunk(raw)
+    if fast is not None:
+        assert generic == EntryChunk(fast[0], fast[1])
+    elif flip is None and len(set(map(len, entries))) == 1:
+        raise AssertionError("a chunk of same-length entries must take the fast path")
+
+
+def test_a_full_chunk_takes_the_dagcbor_fast_path() -> None:
+    entries = tuple(multihash(i) for i in range(16_384))
+    raw = dagcbor.encode(EntryChunk(entries, Link.make(0x71, b"next")).to_node())
+    fast = decode_dagcbor_chunk(raw)
+    assert fast is not None and fast[0] == entries and fast[1] == Link.make(0x71, b"next")
+    # Mixed lengths, a null Next, an extra key: the generic path, and its precise error.
+    mixed = dagcbor.encode({"Entries": [multihash(1), b"\x00\x01a"] * 10})
+    assert decode_dagcbor_chunk(mixed) is None and _generic_chunk(mixed) is not None
+    for bad in ({"Entries": [b"x"] * 20, "Next": None}, {"Entries": [b"x"] * 20, "Other": 1}):
+        raw = dagcbor.encode(bad)
+        assert decode_dagcbor_chunk(raw) is None
+        with pytest.raises(SchemaError):
+            load_entry_chunk(Link.make(0x71, raw), raw)
