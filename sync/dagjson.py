@@ -57,7 +57,7 @@ def decode(raw: bytes) -> Node:
     check_items(raw)
     try:
         return _from_json(_json_decode(raw), MAX_DEPTH)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 in a string
         raise DecodeError(f"not valid JSON: {exc}") from None
     except RecursionError:  # msgspec's own limit, below MAX_DEPTH only on a very deep stack
         raise DecodeError("DAG-JSON nested too deeply") from None

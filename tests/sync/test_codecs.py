@@ -97,6 +97,8 @@ def test_dagjson_accepts_padded_and_unpadded_base64() -> None:
         b"[1e999]",
         b"[" * 5000 + b"]" * 5000,
         b'{"a":' * 900 + b"1" + b"}" * 900,
+        b'"\x80"',  # bad UTF-8: msgspec raised UnicodeDecodeError (found by the fuzzer)
+        b'{"\xff":1}',
     ],
 )
 def test_dagjson_rejects_malformed_input_with_decode_error(raw: bytes) -> None:
