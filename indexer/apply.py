@@ -18,6 +18,9 @@ Rules this module keeps:
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
   decoded; batches are still written strictly in order, one at a time.  Replaying
   after a crash resumes at the first block not recorded; every write is idempotent.
+- The entries walk has a budget (``sync.entries.EntriesBudget``: idle blocks, and time on
+  ``walk_clock`` in proportion to the multihashes yielded); over it, or on a HAMT that repeats a
+  link, the walk raises a permanent ``ModelError`` and the ad is processed-with-error.
 """
 
 from __future__ import annotations
