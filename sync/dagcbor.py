@@ -72,34 +72,25 @@ def check_bounds(raw: bytes) -> None:
     """``DecodeError`` unless ``raw`` nests at most ``MAX_DEPTH`` deep and declares at most
     ``MAX_ITEMS`` values and keys.  It allocates nothing in proportion to what is declared."""
     try:
-        _scan(raw)
+        end = _scan(raw)
     except IndexError:
-        raise DecodeError("not valid DAG-CBOR: truncated header") from None
+        end = len(raw) + 1
+    if end > len(raw):
+        raise DecodeError("not valid DAG-CBOR: truncated")
 
 
-def _scan(raw: bytes) -> None:
-    end = len(raw)
+def _scan(raw: bytes) -> int:
+    """Where the first item of ``raw`` ends (trailing bytes are cbrrr's to refuse)."""
     pos = 0
     budget = MAX_ITEMS - 1  # the root is one item
     stack: list[int] = []  # per open container: what its parent still has to read after it
     left = 1  # items still to read at the current level
     while True:
-        if pos >= end:
-            raise DecodeError("not valid DAG-CBOR: truncated")
         head = raw[pos]
-        major, info = head >> 5, head & 0x1F
-        if info < 24:
-            arg = info
-            pos += 1
-        elif info == 24:
-            arg = raw[pos + 1]
-            pos += 2
-        elif info < 28:
-            size = 1 << (info - 24)
-            arg = int.from_bytes(raw[pos + 1 : pos + 1 + size], "big")
-            pos += 1 + size
-        else:
-            raise DecodeError(f"not valid DAG-CBOR: additional info {info} (indefinite/reserved)")
+        major, arg = head >> 5, head & 0x1F
+        pos += 1
+        if arg >= 24:
+            arg, pos = _argument(raw, pos, arg)
         if major in _STRINGS:
             pos += arg
         elif major in _CONTAINERS:
@@ -117,17 +108,26 @@ def _scan(raw: bytes) -> None:
                     continue
                 pos = after
         elif major == _TAG:
-            if arg != _CID_TAG or pos >= end or raw[pos] >> 5 != 2:
+            if arg != _CID_TAG or raw[pos] >> 5 != 2:
                 raise DecodeError("not valid DAG-CBOR: only tag 42 on a byte string (a CID)")
             continue  # the byte string after the tag is this same item
         # An item is done (a scalar, a string, an empty or skipped container).
         left -= 1
         while not left:
             if not stack:
-                if pos > end:
-                    raise DecodeError("not valid DAG-CBOR: truncated")
-                return  # trailing bytes are cbrrr's to refuse
+                return pos
             left = stack.pop()
+
+
+def _argument(raw: bytes, pos: int, info: int) -> tuple[int, int]:
+    """The argument of additional info ``info`` >= 24 whose bytes start at ``pos``, and where
+    they end."""
+    if info == 24:
+        return raw[pos], pos + 1
+    if info < 28:
+        size = 1 << (info - 24)
+        return int.from_bytes(raw[pos : pos + size], "big"), pos + size
+    raise DecodeError(f"not valid DAG-CBOR: additional info {info} (indefinite/reserved)")
 
 
 def uniform_end(raw: bytes, pos: int, count: int) -> int:

@@ -36,6 +36,7 @@ from sync.errors import (
     HashMismatch,
     ModelError,
     RepeatedLink,
+    Retry,
     SchemaError,
     UnknownCodec,
 )
@@ -721,7 +722,10 @@ def test_progress_round_trips() -> None:
 def test_every_error_is_a_model_error() -> None:
     errors = (ChainTooLong, DecodeError, HashMismatch, SchemaError, UnknownCodec)
     for exc in (*errors, RepeatedLink, EntriesOverBudget):
-        assert issubclass(exc, ModelError) and exc.permanent
+        assert issubclass(exc, ModelError) and exc.retry is not Retry.ALWAYS
+    # The walk's own refusals are permanent: the ad is processed-with-error at once.
+    for exc in (RepeatedLink, EntriesOverBudget):
+        assert exc.retry is Retry.NEVER and exc("x").permanent
     assert issubclass(EntriesOverBudget, ChainTooLong) and issubclass(RepeatedLink, SchemaError)
 
 
