@@ -12,6 +12,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from indexer.ingest import IngestConfig, Ingester
+from store import KV
 from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, PrivateKey, encode_block
 from sync.cid import RAW, SHA2_256
 from sync.entries import (
@@ -40,11 +43,11 @@ from sync.errors import (
     SchemaError,
     UnknownCodec,
 )
-from sync.fetcher import open_fetcher
+from sync.fetcher import fetcher_factory, open_fetcher
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 
-from ..builders import MemorySource, counting, multihash
+from ..builders import MemorySource, counting, make_ad, multihash
 from ..strategies import multihashes
 
 Blocks = dict[Link, bytes]
@@ -733,3 +736,44 @@ def test_budget_values_are_checked() -> None:
     for bad in ({"max_idle": 0}, {"seconds": -1.0}, {"seconds_per_multihash": -0.1}):
         with pytest.raises(ValueError, match="budget"):
             EntriesBudget(**bad)  # type: ignore[arg-type]
+
+
+async def test_the_ingester_marks_an_ad_with_a_repeating_hamt_processed_with_error(
+    tmp_path: Path,
+) -> None:
+    """End to end over HTTP: the hostile ad costs one GET of its entries and is done with the
+    typed error; the ads before and after it are indexed."""
+    signer = PrivateKey.generate()
+    leaf, leaf_raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
+    bad_root, bad_raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": _full_node(leaf)})
+    good_root, good_blocks, _ = build_hamt([multihash(i) for i in range(1, 50)], bit_width=4)
+    blocks = {leaf: leaf_raw, bad_root: bad_raw, **good_blocks}
+    chunk, blocks[chunk] = encode_block(EntryChunk((multihash(99),)).to_node())
+    ads: list[Link] = []
+    for i, entries in enumerate((good_root, bad_root, chunk)):  # oldest first
+        previous = ads[-1] if ads else None
+        ad = make_ad(signer, previous=previous, entries=entries, context_id=b"c%d" % i)
+        cid, blocks[cid] = encode_block(ad.to_node())
+        ads.append(cid)
+    source = MemorySource(*blocks.items())
+    source.set_head(ads[-1], signer)
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "indexer")
+    ingester = Ingester(kv, fetcher_factory(timeout=5), config=IngestConfig(segment=2))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            served = await nursery.start(
+                serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
+            )
+            addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+            await nursery.start(ingester.run)
+            ingester.announce(signer.peer_id(), [addr], None)
+            await ingester.wait_idle()
+            nursery.cancel_scope.cancel()
+    done = [ingester.staging.done(cid.raw) for cid in ads]
+    assert [d is not None and d.ok for d in done] == [True, False, True]
+    assert done[1] is not None and "RepeatedLink" in (done[1].error or "")
+    assert seen[str(bad_root)] == 1 and seen[str(leaf)] == 0
+    assert len(ingester.index.lookup(multihash(1))) == 1
+    assert len(ingester.index.lookup(multihash(99))) == 1
+    kv.close()
