@@ -38,17 +38,19 @@ Rules this module keeps:
   when the blocks done exceed the multihashes yielded by ``max_idle`` or more (both counters are
   in the persisted progress, so the rule holds across resumes: no wire change), or when this
   run has lasted more than ``seconds + seconds_per_multihash`` x the multihashes it yielded, on
-  the injected clock (``time.monotonic``; a fake in tests).  A legit HAMT's interior nodes yield
-  nothing, but a run of them is at most its height, and it has fewer nodes than keys; a chunk
-  yields its entries.  Multihashes are counted as yielded, repeats included: the cost is linear
-  in what the publisher serves.  The deadline is checked between blocks: one fetch may overrun
-  it by at most the fetcher's own timeout.
+  the injected clock (``time.monotonic``; a fake in tests).  A legit HAMT's interior nodes
+  yield nothing, but a run of them is at most its height, and it typically has fewer nodes than
+  keys (tested: bucketSize 1, bitWidth 3 stays within its height); a chunk yields its entries.
+  Multihashes are counted as yielded, repeats included: the cost is linear in what the publisher
+  serves.  The deadline is checked between blocks: one fetch may overrun it by at most the
+  fetcher's own timeout.
 - ``parse_block`` does ``feed``'s checking and decoding of a chain block or root ahead of time
   (a prefetcher does it while the previous ad is written); ``feed`` takes the result only for
   the very bytes it was made from, and otherwise checks and decodes as usual.
 - ``NO_ENTRIES`` as the root is an empty walk.  Errors are the ``sync.errors`` types
   (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``RepeatedLink``,
-  ``ChainTooLong``, ``EntriesOverBudget``), all permanent; no third-party exception escapes.
+  ``ChainTooLong``, ``EntriesOverBudget``), all ``Retry.NEVER`` but ``HashMismatch``
+  (``LIMITED``); no third-party exception escapes.
 """
 
 from __future__ import annotations
