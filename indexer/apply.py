@@ -11,8 +11,10 @@ Rules this module keeps:
   writes its value record (a small batch of its own; a replay finds it again).
 - ``IsRm`` removes the (provider, ContextID) value record and its allocation; an ad with
   ``NoEntries`` sets the context's metadata; an ad marked ``skip_entries`` (removed later in its
-  stack) only updates the registry; an ad staged with an error is marked processed-with-error
-  and applies nothing.
+  stack) only updates the registry; an ad staged with an error (bad signature, over a limit,
+  signed by a stranger) is marked processed-with-error, applies nothing, and its error is kept
+  on the provider's record (``last_error``, if the provider is registered) where find's
+  ProviderInfo and the admin views show it.
 - Entries are applied block by block; each block's multihashes go in one batch with the walk's
   progress after it, and the last block's batch also pops the ad and marks it done.  A block's
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
@@ -37,6 +39,7 @@ from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
 from sync.entries import EntriesProgress, EntriesWalk, ParsedBlock
+from sync.errors import unwrap_group
 from sync.fetcher import BlockFetcher
 
 __all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
@@ -115,8 +118,29 @@ async def apply_entry(
     ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``).
     """
     if entry.ad.error is not None:
-        staging.finish(entry, ok=False, error=entry.ad.error)
+        # Kept on a provider already registered; an invalid ad's provider is unauthenticated, so
+        # it creates no record (the publisher's record and the logs have the error).
+        writes: list[Write] = []
+        if (prior := index.provider(entry.provider)) is not None:
+            error = f"ad {Link(entry.ad.cid)}: {entry.ad.error}"
+            record = msgspec.structs.replace(prior, last_error=error)
+            writes = IndexStore.put_provider(entry.provider, record)
+        staging.finish(entry, ok=False, error=entry.ad.error, writes=writes)
         return "error"
+    with unwrap_group():
+        return await _apply(entry, staging, index, get_fetcher, max_blocks, clock, on_block, parsed)
+
+
+async def _apply(
+    entry: Entry,
+    staging: StagingArea,
+    index: IndexStore,
+    get_fetcher: GetFetcher,
+    max_blocks: int,
+    clock: Callable[[], float],
+    on_block: Callable[[int], None] | None,
+    parsed: Callable[[Link, bytes], ParsedBlock | None],
+) -> Outcome:
     link = Link(entry.ad.cid)
     ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
     registry = _registry(index, entry, ad, clock())

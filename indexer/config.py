@@ -73,13 +73,19 @@ class Config:
     segment: int = 2000
     depth_limit: int = 0
     max_block: int = 4 << 20
-    sync_timeout: float = 300.0
+    fetch_timeout: float = 30.0
+    sync_timeout: float = 7200.0
+    slow_sync_after: float = 30.0
+    max_slow_syncs: int = 256
+    stall_after: float = 5.0
     poll_interval: float = 0.0
     max_syncs: int = 32
     max_workers: int = 32
     compact_idle: float = 60.0
     announce_rate: float = 10.0
     announce_burst: float = 20.0
+    source_rate: float = 50.0
+    source_burst: float = 100.0
     max_pending_publishers: int = 10_000
     refuse_private_addrs: bool = False
     policy: Policy = field(default_factory=Policy)
@@ -102,13 +108,21 @@ TEMPLATE = """\
 # segment = 2000             # ads a sync walk keeps in memory before spilling to LevelDB
 # depth_limit = 0            # 0: walk to the first known ad (a limit leaves older ads out)
 # max_block = 4194304        # refuse blocks larger than this (bytes)
-# sync_timeout = 300.0       # seconds
+# fetch_timeout = 30.0       # seconds for one request to a publisher, body included
+#                            # (so a block must arrive at >= max_block / fetch_timeout B/s)
+# sync_timeout = 7200.0      # seconds a whole sync may take (storetheindex's SyncTimeout)
+# slow_sync_after = 30.0     # a sync running longer gives its slot back to faster ones
+# max_slow_syncs = 256       # slow syncs running at once (beyond, they keep their slot)
+# stall_after = 5.0          # a sync silent this long yields to an announce of the same
+#                            # publisher with other addresses (spoofed announces)
 # poll_interval = 0.0        # re-check every known publisher this often; 0: never
 # max_syncs = 32             # publishers synced at once (more wait their turn)
 # max_workers = 32           # providers whose ads are applied at once
 # compact_idle = 60.0        # seconds between sweeps dropping keys of removed contexts
-# announce_rate = 10.0       # announces per second per publisher (after a burst)
+# announce_rate = 10.0       # announces per second per (source, publisher), after a burst
 # announce_burst = 20.0
+# source_rate = 50.0         # announces per second per source (IP or gossip peer)
+# source_burst = 100.0
 # max_pending_publishers = 10000
 # refuse_private_addrs = false  # true: never dial a publisher at a loopback, private,
 #                            # link-local or unique-local address, so announces cannot point the
@@ -130,13 +144,19 @@ _SECTIONS = {
         "segment",
         "depth_limit",
         "max_block",
+        "fetch_timeout",
         "sync_timeout",
+        "slow_sync_after",
+        "max_slow_syncs",
+        "stall_after",
         "poll_interval",
         "max_syncs",
         "max_workers",
         "compact_idle",
         "announce_rate",
         "announce_burst",
+        "source_rate",
+        "source_burst",
         "max_pending_publishers",
         "refuse_private_addrs",
     },

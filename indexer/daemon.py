@@ -88,7 +88,7 @@ class Daemon:
                     fetcher_factory(
                         host=host,
                         max_block=config.max_block,
-                        timeout=config.sync_timeout,
+                        timeout=config.fetch_timeout,
                         refuse_private=config.refuse_private_addrs,
                     ),
                     policy=policy,
@@ -98,6 +98,10 @@ class Daemon:
                         poll_interval=config.poll_interval,
                         max_syncs=config.max_syncs,
                         max_workers=config.max_workers,
+                        sync_timeout=config.sync_timeout,
+                        slow_sync_after=config.slow_sync_after,
+                        max_slow_syncs=config.max_slow_syncs,
+                        stall_after=config.stall_after,
                     ),
                 )
                 metrics = Metrics(ingester.staging, lambda: ingester.syncing)
@@ -107,6 +111,8 @@ class Daemon:
                     allow=policy.publisher_allowed,
                     rate=config.announce_rate,
                     burst=config.announce_burst,
+                    source_rate=config.source_rate,
+                    source_burst=config.source_burst,
                     max_publishers=config.max_pending_publishers,
                 )
                 await nursery.start(ingester.run)
@@ -164,7 +170,11 @@ class Daemon:
         async with open_gossip(host) as pubsub, receive_announces(pubsub, self.config.topic) as it:
             task_status.started()
             async for sender, message in it:
-                result = intake.accept(message, PeerId.parse(sender))
+                try:  # one message must not end the subscription (nor the daemon)
+                    result = intake.accept(message, PeerId.parse(sender), source=sender)
+                except Exception as exc:
+                    log.error("gossip announce failed", sender=sender, exc_info=exc)
+                    continue
                 log.info(
                     "gossip announce", sender=sender, status=result.status, note=result.message
                 )
@@ -199,13 +209,34 @@ class Daemon:
         return handle
 
 
+STATUS_PAGE = 1000  # rows of /sync/status per page unless ?limit= says fewer
+
+
 def sync_status(ingester: Ingester, request: Request) -> Response:
-    """Both cursors, last sync, last error and staged work of one or every known publisher."""
+    """Both cursors, last sync, last error and staged work of one or every known publisher.
+
+    The list is paged: ``?limit=N`` (at most ``STATUS_PAGE``) rows ordered by peer ID, from the
+    first after ``?after=<peer ID>``; a ``Link: <...>; rel="next"`` header names the next page.
+    """
     wanted = request.path.removeprefix("/sync/status").strip("/")
     try:
         only = PeerId.parse(wanted) if wanted else None
+        after = PeerId.parse(request.query["after"][0]) if "after" in request.query else None
+        limit = int(request.query.get("limit", [str(STATUS_PAGE)])[0])
+        if not 0 < limit <= STATUS_PAGE:
+            raise ValueError(f"limit must be 1 to {STATUS_PAGE}")
         rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
-    except (BadPeerId, UnknownPeer) as exc:
-        return Response.text(400 if isinstance(exc, BadPeerId) else 404, str(exc))
-    body = msgspec.json.encode(rows[0] if only else rows)
-    return Response(200, body, "application/json")
+    except (BadPeerId, ValueError) as exc:
+        return Response.text(400, f"bad request: {exc}")
+    except UnknownPeer as exc:
+        return Response.text(404, str(exc))
+    if only:
+        return Response(200, msgspec.json.encode(rows[0]), "application/json")
+    if after is not None:
+        rows = [row for row in rows if PeerId.parse(str(row["publisher"])).raw > after.raw]
+    page = rows[:limit]
+    headers: tuple[tuple[str, str], ...] = ()
+    if len(rows) > limit:
+        nxt = f"/sync/status?limit={limit}&after={page[-1]['publisher']}"
+        headers = (("link", f'<{nxt}>; rel="next"'),)
+    return Response(200, msgspec.json.encode(page), "application/json", headers=headers)

@@ -16,6 +16,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import socket
@@ -62,6 +63,7 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     body: bytes = b""
+    client: str = ""  # the peer's address (IP for TCP), when the transport knows it
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -230,7 +232,15 @@ async def serve_tcp(
     task_status.started(listeners)
 
     async def on_connection(stream: trio.SocketStream) -> None:
-        await serve_connection(stream, handler, max_body=max_body)
+        try:
+            client = str(stream.socket.getpeername()[0])
+        except OSError:
+            client = ""
+
+        async def with_client(request: Request) -> Response:
+            return await handler(dataclasses.replace(request, client=client))
+
+        await serve_connection(stream, with_client, max_body=max_body)
 
     await trio.serve_listeners(on_connection, listeners)
 

@@ -26,6 +26,7 @@ from sync.errors import (
     DecodeError,
     HashMismatch,
     ModelError,
+    Retry,
     SchemaError,
     UnknownCodec,
 )
@@ -519,4 +520,4 @@ def test_progress_round_trips() -> None:
 
 def test_every_error_is_a_model_error() -> None:
     for exc in (ChainTooLong, DecodeError, HashMismatch, SchemaError, UnknownCodec):
-        assert issubclass(exc, ModelError) and exc.permanent
+        assert issubclass(exc, ModelError) and exc.retry is not Retry.ALWAYS
