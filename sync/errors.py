@@ -38,7 +38,7 @@ The tree::
     └── TransientError             ALWAYS: retry later, keep the stack
         ├── FetchFailed            network failure, timeout, 5xx from the publisher
         ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
-        └── AddressRefused         every address is in a range ``refuse_private_addrs`` refuses
+        └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
 """
 
 from __future__ import annotations
