@@ -39,7 +39,8 @@ The tree::
     ├── PolicyError                a publisher may not publish for a provider (policy says no)
     └── TransientError             ALWAYS: retry later, keep the stack
         ├── FetchFailed            network failure, timeout, 5xx from the publisher
-        └── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
+        ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
+        └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import enum
 from collections.abc import Iterator
 
 __all__ = [
+    "AddressRefused",
     "AlreadyInitialized",
     "BadCid",
     "BadEnvelope",
@@ -209,6 +211,15 @@ class BlockNotFound(TransientError):
     """The publisher does not have the block (now); permanent once retries are exhausted."""
 
     retry = Retry.LIMITED
+
+
+class AddressRefused(TransientError):
+    """No address of the publisher may be dialled: each is (or resolves to) a loopback, private,
+    link-local, unique-local or otherwise non-public address, and ``refuse_private_addrs`` is on.
+
+    Transient on purpose: the refusal is this indexer's setting, not a fault of the ads, so staged
+    work is kept (and retried) rather than marked failed; turning the option off resumes it.
+    """
 
 
 def retry_of(exc: BaseException) -> Retry:

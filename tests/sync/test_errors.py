@@ -36,6 +36,7 @@ EXPECTED = {
     "TransientError": Retry.ALWAYS,
     "FetchFailed": Retry.ALWAYS,
     "BlockNotFound": Retry.LIMITED,
+    "AddressRefused": Retry.ALWAYS,  # this indexer's setting, not the ads: keep them, retry
 }
 
 CLASSES = {
