@@ -113,6 +113,7 @@ class Daemon:
                     burst=config.announce_burst,
                     source_rate=config.source_rate,
                     source_burst=config.source_burst,
+                    refuse_private=config.refuse_private_addrs,
                     max_publishers=config.max_pending_publishers,
                 )
                 await nursery.start(ingester.run)
