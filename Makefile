@@ -7,7 +7,7 @@ DATA ?= ./data
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed-stamp
 
-.PHONY: run test check lint typecheck imports pytest bench lock diagrams clean
+.PHONY: run test check lint typecheck imports pytest soak bench lock diagrams clean
 
 $(STAMP): pyproject.toml requirements.lock scripts/check-setup.sh
 	@scripts/check-setup.sh $(PYTHON)
@@ -41,6 +41,10 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 
 pytest: $(STAMP) $(JS_STAMP)
 	$(BIN)/pytest
+
+# The long variants (an announce flood of 60,000 in a subprocess, ...): minutes, not in `make test`.
+soak: $(STAMP)
+	$(BIN)/pytest -m soak
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)

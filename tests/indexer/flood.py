@@ -6,7 +6,7 @@ tracing), the live allocated blocks, RSS, and the staging records left.  ``test_
 runs a small flood in process; run as a module it is the soak variant, in its own process so
 that RSS means something::
 
-    .venv/bin/python -m tests.indexer.flood --announces 60000 [--trace]
+    .venv/bin/python -m tests.indexer.flood --announces 60000 [--trace] [--write-buffer-mib 4]
 
 prints one JSON object per quarter, then one with the records left, ``/sync/status`` sizes and
 what a restart on the same LevelDB replays.
@@ -35,7 +35,7 @@ import trio
 from indexer.daemon import STATUS_PAGE, sync_status
 from indexer.ingest import IngestConfig, Ingester
 from indexer.intake import AnnounceIntake
-from store import KV
+from store import KV, Tuning
 from sync import Link, Message, PeerId
 from sync.fetcher import fetcher_factory
 from sync.httpserver import Request, serve_tcp
@@ -142,14 +142,14 @@ def status_pages(ingester: Ingester, limit: int = STATUS_PAGE) -> tuple[int, int
         query = {"limit": [str(limit)], "after": [after]}
 
 
-async def _main(count: int, trace: bool, data: Path) -> None:
+async def _main(count: int, trace: bool, data: Path, tuning: Tuning) -> None:
     from ..builders import ChainBuilder, key, multihash
 
     chain = ChainBuilder()
     legit = key(0)
     chain.add(legit, [multihash(i) for i in range(10)])
     assert chain.head_link is not None
-    with KV(data / "db") as kv:
+    with KV(data / "db", tuning=tuning) as kv:
         ingester = Ingester(kv, fetcher_factory(timeout=5), config=IngestConfig())
         intake = AnnounceIntake(ingester)
         async with trio.open_nursery() as nursery:
@@ -181,7 +181,7 @@ async def _main(count: int, trace: bool, data: Path) -> None:
             nursery.cancel_scope.cancel()
         indexed = bool(ingester.index.lookup(multihash(3)))
         left = durable(kv)
-    with KV(data / "db") as kv:
+    with KV(data / "db", tuning=tuning) as kv:
         restarted = Ingester(kv, fetcher_factory(timeout=5))
         t0 = time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -191,6 +191,7 @@ async def _main(count: int, trace: bool, data: Path) -> None:
             await restarted.wait_idle()
             nursery.cancel_scope.cancel()
         after_restart = durable(kv)
+    db_bytes = sum(f.stat().st_size for f in (data / "db").iterdir() if f.is_file())
     print(
         json.dumps(
             {
@@ -204,6 +205,7 @@ async def _main(count: int, trace: bool, data: Path) -> None:
                 "replayed_on_restart": replayed,
                 "restart_seconds": round(start_seconds, 3),
                 "records_after_restart": after_restart,
+                "db_bytes": db_bytes,
             }
         ),
         flush=True,
@@ -214,10 +216,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--announces", type=int, default=60_000)
     parser.add_argument("--trace", action="store_true", help="tracemalloc (slower, ~3x)")
+    parser.add_argument(
+        "--write-buffer-mib", type=int, default=Tuning().write_buffer_size >> 20,
+        help="LevelDB's memtable (RSS grows with it until it is flushed)",
+    )  # fmt: skip
     args = parser.parse_args()
+    tuning = Tuning(write_buffer_size=args.write_buffer_mib << 20)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     with tempfile.TemporaryDirectory() as tmp:
-        trio.run(_main, args.announces, args.trace, Path(tmp))
+        trio.run(_main, args.announces, args.trace, Path(tmp), tuning)
 
 
 if __name__ == "__main__":
