@@ -79,6 +79,7 @@ class PublisherNode:
         sock_path.unlink(missing_ok=True)  # we hold the database lock: any socket here is stale
         [cap] = fit_connection_caps([self.config.http.max_connections])
         limits = replace(self.config.http, max_connections=cap)
+        log.info("http connection caps", ipnisync=cap)
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
             listeners = await nursery.start(
                 partial(serve_tcp, limits=limits, name="ipnisync"),

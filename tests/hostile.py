@@ -197,6 +197,10 @@ CASES = [
          _text("PUT {path} HTTP/1.1\r\n" + HOST + "Content-Length: 5\r\n"
                "Content-Length: 6\r\n\r\nhello!"),
          frozenset({400})),
+    Case("head-two-content-lengths",
+         _text("HEAD {path} HTTP/1.1\r\n" + HOST + "Content-Length: 5\r\n"
+               "Content-Length: 6\r\n\r\nhello!"),
+         frozenset({400}), head=True),
     Case("negative-content-length",
          _text("PUT {path} HTTP/1.1\r\n" + HOST + "Content-Length: -5\r\n\r\n"),
          frozenset({400})),
