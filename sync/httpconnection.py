@@ -9,8 +9,8 @@ connection; a handler or streamed body that fails is logged, never raised.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
+import math
 from typing import Any
 
 import h11
@@ -69,13 +69,38 @@ class Connection:
         self.method = b""
         self._sniff: bytearray | None = bytearray()
         self._first_method = b""
+        self._clock = trio.CancelScope()
+        self._phase = "idle"
 
     # -- the cycle --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while await self._cycle():
-            self.h11.start_next_cycle()
-            self.served += 1
+        with self._clock:
+            while await self._cycle():
+                self.h11.start_next_cycle()
+                self.served += 1
+        if self._clock.cancelled_caught:  # a deadline passed; every deadline ends a connection
+            await self._expired()
+
+    def _until(self, deadline: float, phase: str) -> None:
+        """Arm the connection's one deadline (cheaper than a cancel scope per read and write)."""
+        self._clock.deadline = deadline
+        self._phase = phase
+
+    async def _expired(self) -> None:
+        if self._phase == "head":
+            await self._refuse(Refusal(408, "request head not received in time"))
+        elif self._phase == "body":
+            await self._refuse(Refusal(408, "request body not received in time"))
+        elif self._phase == "send":
+            if self.slot is not None:
+                self.slot.limiter.stalled += 1
+            if (suppressed := DEFAULT_BUDGET.take()) is not None:
+                log.info(
+                    "http peer stopped reading; closed", server=self.name, peer=self.peer,
+                    suppressed=suppressed,
+                )  # fmt: skip
+        # "idle": no byte of a request came; close without a word
 
     async def _cycle(self) -> bool:
         """One request and its response; False when the connection must close."""
@@ -87,6 +112,7 @@ class Connection:
         except Refusal as refusal:
             await self._refuse(refusal)
             return False
+        self._until(math.inf, "handler")  # a handler has no deadline: it is ours
         try:
             response = await self.handler(request)
         except Exception:
@@ -99,6 +125,7 @@ class Connection:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
     async def _refuse(self, refusal: Refusal) -> None:
+        self._until(math.inf, "refuse")
         self.linger = True
         if self.slot is not None:
             self.slot.limiter.rejected += 1
@@ -113,8 +140,9 @@ class Connection:
         body = f"{refusal.reason}\n".encode("utf-8", "replace")
         method = self.method or (self._first_method if self.served == 0 else b"")
         reply = raw_reply(refusal.status, body, head_only=method == b"HEAD", extra=refusal.extra)
-        with contextlib.suppress(Hangup):
-            await self._send(reply)
+        limits = self.limits
+        with trio.move_on_after(limits.send_timeout + len(reply) / limits.min_rate):
+            await self.stream.send_all(reply)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -124,11 +152,10 @@ class Connection:
         except h11.RemoteProtocolError as exc:
             raise Refusal(exc.error_status_hint, f"bad request: {exc}") from None
 
-    async def _receive(self, deadline: float, size: int) -> bytes | None:
-        """Up to ``size`` bytes (b"" at EOF), or None when ``deadline`` passes first."""
-        with trio.move_on_at(deadline):
-            return bytes(await self.stream.receive_some(size))
-        return None
+    async def _receive(self, deadline: float, phase: str, size: int = _RECV) -> bytes:
+        """Up to ``size`` bytes (b"" at EOF); past ``deadline`` the connection expires."""
+        self._until(deadline, phase)
+        return bytes(await self.stream.receive_some(size))
 
     def _mark(self, idle: bool) -> None:
         if self.slot is not None:
@@ -152,11 +179,7 @@ class Connection:
             try:
                 while event is h11.NEED_DATA:
                     size = min(_RECV, max(1, limits.max_head + 1 - fed))
-                    data = await self._receive(deadline, size)
-                    if data is None:
-                        if waiting:
-                            raise Hangup
-                        raise Refusal(408, "request head not received in time")
+                    data = await self._receive(deadline, "idle" if waiting else "head", size)
                     if data and waiting:
                         waiting = False
                         self._mark(idle=False)
@@ -198,9 +221,7 @@ class Connection:
             event = self._next()
             if event is h11.NEED_DATA:
                 deadline = start + limits.body_timeout + received / limits.min_rate
-                data = await self._receive(deadline, _RECV)
-                if data is None:
-                    raise Refusal(408, "request body not received in time")
+                data = await self._receive(deadline, "body")
                 received += len(data)
                 conn.receive_data(data)
             elif isinstance(event, h11.Data):
@@ -224,17 +245,9 @@ class Connection:
         if not data:
             return
         limits = self.limits
-        with trio.move_on_after(limits.send_timeout + len(data) / limits.min_rate) as scope:
-            await self.stream.send_all(data)
-        if scope.cancelled_caught:
-            if self.slot is not None:
-                self.slot.limiter.stalled += 1
-            if (suppressed := DEFAULT_BUDGET.take()) is not None:
-                log.info(
-                    "http peer stopped reading; closed", server=self.name, peer=self.peer,
-                    pending=len(data), suppressed=suppressed,
-                )  # fmt: skip
-            raise Hangup
+        self._until(trio.current_time() + limits.send_timeout + len(data) / limits.min_rate, "send")
+        await self.stream.send_all(data)
+        self._until(math.inf, "respond")  # producing the next part has no deadline
 
     async def _send_event(self, event: Any) -> None:
         await self._send(self.h11.send(event) or b"")

@@ -19,7 +19,7 @@ import resource
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,9 +281,7 @@ async def test_half_closed(
 
 
 @pytest.mark.parametrize("which", SERVERS)
-async def test_ingest_style_routes_refuse_other_methods(
-    short: dict[str, Server], which: str
-) -> None:
+async def test_routes_answer_405_to_other_methods(short: dict[str, Server], which: str) -> None:
     server = short[which]
     for method in ("POST", "PUT", "DELETE", "BREW"):
         request = f"{method} {server.path} HTTP/1.1\r\n{HOST}Content-Length: 0\r\n\r\n"
@@ -296,38 +294,49 @@ async def test_ingest_style_routes_refuse_other_methods(
 # --- slow and stalled clients ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", SERVERS)
-async def test_slowloris_head(short: dict[str, Server], which: str) -> None:
-    server = short[which]
-    reply, sent = await slowloris(server.port, server.path, interval=0.02, budget=1000)
-    assert reply.status == 408 and sent < 1000  # closed while bytes were still coming
-    await server.still_serving()
+async def on_every_server(
+    servers: dict[str, Server], attack: Callable[[Server], Awaitable[None]]
+) -> None:
+    """``attack`` against the four servers at once (each waits out a deadline)."""
+    async with trio.open_nursery() as nursery:
+        for server in servers.values():
+            nursery.start_soon(attack, server)
 
 
-@pytest.mark.parametrize("which", SERVERS)
-async def test_slow_body(short: dict[str, Server], which: str) -> None:
-    server = short[which]
-    reply, sent = await slow_body(server.port, server.path, interval=0.02, budget=1000)
-    assert reply.status == 408 and sent < 1000
-    await server.still_serving()
+async def test_slowloris_head(short: dict[str, Server]) -> None:
+    async def attack(server: Server) -> None:
+        reply, sent = await slowloris(server.port, server.path, interval=0.02, budget=1000)
+        assert reply.status == 408 and sent < 1000, server.name  # closed while bytes came
+        await server.still_serving()
+
+    await on_every_server(short, attack)
 
 
-@pytest.mark.parametrize("which", SERVERS)
-async def test_client_that_never_reads(short: dict[str, Server], which: str) -> None:
-    server = short[which]
-    before = len(server.proc.lines)
-    stream = await pipelined_never_read(server.port, server.path, count=4000)
-    peer = f"127.0.0.1:{stream.socket.getsockname()[1]}"
+async def test_slow_body(short: dict[str, Server]) -> None:
+    async def attack(server: Server) -> None:
+        reply, sent = await slow_body(server.port, server.path, interval=0.02, budget=1000)
+        assert reply.status == 408 and sent < 1000, server.name
+        await server.still_serving()
 
-    def gave_up(record: dict[str, Any]) -> bool:
-        return record.get("event") == "http peer stopped reading; closed" and record["peer"] == peer
+    await on_every_server(short, attack)
 
-    await trio.to_thread.run_sync(server.proc.wait_for, gave_up)
-    reply = await read_all(stream)  # what reached us before it gave up, then the close
-    assert reply.raw.count(b"HTTP/1.1 200 ") < 4000
-    await stream.aclose()
-    assert len(server.proc.lines) > before
-    await server.still_serving()
+
+async def test_client_that_never_reads(short: dict[str, Server]) -> None:
+    async def attack(server: Server) -> None:
+        stream = await pipelined_never_read(server.port, server.path, count=4000)
+        peer = f"127.0.0.1:{stream.socket.getsockname()[1]}"
+
+        def gave_up(record: dict[str, Any]) -> bool:
+            event = record.get("event") == "http peer stopped reading; closed"
+            return event and record["peer"] == peer and record["server"] == server.name
+
+        await trio.to_thread.run_sync(server.proc.wait_for, gave_up)
+        reply = await read_all(stream)  # what reached us before it gave up, then the close
+        assert reply.raw.count(b"HTTP/1.1 200 ") < 4000, server.name
+        await stream.aclose()
+        await server.still_serving()
+
+    await on_every_server(short, attack)
 
 
 # --- floods, at the default settings ----------------------------------------------------------
