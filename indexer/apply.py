@@ -11,13 +11,18 @@ Rules this module keeps:
   writes its value record (a small batch of its own; a replay finds it again).
 - ``IsRm`` removes the (provider, ContextID) value record and its allocation; an ad with
   ``NoEntries`` sets the context's metadata; an ad marked ``skip_entries`` (removed later in its
-  stack) only updates the registry; an ad staged with an error is marked processed-with-error
-  and applies nothing.
+  stack) only updates the registry; an ad staged with an error (bad signature, over a limit,
+  signed by a stranger) is marked processed-with-error, applies nothing, and its error is kept
+  on the provider's record (``last_error``, if the provider is registered) where find's
+  ProviderInfo and the admin views show it.
 - Entries are applied block by block; each block's multihashes go in one batch with the walk's
   progress after it, and the last block's batch also pops the ad and marks it done.  A block's
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
   decoded; batches are still written strictly in order, one at a time.  Replaying
   after a crash resumes at the first block not recorded; every write is idempotent.
+- The entries walk has a budget (``sync.entries.EntriesBudget``: idle blocks, and time on
+  ``walk_clock`` in proportion to the multihashes yielded); over it, or on a HAMT that repeats a
+  link, the walk raises a permanent ``ModelError`` and the ad is processed-with-error.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
-from sync.entries import EntriesProgress, EntriesWalk, ParsedBlock
+from sync.entries import DEFAULT_BUDGET, EntriesBudget, EntriesProgress, EntriesWalk, ParsedBlock
+from sync.errors import unwrap_group
 from sync.fetcher import BlockFetcher
 
 __all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
@@ -108,15 +114,40 @@ async def apply_entry(
     clock: Callable[[], float] = time.time,
     on_block: Callable[[int], None] | None = None,
     parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
+    budget: EntriesBudget = DEFAULT_BUDGET,
+    walk_clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
 
     ``on_block`` hears how many multihashes each entries block wrote (progress, metrics);
-    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``).
+    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``); ``budget``
+    and ``walk_clock`` bound the entries walk's blocks and time (``sync.entries``).
     """
     if entry.ad.error is not None:
-        staging.finish(entry, ok=False, error=entry.ad.error)
+        # Kept on a provider already registered; an invalid ad's provider is unauthenticated, so
+        # it creates no record (the publisher's record and the logs have the error).
+        writes: list[Write] = []
+        if (prior := index.provider(entry.provider)) is not None:
+            error = f"ad {Link(entry.ad.cid)}: {entry.ad.error}"
+            record = msgspec.structs.replace(prior, last_error=error)
+            writes = IndexStore.put_provider(entry.provider, record)
+        staging.finish(entry, ok=False, error=entry.ad.error, writes=writes)
         return "error"
+    walk_of = functools.partial(EntriesWalk, max_blocks=max_blocks, budget=budget, clock=walk_clock)
+    with unwrap_group():
+        return await _apply(entry, staging, index, get_fetcher, walk_of, clock, on_block, parsed)
+
+
+async def _apply(
+    entry: Entry,
+    staging: StagingArea,
+    index: IndexStore,
+    get_fetcher: GetFetcher,
+    walk_of: Callable[..., EntriesWalk],
+    clock: Callable[[], float],
+    on_block: Callable[[int], None] | None,
+    parsed: Callable[[Link, bytes], ParsedBlock | None],
+) -> Outcome:
     link = Link(entry.ad.cid)
     ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
     registry = _registry(index, entry, ad, clock())
@@ -139,7 +170,7 @@ async def apply_entry(
     value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
     saved = staging.load_progress(entry.ad.cid)
     progress = EntriesProgress.decode(saved) if saved else None
-    walk = EntriesWalk(ad.entries, progress=progress, max_blocks=max_blocks)
+    walk = walk_of(ad.entries, progress=progress)
     first: list[Write] = [*value, *registry]
     fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
     need = walk.next_block()

@@ -6,6 +6,8 @@ Rules this module keeps:
   key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently), and
   so is an ``[http]`` deadline, rate or connection cap that is not positive.
 - ``TEMPLATE`` is what ``indexer init`` writes: every setting, commented, at its default.
+- Secrets stay out of this file: the admin token is read from ``$INDEXER_ADMIN_TOKEN`` or from the
+  file ``admin_token_file`` names (``indexer.security``), never from a key here.
 - The policy: ``allow``/``deny`` lists of publishers and of providers (``"*"`` = everyone; deny
   wins), and ``publish_for``: which publishers may publish on behalf of which providers.
 """
@@ -68,17 +70,25 @@ class Config:
     admin_addr: str = "127.0.0.1:3002"
     p2p_addr: str = "/ip4/127.0.0.1/tcp/3003"  # "" disables libp2p (and gossipsub)
     topic: str = "/indexer/ingest/mainnet"
+    admin_token_file: str = ""  # the admin token's file; $INDEXER_ADMIN_TOKEN wins
     segment: int = 2000
     depth_limit: int = 0
     max_block: int = 4 << 20
-    sync_timeout: float = 300.0
+    fetch_timeout: float = 30.0
+    sync_timeout: float = 7200.0
+    slow_sync_after: float = 30.0
+    max_slow_syncs: int = 256
+    stall_after: float = 5.0
     poll_interval: float = 0.0
     max_syncs: int = 32
     max_workers: int = 32
     compact_idle: float = 60.0
     announce_rate: float = 10.0
     announce_burst: float = 20.0
+    source_rate: float = 50.0
+    source_burst: float = 100.0
     max_pending_publishers: int = 10_000
+    refuse_private_addrs: bool = False
     head_timeout: float = 10.0
     body_timeout: float = 10.0
     min_transfer_rate: float = 16384.0
@@ -99,19 +109,34 @@ TEMPLATE = """\
 # admin_addr = "127.0.0.1:3002"    # admin API and /metrics
 # p2p_addr = "/ip4/127.0.0.1/tcp/3003"  # libp2p host for gossipsub announces; "" disables
 # topic = "/indexer/ingest/mainnet"
+# admin_token_file = ""            # file holding the admin API's bearer token (relative: to the
+#                                  # data directory); INDEXER_ADMIN_TOKEN in the environment wins.
+#                                  # A token is required when admin_addr is not loopback.
 
 [ingest]
 # segment = 2000             # ads a sync walk keeps in memory before spilling to LevelDB
 # depth_limit = 0            # 0: walk to the first known ad (a limit leaves older ads out)
 # max_block = 4194304        # refuse blocks larger than this (bytes)
-# sync_timeout = 300.0       # seconds
+# fetch_timeout = 30.0       # seconds for one request to a publisher, body included
+#                            # (so a block must arrive at >= max_block / fetch_timeout B/s)
+# sync_timeout = 7200.0      # seconds a whole sync may take (storetheindex's SyncTimeout)
+# slow_sync_after = 30.0     # a sync running longer gives its slot back to faster ones
+# max_slow_syncs = 256       # slow syncs running at once (beyond, they keep their slot)
+# stall_after = 5.0          # a sync silent this long yields to an announce of the same
+#                            # publisher with other addresses (spoofed announces)
 # poll_interval = 0.0        # re-check every known publisher this often; 0: never
 # max_syncs = 32             # publishers synced at once (more wait their turn)
 # max_workers = 32           # providers whose ads are applied at once
 # compact_idle = 60.0        # seconds between sweeps dropping keys of removed contexts
-# announce_rate = 10.0       # announces per second per publisher (after a burst)
+# announce_rate = 10.0       # announces per second per (source, publisher), after a burst
 # announce_burst = 20.0
+# source_rate = 50.0         # announces per second per source (IP or gossip peer)
+# source_burst = 100.0
 # max_pending_publishers = 10000
+# refuse_private_addrs = false  # true: never dial a publisher at a loopback, private,
+#                            # link-local or unique-local address, so announces cannot point the
+#                            # indexer at internal services (SSRF); but publishers on a private
+#                            # network can then not be indexed
 
 [http]
 # Each HTTP server (find, ingest, admin). No deadline restarts per byte.
@@ -134,19 +159,26 @@ TEMPLATE = """\
 """
 
 _SECTIONS = {
-    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic"},
+    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic", "admin_token_file"},
     "ingest": {
         "segment",
         "depth_limit",
         "max_block",
+        "fetch_timeout",
         "sync_timeout",
+        "slow_sync_after",
+        "max_slow_syncs",
+        "stall_after",
         "poll_interval",
         "max_syncs",
         "max_workers",
         "compact_idle",
         "announce_rate",
         "announce_burst",
+        "source_rate",
+        "source_burst",
         "max_pending_publishers",
+        "refuse_private_addrs",
     },
     "http": {
         "head_timeout",

@@ -9,11 +9,15 @@ announce topic on gossipsub.  Cancelling the nursery stops them in reverse order
 closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
-``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.  At
-start it raises its soft open-files limit to the hard one and fits the three servers' connection
-caps (``[http]`` settings) inside it, less what LevelDB may hold, so a flood on one server cannot
-take the descriptors the others (or LevelDB) need; the ingest server's ``/health`` and
-``/sync/status`` answer 405 to anything but GET and HEAD.
+``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.
+Before it opens or binds anything it runs ``security.warn_exposed``: an admin API beyond
+loopback without a token is a ``ConfigError``, and every server listening beyond loopback is
+logged as a warning naming what it exposes.  ``admin_token`` (``""``: none) guards every admin
+path but ``/healthcheck``; ``ingest.refuse_private_addrs`` goes to the fetcher and the admin API.
+At start it raises its soft open-files limit to the hard one and fits the three servers'
+connection caps (``[http]`` settings) inside it, less what LevelDB may hold, so a flood on one
+server cannot take the descriptors the others (or LevelDB) need; the ingest server's
+``/health`` and ``/sync/status`` answer 405 to anything but GET and HEAD.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .config import Config
 from .ingest import IngestConfig, Ingester
 from .intake import ANNOUNCE_PATHS, AnnounceIntake
 from .maintenance import run_compaction
+from .security import warn_exposed
 
 __all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
 
@@ -80,11 +85,13 @@ class Daemon:
     data_dir: Path
     config: Config
     key: PrivateKey
+    admin_token: str = ""
 
     async def run(
         self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
+        warn_exposed(config, self.admin_token)  # before anything is opened or bound
         policy = LivePolicy(config.policy)
         find_limits, ingest_limits, admin_limits = _http_limits(config)  # raises RLIMIT_NOFILE
         with KV(self.data_dir / DB_DIR) as kv:
@@ -92,7 +99,10 @@ class Daemon:
                 ingester = Ingester(
                     kv,
                     fetcher_factory(
-                        host=host, max_block=config.max_block, timeout=config.sync_timeout
+                        host=host,
+                        max_block=config.max_block,
+                        timeout=config.fetch_timeout,
+                        refuse_private=config.refuse_private_addrs,
                     ),
                     policy=policy,
                     config=IngestConfig(
@@ -101,6 +111,10 @@ class Daemon:
                         poll_interval=config.poll_interval,
                         max_syncs=config.max_syncs,
                         max_workers=config.max_workers,
+                        sync_timeout=config.sync_timeout,
+                        slow_sync_after=config.slow_sync_after,
+                        max_slow_syncs=config.max_slow_syncs,
+                        stall_after=config.stall_after,
                     ),
                 )
                 metrics = Metrics(ingester.staging, lambda: ingester.syncing)
@@ -110,6 +124,9 @@ class Daemon:
                     allow=policy.publisher_allowed,
                     rate=config.announce_rate,
                     burst=config.announce_burst,
+                    source_rate=config.source_rate,
+                    source_burst=config.source_burst,
+                    refuse_private=config.refuse_private_addrs,
                     max_publishers=config.max_pending_publishers,
                 )
                 await nursery.start(ingester.run)
@@ -124,7 +141,10 @@ class Daemon:
                 await nursery.start(
                     functools.partial(run_compaction, ingester.index, idle=config.compact_idle)
                 )
-                admin_api = AdminApi(ingester, policy, metrics, self.key.peer_id(), self.data_dir)
+                admin_api = AdminApi(
+                    ingester, policy, metrics, self.key.peer_id(), self.data_dir,
+                    token=self.admin_token, refuse_private=config.refuse_private_addrs,
+                )  # fmt: skip
                 admin = await nursery.start(
                     functools.partial(serve_tcp, limits=admin_limits, name="admin"),
                     admin_api.handler(), *_split(config.admin_addr),
@@ -167,7 +187,11 @@ class Daemon:
         async with open_gossip(host) as pubsub, receive_announces(pubsub, self.config.topic) as it:
             task_status.started()
             async for sender, message in it:
-                result = intake.accept(message, PeerId.parse(sender))
+                try:  # one message must not end the subscription (nor the daemon)
+                    result = intake.accept(message, PeerId.parse(sender), source=sender)
+                except Exception as exc:
+                    log.error("gossip announce failed", sender=sender, exc_info=exc)
+                    continue
                 log.info(
                     "gossip announce", sender=sender, status=result.status, note=result.message
                 )
@@ -219,13 +243,34 @@ def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
     return find, ingest, admin
 
 
+STATUS_PAGE = 1000  # rows of /sync/status per page unless ?limit= says fewer
+
+
 def sync_status(ingester: Ingester, request: Request) -> Response:
-    """Both cursors, last sync, last error and staged work of one or every known publisher."""
+    """Both cursors, last sync, last error and staged work of one or every known publisher.
+
+    The list is paged: ``?limit=N`` (at most ``STATUS_PAGE``) rows ordered by peer ID, from the
+    first after ``?after=<peer ID>``; a ``Link: <...>; rel="next"`` header names the next page.
+    """
     wanted = request.path.removeprefix("/sync/status").strip("/")
     try:
         only = PeerId.parse(wanted) if wanted else None
+        after = PeerId.parse(request.query["after"][0]) if "after" in request.query else None
+        limit = int(request.query.get("limit", [str(STATUS_PAGE)])[0])
+        if not 0 < limit <= STATUS_PAGE:
+            raise ValueError(f"limit must be 1 to {STATUS_PAGE}")
         rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
-    except (BadPeerId, UnknownPeer) as exc:
-        return Response.text(400 if isinstance(exc, BadPeerId) else 404, str(exc))
-    body = msgspec.json.encode(rows[0] if only else rows)
-    return Response(200, body, "application/json")
+    except (BadPeerId, ValueError) as exc:
+        return Response.text(400, f"bad request: {exc}")
+    except UnknownPeer as exc:
+        return Response.text(404, str(exc))
+    if only:
+        return Response(200, msgspec.json.encode(rows[0]), "application/json")
+    if after is not None:
+        rows = [row for row in rows if PeerId.parse(str(row["publisher"])).raw > after.raw]
+    page = rows[:limit]
+    headers: tuple[tuple[str, str], ...] = ()
+    if len(rows) > limit:
+        nxt = f"/sync/status?limit={limit}&after={page[-1]['publisher']}"
+        headers = (("link", f'<{nxt}>; rel="next"'),)
+    return Response(200, msgspec.json.encode(page), "application/json", headers=headers)

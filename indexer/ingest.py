@@ -3,15 +3,36 @@
 Rules this module keeps:
 
 - ``announce`` (from HTTP, gossipsub, the admin API or the poller) wakes the publisher's
-  handler; while a sync runs only the newest pending request is kept.  Each sync's live
-  progress (``SyncProgress``) is kept per publisher for the admin API; ``observer`` hears of
-  every finished sync and processed ad (the metrics).  Handlers exit when they
-  have nothing to do and are started again on the next announce.
+  handler.  While a sync runs, the newest request per address set is kept (at most
+  ``ADDR_SETS`` sets per publisher, oldest dropped) and they run in arrival order.  Each sync's
+  live progress (``SyncProgress``) is kept per publisher for the admin API, in a bounded history
+  (``history``); ``observer`` hears of every finished sync and processed ad (the metrics).
+  Handlers exit when they have nothing to do and are started again on the next announce.
+- **Supervision.** A handler or a worker serves one publisher or provider: any failure of it,
+  a ``SyncError`` in an exception group or not, or a bug, is caught (``indexer.supervise``),
+  logged (a bug with its traceback) and recorded where an operator looks (the publisher's sync
+  progress and record, the provider's stacks and record); a worker that dies on a bug is started
+  again with backoff while its provider has staged work.  Only cancellation ends them, so no
+  publisher or provider can stop the daemon, and start-up replay cannot stop the start.
+- **Addresses.** An announce is unauthenticated.  A sync of a publisher that has synced before
+  tries its last verified addresses first (those of its last successful sync) and the announced
+  ones only if those fail; only the addresses that served a successful sync become the
+  publisher's verified addresses.  So a spoofed announce cannot redirect or delay a known
+  publisher.  A running sync that has received nothing for ``stall_after`` seconds yields to a
+  waiting request of the same publisher with other addresses (a spoof cannot hold a publisher
+  it has never synced, either).
+- **Fairness.** Syncs and workers take ``FairSlots`` (``indexer.slots``): at most
+  ``max_syncs`` syncs (``max_workers`` workers) hold a slot; when all are taken, one held for
+  ``slow_sync_after`` seconds is moved to a pool of at most ``max_slow_syncs``
+  (``max_slow_workers``) slow ones to make way, so slow publishers cannot starve fast ones.
+  Every sync ends by ``sync_timeout``; each request by the fetcher's own timeout.
+- **Bounded state.** A publisher that never synced successfully leaves nothing durable after its
+  sync was tried (its announce record is dropped, no publisher record is written); the
+  in-memory history of syncs and results is bounded, so an announce flood cannot grow memory,
+  disk or restart time without bound.
 - After every commit, and at start-up, every provider with staged work gets a worker unless it has
   one: never two workers for one provider, and work for a busy provider waits in its queue.
-- At most ``max_syncs`` syncs and ``max_workers`` workers run at once; the rest wait their turn.
-- A worker (``indexer.worker``) pops and applies its provider's ads one at a time, oldest
-  first, retrying transient errors and recording permanent ones.
+  At most ``max_workers`` providers apply an ad at once.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
   every recorded announce whose head is not yet staged is replayed.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
@@ -21,7 +42,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -30,16 +52,25 @@ import trio
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
+from sync.entries import DEFAULT_BUDGET, EntriesBudget
+from sync.errors import unwrap_group
+from sync.fetcher import BlockFetcher, SchemaKind
+from sync.head import SignedHead
 from sync.syncer import SyncResult, sync_publisher
-from sync.walker import Policy
+from sync.walker import Policy, StopReason
 
 from .apply import FetcherFactory
+from .errors import IndexerError, SyncPreempted, SyncTimedOut
 from .progress import IngestObserver, NullObserver, SyncProgress
+from .slots import FairSlots
+from .supervise import Backoff, describe, survivable
 from .worker import Worker
 
-__all__ = ["IngestConfig", "Ingester", "OwnProviderPolicy"]
+__all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
 
 log = structlog.get_logger("ingest")
+
+ADDR_SETS = 4  # requests with distinct address sets kept waiting per publisher
 
 
 @dataclass(frozen=True)
@@ -47,13 +78,20 @@ class IngestConfig:
     segment: int = 2000
     depth_limit: int = 0  # 0: walk until a known ad (any limit leaves older ads unindexed)
     max_entry_blocks: int = 1_000_000
+    entries_budget: EntriesBudget = DEFAULT_BUDGET  # blocks and time an ad's entries may cost
     retry_base: float = 1.0
     retry_max: float = 300.0
     max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
     poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
-    max_syncs: int = 32  # syncs running at once (more wait their turn)
+    max_syncs: int = 32  # syncs holding a slot at once (more wait their turn)
     max_workers: int = 32  # providers whose ads are applied at once
     prefetch: int = 4  # next ads whose first entries block a worker fetches ahead; 0: none
+    sync_timeout: float = 7200.0  # a whole sync ends after this many seconds (storetheindex: 2 h)
+    slow_sync_after: float = 30.0  # a sync running longer gives its slot back (a slow sync)
+    max_slow_syncs: int = 256  # slow syncs running at once
+    max_slow_workers: int = 256  # workers moved aside while slow (same rule, same age)
+    stall_after: float = 5.0  # a sync silent this long yields to a request with other addresses
+    history: int = 4096  # publishers whose last sync progress is kept in memory
 
 
 @dataclass(frozen=True)
@@ -75,25 +113,87 @@ class SyncRequest:
 
 
 @dataclass
+class _Running:
+    """A sync in flight: what the watchdog needs to demote or preempt it."""
+
+    addrs: tuple[str, ...]
+    scope: trio.CancelScope
+    heard: float  # trio time of the last block received
+    preempted: bool = False
+
+
+class _Watched:
+    """A fetcher that notes when each block arrives (the stall watchdog reads it)."""
+
+    def __init__(self, inner: BlockFetcher, running: _Running) -> None:
+        self._inner, self._running = inner, running
+
+    async def head(self) -> SignedHead | None:
+        head = await self._inner.head()
+        self._running.heard = trio.current_time()
+        return head
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
+        raw = await self._inner.block(link, kind)
+        self._running.heard = trio.current_time()
+        return raw
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _History(OrderedDict[bytes, SyncProgress]):
+    """The newest sync progress per publisher, at most ``limit`` publishers (oldest go)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: bytes, value: SyncProgress) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            oldest = next(iter(self))
+            if self[oldest].running:  # never forget a sync in flight
+                self.move_to_end(oldest)
+                if all(p.running for p in self.values()):
+                    break
+                continue
+            del self[oldest]
+
+
+@dataclass
 class Ingester:
     kv: KV
     open_fetcher: FetcherFactory
     policy: Policy = field(default_factory=OwnProviderPolicy)
     config: IngestConfig = field(default_factory=IngestConfig)
     clock: Callable[[], float] = time.time
-    results: list[SyncResult] = field(default_factory=list)
     observer: IngestObserver = field(default_factory=NullObserver)
 
     def __post_init__(self) -> None:
         self.staging = StagingArea(self.kv, self.clock)
         self.index = IndexStore(self.kv)
-        self._pending: dict[bytes, SyncRequest] = {}
+        self._pending: dict[bytes, OrderedDict[tuple[str, ...], SyncRequest]] = {}
         self._handlers: set[bytes] = set()
+        self._running: dict[bytes, _Running] = {}
         self._workers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
-        self.progress: dict[bytes, SyncProgress] = {}
-        self._sync_slots = trio.CapacityLimiter(self.config.max_syncs)
-        self._work_slots = trio.CapacityLimiter(self.config.max_workers)
+        self.progress: _History = _History(self.config.history)
+        self.results: deque[SyncResult] = deque(maxlen=self.config.history)
+        config = self.config
+        self._sync_slots = FairSlots(
+            config.max_syncs, config.max_slow_syncs, config.slow_sync_after
+        )
+        self._work_slots = FairSlots(
+            config.max_workers, config.max_slow_workers, config.slow_sync_after
+        )
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        """Wake whoever waits for a change of state (``wait_idle``)."""
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         abandoned = self.staging.cleanup_open_walks()
@@ -102,9 +202,15 @@ class Ingester:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._wake_workers()
+            replayed = 0
             for publisher, record in self.staging.unsynced_announces():
-                log.info("replaying an announce accepted before a restart", head=record.head.hex())
-                self.announce(PeerId(publisher), record.addrs, Link(record.head))
+                try:
+                    self.announce(PeerId(publisher), record.addrs, Link(record.head))
+                    replayed += 1
+                except Exception as exc:  # a bad record must not stop the start
+                    log.error("an announce record cannot be replayed", error=describe(exc))
+            if replayed:
+                log.info("replaying announces accepted before a restart", announces=replayed)
             task_status.started()
             while True:
                 if self.config.poll_interval <= 0:
@@ -125,7 +231,7 @@ class Ingester:
     def announce(
         self,
         publisher: PeerId,
-        addrs: list[str],
+        addrs: Sequence[str],
         head: Link | None = None,
         *,
         depth: int | None = None,
@@ -135,61 +241,173 @@ class Ingester:
         assert self._nursery is not None, "Ingester.run must be started first"
         if not self.is_syncing(publisher.raw):
             self.progress[publisher.raw] = SyncProgress(self.clock(), depth or 0, resync)
-        self._pending[publisher.raw] = SyncRequest(addrs, head, depth, resync)
+        waiting = self._pending.setdefault(publisher.raw, OrderedDict())
+        key = tuple(addrs)
+        waiting.pop(key, None)
+        waiting[key] = SyncRequest(list(addrs), head, depth, resync)
+        while len(waiting) > ADDR_SETS:
+            waiting.popitem(last=False)
+        self._notify()
         if publisher.raw not in self._handlers:
             self._handlers.add(publisher.raw)
             self._nursery.start_soon(self._handler, publisher)
+        else:
+            self._maybe_preempt(publisher.raw)
+
+    def _next_request(self, publisher: bytes) -> SyncRequest | None:
+        waiting = self._pending.get(publisher)
+        if not waiting:
+            self._pending.pop(publisher, None)
+            return None
+        _, request = waiting.popitem(last=False)
+        if not waiting:
+            del self._pending[publisher]
+        return request
+
+    def _maybe_preempt(self, publisher: bytes) -> None:
+        """Cancel a stalled sync of ``publisher`` when a request with other addresses waits."""
+        running = self._running.get(publisher)
+        waiting = self._pending.get(publisher)
+        if running is None or not waiting or running.preempted:
+            return
+        if trio.current_time() - running.heard < self.config.stall_after:
+            return
+        if any(key != running.addrs for key in waiting):
+            running.preempted = True
+            running.scope.cancel()
 
     async def _handler(self, publisher: PeerId) -> None:
         try:
-            while (request := self._pending.pop(publisher.raw, None)) is not None:
+            while (request := self._next_request(publisher.raw)) is not None:
                 progress = self.progress.get(publisher.raw)
                 if progress is None or not progress.running:
                     progress = SyncProgress(self.clock(), request.depth or 0, request.resync)
                     self.progress[publisher.raw] = progress
                 progress.started = self.clock()
-
-                def walked(count: int, progress: SyncProgress = progress) -> None:
-                    progress.walked = count
-
                 try:
-                    async with (
-                        self._sync_slots,
-                        self.open_fetcher(publisher, request.addrs) as fetcher,
-                    ):
-                        result = await sync_publisher(
-                            publisher,
-                            request.addrs,
-                            fetcher,
-                            self.staging,
-                            policy=self.policy,
-                            head=request.head,
-                            segment=self.config.segment,
-                            depth_limit=(
-                                self.config.depth_limit if request.depth is None else request.depth
-                            ),
-                            resync=request.resync,
-                            on_walked=walked,
-                        )
-                except SyncError as exc:
-                    log.warning("sync failed", publisher=str(publisher), error=str(exc))
-                    progress.error, progress.finished = f"{type(exc).__name__}: {exc}", self.clock()
-                    self.observer.sync_finished(progress, ok=False)
+                    result = await self._sync(publisher, request, progress)
+                except BaseException as exc:  # a handler serves one publisher: record, go on
+                    self._sync_failed(publisher, request, progress, survivable(exc))
                     continue
-                progress.walked, progress.staged = result.walked, sum(result.staged.values())
-                progress.finished = self.clock()
-                self.observer.sync_finished(progress, ok=True)
-                self.results.append(result)
-                log.info(
-                    "synced",
-                    publisher=str(publisher),
-                    walked=result.walked,
-                    staged=result.staged,
-                    stop=result.stop.name if result.stop else None,
-                )
-                self._wake_workers()
+                self._sync_done(publisher, request, progress, result)
         finally:
             self._handlers.discard(publisher.raw)
+            self._running.pop(publisher.raw, None)
+            self._notify()
+
+    def _attempts(self, publisher: PeerId, addrs: list[str]) -> list[list[str]]:
+        """Address sets to try in turn: verified ones first, unverified announced ones after."""
+        verified = self.staging.publisher(publisher.raw).addrs
+        if not addrs:
+            return [verified] if verified else [[]]
+        if not verified or set(addrs) <= set(verified):
+            return [addrs]
+        return [verified, addrs]
+
+    async def _sync(
+        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress
+    ) -> SyncResult:
+        attempts = self._attempts(publisher, request.addrs)
+        for i, addrs in enumerate(attempts):
+            try:
+                return await self._sync_at(publisher, request, progress, addrs)
+            except (SyncError, IndexerError) as exc:
+                if i + 1 == len(attempts):
+                    raise
+                log.info(
+                    "sync at verified addresses failed; trying the announced ones",
+                    publisher=str(publisher),
+                    addrs=addrs,
+                    error=describe(exc),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _sync_at(
+        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, addrs: list[str]
+    ) -> SyncResult:
+        running = _Running(tuple(request.addrs), trio.CancelScope(), trio.current_time())
+
+        def walked(count: int) -> None:
+            progress.walked = count
+
+        depth = self.config.depth_limit if request.depth is None else request.depth
+        async with self._sync_slots.hold():
+            self._running[publisher.raw] = running
+            try:
+                with unwrap_group():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watchdog, publisher.raw)
+                        with (
+                            running.scope,
+                            trio.move_on_after(self.config.sync_timeout) as deadline,
+                        ):
+                            async with self.open_fetcher(publisher, addrs) as fetcher:
+                                result = await sync_publisher(
+                                    publisher,
+                                    addrs,
+                                    _Watched(fetcher, running),
+                                    self.staging,
+                                    policy=self.policy,
+                                    head=request.head,
+                                    segment=self.config.segment,
+                                    depth_limit=depth,
+                                    resync=request.resync,
+                                    on_walked=walked,
+                                )
+                        nursery.cancel_scope.cancel()
+            finally:
+                self._running.pop(publisher.raw, None)
+        if running.preempted and running.scope.cancelled_caught:
+            raise SyncPreempted(
+                f"no block for {self.config.stall_after:g} s from {addrs} while an announce "
+                "with other addresses waited"
+            )
+        if deadline.cancelled_caught:
+            raise SyncTimedOut(f"the sync did not finish in {self.config.sync_timeout:g} s")
+        return result
+
+    async def _watchdog(self, publisher: bytes) -> None:
+        """Preempt the publisher's sync if it stalls while other addresses wait (see above)."""
+        while True:
+            await trio.sleep(max(0.05, self.config.stall_after / 4))
+            self._maybe_preempt(publisher)
+
+    def _sync_failed(
+        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, exc: BaseException
+    ) -> None:
+        error = describe(exc)
+        if isinstance(exc, SyncError | IndexerError):
+            log.warning("sync failed", publisher=str(publisher), addrs=request.addrs, error=error)
+        else:
+            log.error("sync failed on a bug", publisher=str(publisher), exc_info=exc)
+        progress.error, progress.finished = error, self.clock()
+        self.observer.sync_finished(progress, ok=False)
+        if not self.staging.set_publisher_error(publisher.raw, error) and request.head:
+            # Never synced: nothing durable is kept for it once its announce was tried.
+            self.staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
+
+    def _sync_done(
+        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, result: SyncResult
+    ) -> None:
+        progress.walked, progress.staged = result.walked, sum(result.staged.values())
+        progress.ad_errors, progress.error = result.ad_errors, result.ad_error
+        if result.stop in (StopReason.NOT_ALLOWED, StopReason.BROKEN):
+            progress.error = result.detail
+        progress.finished = self.clock()
+        self.observer.sync_finished(progress, ok=True)
+        self.results.append(result)
+        if request.head is not None:
+            self.staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
+        log.info(
+            "synced",
+            publisher=str(publisher),
+            walked=result.walked,
+            staged=result.staged,
+            stop=result.stop.name if result.stop else None,
+            ad_errors=result.ad_errors or None,
+            ad_error=result.ad_error,
+        )
+        self._wake_workers()
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -201,21 +419,45 @@ class Ingester:
                 self._nursery.start_soon(self._worker, provider)
 
     async def _worker(self, provider: bytes) -> None:
-        worker = Worker(
-            provider,
-            self.staging,
-            self.index,
-            self.open_fetcher,
-            self.config,
-            self._work_slots,
-            self._indexed,
-            self._processed,
-            self.clock,
-        )
+        backoff = Backoff(self.config.retry_base, self.config.retry_max)
         try:
-            await worker.run()
+            while True:
+                worker = Worker(
+                    provider,
+                    self.staging,
+                    self.index,
+                    self.open_fetcher,
+                    self.config,
+                    self._work_slots,
+                    self._indexed,
+                    self._processed,
+                    self.clock,
+                )
+                try:
+                    await worker.run()
+                    return
+                except BaseException as exc:  # a worker serves one provider: record, restart
+                    failure = survivable(exc)
+                delay = backoff.next()
+                log.error(
+                    "worker failed; restarting",
+                    provider=str(PeerId(provider)),
+                    delay=delay,
+                    exc_info=failure,
+                )
+                self._record_worker_failure(provider, describe(failure))
+                await trio.sleep(delay)
         finally:
             self._workers.discard(provider)
+            self._notify()
+
+    def _record_worker_failure(self, provider: bytes, error: str) -> None:
+        try:
+            entry = self.staging.next_entry(provider)
+            if entry is not None:
+                self.staging.record_attempt(entry, error)
+        except Exception as exc:  # the staging area itself may be what failed
+            log.error("cannot record a worker failure", error=describe(exc))
 
     def _indexed(self, entry: Entry, count: int) -> None:
         self.observer.multihashes_indexed(count)
@@ -228,6 +470,7 @@ class Ingester:
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.processed += 1
+        self._notify()
 
     # --- state -----------------------------------------------------------------------------
 
@@ -254,7 +497,11 @@ class Ingester:
     def idle(self) -> bool:
         return not (self._pending or self._handlers or self._workers)
 
-    async def wait_idle(self, poll: float = 0.01) -> None:
+    async def wait_idle(self) -> None:
         """Return once no sync is pending or running and no worker has work."""
         while not self.idle or self.staging.providers():
-            await trio.sleep(poll)
+            changed = self._changed
+            if self.idle:
+                self._wake_workers()  # staged work and no worker (committed by another path)
+            with trio.move_on_after(1):  # staging can change under us: look again now and then
+                await changed.wait()

@@ -6,10 +6,17 @@ Rules this module keeps:
   (storetheindex decides the same way); the server caps bodies at 1 MiB.
 - Every address must carry the same ``/p2p/<publisher>`` (over HTTP it is the only way to know
   the publisher; over gossipsub the sender is the publisher when the addresses carry none).
-- A publisher the policy denies gets 403; more than ``rate`` announces a second from one
-  publisher (after a burst) get 429; an announce already accepted recently (same publisher and
-  head) is acknowledged and dropped; with ``max_publishers`` syncs pending, new ones get 503.
-  Every table here is bounded, so intake memory is bounded whatever arrives.
+- A publisher the policy denies gets 403; so does, with ``refuse_private``, an announce none of
+  whose addresses is public (``sync.pubaddr.is_public``); its private ones are dropped.
+- Announces are unauthenticated, so rate limits are kept per source (the client's IP, or the
+  gossip peer that sent it: ``source_rate``) and per (source, publisher) pair (``rate``), after
+  a burst each; past either, 429.  A stranger naming publisher X spends its own buckets, never
+  X's.
+- An announce accepted less than ``dedupe_window`` seconds ago (same publisher, head and
+  addresses) is acknowledged and dropped only while that publisher's sync is still pending or
+  running, or once the head is staged or indexed: after a failed sync the same announce is acted
+  on again.  With ``max_publishers`` syncs pending, new ones get 503.  Every table here is
+  bounded (``_TABLE`` entries, oldest dropped), so intake memory is bounded whatever arrives.
 - An accepted announce is recorded durably (publisher, addresses, head) BEFORE it is answered
   204, so a restarted daemon syncs it even if it never comes again (``Ingester`` replays them).
 """
@@ -21,12 +28,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from sync import Message, PeerId, SyncError
 from sync.httpserver import Request, Response
+from sync.pubaddr import is_public, publisher_endpoint
 
 from .ingest import Ingester
 
 __all__ = ["AnnounceIntake", "IntakeResult"]
+
+log = structlog.get_logger("intake")
 
 ANNOUNCE_PATHS = ("/announce", "/ingest/announce")
 _TABLE = 10_000
@@ -47,50 +59,82 @@ class _Lru(OrderedDict[bytes, float]):
 
 
 @dataclass
+class _Buckets:
+    """Token buckets by key: ``rate`` tokens a second up to ``burst``; at most ``_TABLE`` keys."""
+
+    rate: float
+    burst: float
+    _tokens: OrderedDict[bytes, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    def has(self, key: bytes, now: float) -> bool:
+        tokens, last = self._tokens.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate) >= 1
+
+    def take(self, key: bytes, now: float) -> None:
+        tokens, last = self._tokens.pop(key, (self.burst, now))
+        self._tokens[key] = (min(self.burst, tokens + (now - last) * self.rate) - 1, now)
+        while len(self._tokens) > _TABLE:
+            self._tokens.popitem(last=False)
+
+
+@dataclass
 class AnnounceIntake:
     ingester: Ingester
     allow: Callable[[PeerId], bool] = lambda _: True
-    rate: float = 10.0
+    rate: float = 10.0  # per (source, publisher)
     burst: float = 20.0
+    source_rate: float = 50.0  # per source, whatever publishers it names
+    source_burst: float = 100.0
     dedupe_window: float = 60.0
     max_publishers: int = 10_000
+    refuse_private: bool = False  # the config's refuse_private_addrs: 403 unless one is public
     clock: Callable[[], float] = time.monotonic
     _seen: _Lru = field(default_factory=_Lru)
-    _tokens: dict[bytes, tuple[float, float]] = field(default_factory=dict)
 
-    def accept(self, message: Message, sender: PeerId | None = None) -> IntakeResult:
+    def __post_init__(self) -> None:
+        self._pairs = _Buckets(self.rate, self.burst)
+        self._sources = _Buckets(self.source_rate, self.source_burst)
+
+    def accept(
+        self, message: Message, sender: PeerId | None = None, *, source: str = ""
+    ) -> IntakeResult:
+        """Decide on one announce; ``source`` is who sent it (IP, or gossip peer ID)."""
         try:
             publisher = message.publisher() or sender
+            addrs = [a.rsplit("/p2p/", 1)[0] for a in message.addresses()]
         except SyncError as exc:
             return IntakeResult(400, str(exc))
         if publisher is None:
             return IntakeResult(400, "announce addresses must end in /p2p/<publisher>")
         if not self.allow(publisher):
             return IntakeResult(403, f"publisher {publisher} is not allowed")
+        if self.refuse_private:
+            try:
+                publisher_endpoint(addrs, publisher, refuse_private=True)
+            except SyncError as exc:
+                return IntakeResult(403, str(exc))
+            addrs = [a for a in addrs if is_public(a)]  # only what the fetcher will dial
         now = self.clock()
-        key = publisher.raw + message.cid.raw
-        if now - self._seen.get(key, -1e18) < self.dedupe_window:
+        key = b"\0".join([publisher.raw, message.cid.raw, *(a.encode() for a in addrs)])
+        if now - self._seen.get(key, -1e18) < self.dedupe_window and (
+            self.ingester.is_syncing(publisher.raw)
+            or self.ingester.staging.is_known(message.cid.raw)
+        ):
             return IntakeResult(204, "already accepted")
-        if not self._take_token(publisher.raw, now):
-            return IntakeResult(429, f"too many announces from {publisher}")
-        if self.ingester.pending_publishers >= self.max_publishers:
+        by_source = (source or (str(sender) if sender else "")).encode()
+        pair = by_source + b"\0" + publisher.raw
+        if not (self._sources.has(by_source, now) and self._pairs.has(pair, now)):
+            return IntakeResult(429, f"too many announces from {source or publisher}")
+        self._sources.take(by_source, now)
+        self._pairs.take(pair, now)
+        if self.ingester.pending_publishers >= self.max_publishers and not self.ingester.is_syncing(
+            publisher.raw
+        ):
             return IntakeResult(503, "too many syncs pending; announce again later")
-        addrs = [a.rsplit("/p2p/", 1)[0] for a in message.addresses()]
         self.ingester.staging.record_announce(publisher.raw, message.cid.raw, addrs)
         self._seen.touch(key, now)
         self.ingester.announce(publisher, addrs, message.cid)
         return IntakeResult(204)
-
-    def _take_token(self, publisher: bytes, now: float) -> bool:
-        tokens, last = self._tokens.get(publisher, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self._tokens[publisher] = (tokens, now)
-            return False
-        if len(self._tokens) >= _TABLE and publisher not in self._tokens:
-            self._tokens.pop(next(iter(self._tokens)))
-        self._tokens[publisher] = (tokens - 1, now)
-        return True
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler for ``PUT /announce`` and ``PUT /ingest/announce``."""
@@ -105,7 +149,10 @@ class AnnounceIntake:
             )
         except SyncError as exc:
             return Response.text(400, f"bad announce: {exc}")
-        result = self.accept(message)
+        result = self.accept(message, source=request.client)
+        if result.status != 204:
+            log.info("announce refused", source=request.client, status=result.status,
+                     reason=result.message)  # fmt: skip
         if result.status == 204:
             return Response(204)
         return Response.text(result.status, result.message)

@@ -30,7 +30,8 @@ class SyncProgress:
     staged: int = 0  # ads the commit kept (new to this indexer)
     processed: int = 0  # this publisher's ads applied by workers since the request
     indexed: int = 0  # multihashes written for them
-    error: str | None = None
+    ad_errors: int = 0  # ads the walk found invalid (recorded processed-with-error)
+    error: str | None = None  # why the sync failed, or the newest invalid ad's error
 
     @property
     def running(self) -> bool:
@@ -48,6 +49,7 @@ class SyncProgress:
             "staged": self.staged,
             "processed": self.processed,
             "indexed": self.indexed,
+            "ad_errors": self.ad_errors,
             "error": self.error,
         }
 

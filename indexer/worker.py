@@ -4,12 +4,17 @@ Rules this module keeps:
 
 - Ads are applied one at a time, in order (invariant 1); the next ads' first entries blocks are
   fetched (and checked and decoded) ahead by a ``Prefetcher``, which changes speed, not results.
-- A transient error (publisher down) keeps the stack intact and retries with exponential
-  backoff; ``BlockNotFound`` and ``HashMismatch`` become permanent after ``max_attempts``; a
-  permanent error marks the ad processed-with-error (recorded on the provider too) and the
-  worker goes on.
+- What a failure means is decided once, by ``sync.errors.retry_of``: ``ALWAYS`` (publisher down,
+  or a bug: an exception that is not a ``SyncError``, logged with its traceback) keeps the stack
+  intact and retries with exponential backoff; ``LIMITED`` (``BlockNotFound``,
+  ``HashMismatch``) becomes permanent after ``max_attempts``; ``NEVER`` marks the ad
+  processed-with-error (recorded on the provider too) and the worker goes on.  Every failure,
+  in an exception group or not, is caught here: only cancellation ends a worker.
+- Every ad that ends with an error (including ads staged invalid by the walk) is one structured
+  log line naming the provider, the ad and the error.
 - One fetcher per (publisher, addresses) for the worker's life, closed when it ends; at most
-  ``slots`` workers apply an ad at once across the node.
+  ``slots`` workers apply an ad at once across the node (``FairSlots``: a worker slow on its
+  publisher is moved aside for a newcomer after a while).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import trio
 
 from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord
-from sync import HashMismatch, Link, PeerId, SyncError
-from sync.errors import BlockNotFound, TransientError
+from sync import Link, PeerId, SyncError
+from sync.errors import Retry, retry_of
 from sync.fetcher import BlockFetcher
 
 from .apply import FetcherFactory, GetFetcher, apply_entry
 from .prefetch import Prefetcher
+from .slots import FairSlots
+from .supervise import describe, survivable
 
 if TYPE_CHECKING:
     from .ingest import IngestConfig
@@ -49,7 +56,7 @@ class Worker:
     index: IndexStore
     open_fetcher: FetcherFactory
     config: IngestConfig
-    slots: trio.CapacityLimiter
+    slots: FairSlots
     on_indexed: Callable[[Entry, int], None]
     on_processed: Callable[[Entry, bool], None]
     clock: Callable[[], float] = time.time
@@ -80,28 +87,40 @@ class Worker:
                 upcoming = self.staging.upcoming(entry, self.config.prefetch)
                 prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
             try:
-                async with self.slots:
+                async with self.slots.hold():
                     outcome = await apply_entry(
                         entry,
                         self.staging,
                         self.index,
                         get_fetcher,
                         max_blocks=self.config.max_entry_blocks,
+                        budget=self.config.entries_budget,
                         clock=self.clock,
                         on_block=functools.partial(self.on_indexed, entry),
                         parsed=prefetcher.parsed,
                     )
-            except SyncError as exc:
-                await self._failed(entry, exc)
+            except BaseException as exc:  # a worker serves one provider: it records, goes on
+                await self._failed(entry, survivable(exc))
                 continue
+            if outcome == "error":
+                log.warning(
+                    "ad invalid, recorded processed-with-error",
+                    provider=str(PeerId(self.provider)),
+                    ad=str(Link(entry.ad.cid)),
+                    error=entry.ad.error,
+                )
             self.on_processed(entry, outcome != "error")
 
-    async def _failed(self, entry: Entry, exc: SyncError) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        retryable = isinstance(exc, TransientError | HashMismatch)
-        limited = isinstance(exc, BlockNotFound | HashMismatch)
-        if not retryable or (limited and entry.stack.attempts + 1 >= self.config.max_attempts):
-            log.warning("ad failed permanently", ad=str(Link(entry.ad.cid)), error=message)
+    async def _failed(self, entry: Entry, exc: BaseException) -> None:
+        message = describe(exc)
+        retry = retry_of(exc)
+        ad, provider = str(Link(entry.ad.cid)), str(PeerId(self.provider))
+        if retry is Retry.ALWAYS and not isinstance(exc, SyncError):
+            log.error("ad failed on a bug; will retry", provider=provider, ad=ad, exc_info=exc)
+        if retry is Retry.NEVER or (
+            retry is Retry.LIMITED and entry.stack.attempts + 1 >= self.config.max_attempts
+        ):
+            log.warning("ad failed permanently", provider=provider, ad=ad, error=message)
             prior = self.index.provider(entry.provider) or ProviderRecord()
             record = msgspec.structs.replace(prior, last_error=message)
             self.staging.finish(
@@ -114,5 +133,5 @@ class Worker:
             return
         stack = self.staging.record_attempt(entry, message)
         delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))
-        log.info("ad will be retried", ad=str(Link(entry.ad.cid)), error=message, delay=delay)
+        log.warning("ad will be retried", provider=provider, ad=ad, error=message, delay=delay)
         await trio.sleep(delay)

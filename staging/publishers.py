@@ -7,7 +7,10 @@ Rules this module keeps:
   (moved by ``finish`` with each ad's last writes).
 - ``record_announce`` makes an accepted announce durable (a synced write) before it is answered;
   ``unsynced_announces`` lists those whose head is neither staged nor done: what a restarted
-  daemon replays.
+  daemon replays.  ``clear_announce`` drops the record once a sync of it was attempted, only
+  if no newer announce replaced it, so replay at start-up is bounded by what is still to do.
+- State of publishers that never synced is not made durable (``set_publisher_error`` writes only
+  for a publisher with a record), so junk announces leave nothing on disk once tried.
 """
 
 from __future__ import annotations
@@ -61,10 +64,31 @@ class PublisherRecords:
                 out.append((key[2 : 2 + key[1]], record))
         return out
 
-    def set_publisher_error(self, publisher: bytes, error: str | None) -> None:
-        prior = self.publisher(publisher)
+    def clear_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> bool:
+        """Drop the publisher's announce record if it is still this one (True if dropped)."""
+        key = keys.announce(publisher)
+        raw = self.kv.get(key)
+        if raw is None:
+            return False
+        record = decode(raw, AnnounceRecord, key)
+        if record.head != head or record.addrs != list(addrs):
+            return False
+        self.kv.delete(key)
+        return True
+
+    def has_publisher(self, publisher: bytes) -> bool:
+        """True when the publisher has a durable record (it synced successfully at least once)."""
+        return self.kv.get(keys.publisher(publisher)) is not None
+
+    def set_publisher_error(self, publisher: bytes, error: str | None) -> bool:
+        """Record the last sync's error on a known publisher (True); an unknown one is skipped."""
+        raw = self.kv.get(keys.publisher(publisher))
+        if raw is None:
+            return False
+        prior = decode(raw, PublisherRecord, keys.publisher(publisher))
         updated = msgspec.structs.replace(prior, last_sync=self.clock(), last_error=error)
         self.kv.put(keys.publisher(publisher), encode(updated))
+        return True
 
     def latest_processed(self, publisher: bytes) -> bytes | None:
         return self.kv.get(b"p" + keys.peer(publisher))

@@ -9,8 +9,11 @@ Rules this module keeps:
   the chain's length; nothing is visible to workers until the walk commits.
 - The commit (stack headers + the publisher's cursor, one synced batch) runs without awaiting, so
   trio itself serializes commits; ``commit_walk`` re-checks against walks that committed meanwhile.
-- Any failure abandons the walk (its spilled ads are deleted), records the error on the
-  publisher and propagates: the publisher's cursor has not moved, a later sync starts over.
+- Any failure abandons the walk (its spilled ads are deleted) and propagates as the typed error
+  (never wrapped in the walk's exception group): the publisher's cursor has not moved, a later
+  sync starts over.  The caller records the error (``indexer.ingest``).
+- Ads found invalid while walking (bad signature, over a limit) are staged with their error, so
+  they are recorded in order; the last such error is kept on the publisher (``ad_error``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import trio
 from staging import StagedAd, StagingArea
 
 from .cid import Link
-from .errors import SyncError
+from .errors import unwrap_group
 from .fetcher import BlockFetcher
 from .lookahead import Lookahead
 from .peer import PeerId
@@ -42,6 +45,8 @@ class SyncResult:
     staged: dict[str, int] = field(default_factory=dict)
     stop: StopReason | None = None
     detail: str | None = None
+    ad_errors: int = 0  # ads staged with an error (recorded processed-with-error, in order)
+    ad_error: str | None = None  # the newest of them: "<cid>: <error>"
 
 
 async def sync_publisher(
@@ -79,20 +84,23 @@ async def sync_publisher(
         depth_limit=depth_limit,
     )
     counts: dict[bytes, int] = {}
+    errors: list[str] = []
     try:
-        async with trio.open_nursery() as ahead:
-            lookahead = Lookahead(ahead, fetcher)
-            await _walk(walker, lookahead, staging, walk_id, counts, segment, on_walked)
-            ahead.cancel_scope.cancel()
-    except BaseException as exc:
+        with unwrap_group():
+            async with trio.open_nursery() as ahead:
+                lookahead = Lookahead(ahead, fetcher)
+                await _walk(walker, lookahead, staging, walk_id, counts, segment, on_walked, errors)
+                ahead.cancel_scope.cancel()
+    except BaseException:
         with trio.CancelScope(shield=True):
             staging.abandon_walk(walk_id)
-            if isinstance(exc, SyncError):
-                staging.set_publisher_error(publisher.raw, f"{type(exc).__name__}: {exc}")
         raise
     kept = staging.commit_walk(walk_id, counts, base_seq=base_seq)
+    ad_error = errors[0] if errors else None
     if walker.stop_reason in (StopReason.NOT_ALLOWED, StopReason.BROKEN):
         staging.set_publisher_error(publisher.raw, walker.stop_detail)
+    elif ad_error is not None:
+        staging.set_publisher_error(publisher.raw, f"ad {ad_error}")
     return SyncResult(
         publisher,
         head,
@@ -100,6 +108,8 @@ async def sync_publisher(
         {str(PeerId(p)): n for p, n in kept.items()},
         walker.stop_reason,
         walker.stop_detail,
+        len(errors),
+        ad_error,
     )
 
 
@@ -111,8 +121,9 @@ async def _walk(
     counts: dict[bytes, int],
     segment: int,
     on_walked: Callable[[int], None] | None,
+    errors: list[str],
 ) -> None:
-    """Fetch, check and spill the walk's ads until the walker stops."""
+    """Fetch, check and spill the walk's ads until the walker stops (errors: newest first)."""
     buffer: list[tuple[bytes, int, StagedAd]] = []
     held = 0  # raw bytes in buffer
     while (need := walker.next_block()) is not None:
@@ -126,6 +137,8 @@ async def _walk(
         pos = counts.get(provider, 0)
         counts[provider] = pos + 1
         ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
+        if walked.error is not None:
+            errors.append(f"{walked.cid}: {walked.error}")
         buffer.append((provider, pos, ad))
         held += len(walked.raw)
         if len(buffer) >= segment or held >= SEGMENT_BYTES:
