@@ -454,6 +454,7 @@ async def test_soft_open_files_limit_is_raised_at_start(tmp_path: Path) -> None:
         ('[http]\nmax_find_connections = "many"\n', "must be a int"),
         ("[http]\nheader_timeout = 1\n", "unknown setting"),
     ],
+    ids=["zero-timeout", "negative-rate", "wrong-type", "unknown-key"],
 )
 def test_http_settings_are_checked(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "c.toml"
