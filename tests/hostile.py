@@ -217,6 +217,8 @@ CASES = [
     Case("connect",
          _text("CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"),
          frozenset({501})),
+    Case("connect-to-a-route",  # a 200 here made h11 switch protocols; the next write raised
+         _text("CONNECT {path} HTTP/1.1\r\n" + HOST + "\r\n"), frozenset({501})),
     Case("upgrade-websocket",
          _text("GET {path} HTTP/1.1\r\n" + HOST + "Connection: Upgrade\r\nUpgrade: websocket\r\n"
                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
