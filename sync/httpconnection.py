@@ -28,6 +28,7 @@ from .httpmessage import (
     Request,
     Response,
     check_request,
+    client_ip,
     is_garbage,
     parse_request,
     peer_name,
@@ -62,6 +63,7 @@ class Connection:
         self.slot = slot
         self.name = name
         self.peer = peer_name(stream)
+        self.client = client_ip(stream)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head)
         self.accepted = trio.current_time()
         self.served = 0
@@ -237,7 +239,7 @@ class Connection:
         event = await self._read_head()
         self.method = event.method
         check_request(event, self.limits)
-        return parse_request(event, await self._read_body())
+        return parse_request(event, await self._read_body(), self.client)
 
     # -- writing ----------------------------------------------------------------------------
 

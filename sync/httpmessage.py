@@ -16,6 +16,7 @@ Rules this module keeps (the server's full rules are in ``sync.httpserver``):
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -36,6 +37,7 @@ __all__ = [
     "Request",
     "Response",
     "check_request",
+    "client_ip",
     "close_stream",
     "is_garbage",
     "parse_request",
@@ -85,6 +87,7 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     body: bytes = b""
+    client: str = ""  # the peer's address (IP for TCP), when the transport knows it
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -106,7 +109,7 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def parse_request(event: h11.Request, body: bytes) -> Request:
+def parse_request(event: h11.Request, body: bytes, client: str = "") -> Request:
     target = event.target.decode("latin-1")
     parts = urlsplit(target)
     headers: dict[str, str] = {}
@@ -120,6 +123,7 @@ def parse_request(event: h11.Request, body: bytes) -> Request:
         query=parse_qs(parts.query),
         headers=headers,
         body=body,
+        client=client,
     )
 
 
@@ -190,6 +194,17 @@ def check_request(event: h11.Request, limits: Limits) -> None:
 def quiet() -> contextlib.suppress:
     """Swallow what a stream raises when its peer has gone."""
     return contextlib.suppress(*STREAM_ERRORS)
+
+
+def client_ip(stream: ByteStream) -> str:
+    """The peer's IP address on a TCP stream ("" on unix sockets and libp2p streams)."""
+    sock = getattr(stream, "socket", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return ""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def peer_name(stream: ByteStream) -> str:
