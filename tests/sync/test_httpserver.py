@@ -517,3 +517,16 @@ async def test_accept_out_of_descriptors_backs_off_and_recovers() -> None:
         proc.kill()
         rest, _ = proc.communicate(timeout=10)
     assert "Traceback" not in "".join(lines) + rest
+
+
+async def test_request_carries_the_tcp_peer_address() -> None:
+    async def who(request: Request) -> Response:
+        return Response.text(200, request.client)
+
+    async with trio.open_nursery() as nursery:
+        served = await serve(nursery, who)
+        reply = await exchange(
+            served.port, f"GET / HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n".encode()
+        )
+        assert parse(reply.raw)[2] == b"127.0.0.1\n"
+        nursery.cancel_scope.cancel()
