@@ -15,6 +15,8 @@ block, the *target* (a CID, or ``"head"`` for the signed head), in one of these 
   head: a head signed by another key).
 - ``oversize``: a body of twice ``max_block`` bytes, with its ``Content-Length``;
   ``oversize_stream``: the same without a length (read until the connection closes).
+- ``bad_redirect``: a 302 whose ``Location`` does not parse (``http://[::1``): the client's
+  URL library raised an untyped ``ValueError`` on it before it was translated.
 - ``bug``: nothing on the wire; ``buggy_factory`` wraps the real fetcher factory and raises an
   unexpected exception (a bug) when the target is fetched: the one fake, at the fetcher seam.
 
@@ -29,30 +31,75 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Self
 
-from sync import Link, PeerId
+from sync import Link, PeerId, PrivateKey, load_advertisement, load_entry_chunk
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
 from sync.ipnisync import IPNI_PATH
 
-from .builders import ChainBuilder
+from .builders import ChainBuilder, multihash
 from .httpstub import StubServer
 
 __all__ = [
+    "ADS",
     "DRIP_EVERY",
     "WIRE_FAULTS",
     "BuggyFetcher",
     "FaultPublisher",
+    "block_at",
     "buggy_factory",
+    "close_all",
     "closed_port",
+    "fault_chain",
+    "fault_mhs",
 ]
 
 DRIP_EVERY = 0.25  # seconds between two bytes of a dripped body
-WIRE_FAULTS = ("refuse", "reset", "500", "drip", "mismatch", "oversize", "oversize_stream")
+WIRE_FAULTS = (
+    "refuse",
+    "reset",
+    "500",
+    "drip",
+    "mismatch",
+    "oversize",
+    "oversize_stream",
+    "bad_redirect",
+)
 _MEDIA = "application/vnd.ipld.dag-json"
+ADS, PER_AD, CHUNK = 3, 6, 2  # a bad publisher's chain: three ads of three entries chunks
+
+
+def fault_mhs(base: int, ad: int) -> list[bytes]:
+    """The multihashes of ad ``ad`` of the chain built from ``base``."""
+    return [multihash(base + 100 * ad + j) for j in range(PER_AD)]
+
+
+def fault_chain(key: PrivateKey, base: int, ads: int = ADS) -> ChainBuilder:
+    """``ads`` ads signed by ``key``, each with its own context and ``CHUNK``-sized chunks."""
+    chain = ChainBuilder(chunk_size=CHUNK)
+    for a in range(ads):
+        chain.add(key, fault_mhs(base, a), context_id=b"ctx-%d" % a)
+    return chain
+
+
+def block_at(chain: ChainBuilder, position: str, decoy: bool = False) -> Link:
+    """The block a fault at ``position`` hits (or, ``decoy``, a valid one of the same kind).
+
+    The walk's is the oldest ad (the third fetched, after a segment was spilled); a chunk's is
+    in the middle ad, so the ads before and after it show what the fault costs.
+    """
+    if position in ("walk", "announce"):
+        return chain.order[1 if decoy else 0][0]
+    cid = chain.order[0 if decoy else 1][0]
+    first = load_advertisement(cid, chain.blocks[cid]).entries
+    if position == "first_chunk":
+        return first
+    nxt = load_entry_chunk(first, chain.blocks[first]).next
+    assert nxt is not None
+    return nxt
 
 
 def closed_port() -> str:
@@ -131,6 +178,11 @@ class FaultPublisher:
         elif fault in ("oversize", "oversize_stream"):
             body = b" " * (2 * self.max_block)
             self._send(request, 200, body, length=fault == "oversize")
+        elif fault == "bad_redirect":
+            request.send_response(302)
+            request.send_header("location", "http://[::1")
+            request.send_header("content-length", "0")
+            request.end_headers()
         elif fault == "reset":
             self._head(request, 200, len(raw))
             request.wfile.write(raw[: len(raw) // 2])
@@ -173,6 +225,15 @@ class FaultPublisher:
     def close(self) -> None:
         self.closing.set()
         self.stub.close()
+
+
+def close_all(pubs: Iterable[FaultPublisher]) -> None:
+    """Close ``pubs`` at once: each close waits for its server's poll loop (up to 0.5 s)."""
+    threads = [threading.Thread(target=pub.close) for pub in pubs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
 
 
 class BuggyFetcher:

@@ -4,7 +4,8 @@ One ``Ingester`` on a real LevelDB serves, at once, three good publishers (the p
 server) and one bad publisher per (fault, position) (``tests.faultpub``: real sockets on
 127.0.0.1).  Faults: the publisher goes away (refused), a TCP reset mid-body, 500, a body
 dripped slower than the fetcher's timeout, another block's bytes for a CID, a body over the
-block cap (with and without a length), and an unexpected exception (a bug) from the fetcher.
+block cap (with and without a length), a redirect that does not parse (it raised an untyped
+``ValueError`` in the client), and an unexpected exception (a bug) from the fetcher.
 Positions: the signed head (a sync with no announced CID), the walk (an ad after the head, once
 ads were spilled), an ad's first entries chunk, a later one; plus a publisher whose announced
 address refuses from the start.
@@ -22,7 +23,6 @@ condition polled under ``trio.fail_after``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +35,24 @@ from structlog.testing import capture_logs
 from indexer.admin.views import publisher_rows, staging_detail, staging_rows
 from indexer.ingest import IngestConfig, Ingester
 from store import KV
-from sync import Link, PeerId, PrivateKey, load_advertisement, load_entry_chunk
+from sync import Link, PeerId, PrivateKey
 from sync.fetcher import fetcher_factory
 from sync.head import SignedHead
 from sync.httpserver import serve_tcp
 from sync.ipnisync import ipnisync_handler
 
-from ..builders import ChainBuilder, multihash
-from ..faultpub import WIRE_FAULTS, FaultPublisher, buggy_factory, closed_port
+from ..builders import ChainBuilder
+from ..faultpub import (
+    ADS,
+    WIRE_FAULTS,
+    FaultPublisher,
+    block_at,
+    buggy_factory,
+    close_all,
+    closed_port,
+    fault_chain,
+    fault_mhs,
+)
 
 MAX_BLOCK = 16 << 10
 FETCH_TIMEOUT = 1.0  # a drip (a byte every 0.25 s) never finishes a block in time
@@ -65,6 +75,7 @@ CLASS = {
     "mismatch": "HashMismatch",
     "oversize": "BlockTooLarge",
     "oversize_stream": "BlockTooLarge",
+    "bad_redirect": "FetchFailed",
 }
 TEXT = {  # what else the error says, so an operator can tell the faults apart
     "refuse": "ConnectError",
@@ -74,6 +85,7 @@ TEXT = {  # what else the error says, so an operator can tell the faults apart
     "mismatch": "hash",
     "oversize": "cap",
     "oversize_stream": "cap",
+    "bad_redirect": "bad redirect",
 }
 BUGS: dict[str, Exception] = {
     "head": RuntimeError("injected bug at the signed head"),
@@ -82,36 +94,7 @@ BUGS: dict[str, Exception] = {
     "later_chunk": RuntimeError("injected bug at a later chunk"),
 }
 PERMANENT = {"mismatch", "oversize", "oversize_stream"}  # at an entries chunk: the ad is skipped
-ADS, PER_AD, CHUNK = 3, 6, 2  # three entries chunks per ad
 Log = Mapping[str, Any]  # one structured log line, as structlog.testing.capture_logs keeps it
-
-
-def _mhs(base: int, ad: int) -> list[bytes]:
-    return [multihash(base + 100 * ad + j) for j in range(PER_AD)]
-
-
-def _chain(key: PrivateKey, base: int, ads: int = ADS) -> ChainBuilder:
-    chain = ChainBuilder(chunk_size=CHUNK)
-    for a in range(ads):
-        chain.add(key, _mhs(base, a), context_id=b"ctx-%d" % a)
-    return chain
-
-
-def _block_at(chain: ChainBuilder, position: str, decoy: bool = False) -> Link:
-    """The block a fault at ``position`` hits (or, ``decoy``, a valid one of the same kind).
-
-    The walk's is the oldest ad (the third fetched, after a segment was spilled); a chunk's is
-    in the middle ad, so the ads before and after it show what the fault costs.
-    """
-    if position in ("walk", "announce"):
-        return chain.order[1 if decoy else 0][0]
-    cid = chain.order[0 if decoy else 1][0]
-    first = load_advertisement(cid, chain.blocks[cid]).entries
-    if position == "first_chunk":
-        return first
-    nxt = load_entry_chunk(first, chain.blocks[first]).next
-    assert nxt is not None
-    return nxt
 
 
 @dataclass
@@ -126,10 +109,8 @@ class Case:
     addr: str = ""
 
     def __post_init__(self) -> None:
-        self.chain = _chain(self.key, self.base)
-        self.target = (
-            _block_at(self.chain, self.position) if self.position != "head" else self.ad(2)
-        )
+        self.chain = fault_chain(self.key, self.base)
+        self.target = block_at(self.chain, self.position) if self.position != "head" else self.ad(2)
 
     @property
     def name(self) -> str:
@@ -190,17 +171,13 @@ def cases() -> Iterator[list[Case]]:
         if case.position == "head":
             decoy = SignedHead.create(case.ad(2), PrivateKey.generate()).encode()
         else:
-            decoy = case.chain.blocks[_block_at(case.chain, case.position, decoy=True)]
+            decoy = case.chain.blocks[block_at(case.chain, case.position, decoy=True)]
         case.pub = FaultPublisher(
             case.chain, case.fault, case.wire_target, max_block=MAX_BLOCK, decoy=decoy
         )
         case.addr = case.pub.addr
     yield made
-    closing = [threading.Thread(target=c.pub.close) for c in made if c.pub is not None]
-    for thread in closing:  # each waits for its server's poll: all at once
-        thread.start()
-    for thread in closing:
-        thread.join(10)
+    close_all(c.pub for c in made if c.pub is not None)
 
 
 def _fetchers(cases: list[Case]) -> Callable[..., Any]:
@@ -214,7 +191,7 @@ def _indexed(ingester: Ingester, peer: PeerId, mhs: list[bytes]) -> bool:
 
 def _ad_indexed(ingester: Ingester, case: Case, ad: int) -> bool:
     done = ingester.staging.done(case.ad(ad).raw)
-    return done is not None and done.ok and _indexed(ingester, case.peer, _mhs(case.base, ad))
+    return done is not None and done.ok and _indexed(ingester, case.peer, fault_mhs(case.base, ad))
 
 
 def _attempts(ingester: Ingester, peer: PeerId) -> int:
@@ -312,7 +289,7 @@ async def _serve_good(nursery: trio.Nursery, n: int) -> list[tuple[PrivateKey, C
     good = []
     for i in range(n):
         key = PrivateKey.generate()
-        chain = _chain(key, 1_000_000 * (i + 1), ads=4)
+        chain = fault_chain(key, 1_000_000 * (i + 1), ads=4)
         listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
         good.append((key, chain, f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}/http"))
     return good
@@ -414,7 +391,7 @@ async def test_a_bug_fetching_a_block_the_walk_never_needs_does_not_fail_the_syn
     """The lookahead fetches the next ad's guess while the walker checks the current one; when
     the walk stops before it (a known ad), whatever that fetch raised must not matter."""
     key = PrivateKey.generate()
-    chain = _chain(key, 0, ads=2)
+    chain = fault_chain(key, 0, ads=2)
     bugs: dict[str, Exception] = {}
     with KV(tmp_path / "db") as kv:
         ingester = Ingester(kv, _bugs_on(bugs), config=CONFIG)
@@ -428,14 +405,14 @@ async def test_a_bug_fetching_a_block_the_walk_never_needs_does_not_fail_the_syn
             known = chain.head_link
             assert known is not None
             bugs[str(known)] = RuntimeError("a bug on a block the walk does not need")
-            chain.add(key, _mhs(0, 2), context_id=b"ctx-2")  # its PreviousID: the known ad
+            chain.add(key, fault_mhs(0, 2), context_id=b"ctx-2")  # its PreviousID: the known ad
             with capture_logs() as logs:
                 ingester.announce(key.peer_id(), [addr], chain.head_link)
                 with trio.fail_after(20):
                     await ingester.wait_idle()
             progress = ingester.progress[key.peer_id().raw]
             assert progress.error is None and progress.staged == 1, progress
-            assert _indexed(ingester, key.peer_id(), _mhs(0, 2))
+            assert _indexed(ingester, key.peer_id(), fault_mhs(0, 2))
             bugs_logged = [e for e in logs if isinstance(e.get("exc_info"), RuntimeError)]
             assert bugs_logged and bugs_logged[0]["block"] == str(known)  # seen, with the block
             nursery.cancel_scope.cancel()
