@@ -21,11 +21,11 @@ Rules this module keeps:
   publisher.  A running sync that has received nothing for ``stall_after`` seconds yields to a
   waiting request of the same publisher with other addresses (a spoof cannot hold a publisher
   it has never synced, either).
-- **Fairness.** At most ``max_syncs`` syncs hold a slot.  A sync still running after
-  ``slow_sync_after`` seconds gives its slot back and goes on as one of at most
-  ``max_slow_syncs`` slow syncs (if that pool is full it keeps its slot), so slow publishers
-  cannot starve fast ones; every sync ends by ``sync_timeout``; each request by the fetcher's
-  own timeout.
+- **Fairness.** Syncs and workers take ``FairSlots`` (``indexer.slots``): at most
+  ``max_syncs`` syncs (``max_workers`` workers) hold a slot; when all are taken, one held for
+  ``slow_sync_after`` seconds is moved to a pool of at most ``max_slow_syncs``
+  (``max_slow_workers``) slow ones to make way, so slow publishers cannot starve fast ones.
+  Every sync ends by ``sync_timeout``; each request by the fetcher's own timeout.
 - **Bounded state.** A publisher that never synced successfully leaves nothing durable after its
   sync was tried (its announce record is dropped, no publisher record is written); the
   in-memory history of syncs and results is bounded, so an announce flood cannot grow memory,
@@ -61,6 +61,7 @@ from sync.walker import Policy, StopReason
 from .apply import FetcherFactory
 from .errors import IndexerError, SyncPreempted, SyncTimedOut
 from .progress import IngestObserver, NullObserver, SyncProgress
+from .slots import FairSlots
 from .supervise import Backoff, describe, survivable
 from .worker import Worker
 
@@ -86,6 +87,7 @@ class IngestConfig:
     sync_timeout: float = 7200.0  # a whole sync ends after this many seconds (storetheindex: 2 h)
     slow_sync_after: float = 30.0  # a sync running longer gives its slot back (a slow sync)
     max_slow_syncs: int = 256  # slow syncs running at once
+    max_slow_workers: int = 256  # workers moved aside while slow (same rule, same age)
     stall_after: float = 5.0  # a sync silent this long yields to a request with other addresses
     history: int = 4096  # publishers whose last sync progress is kept in memory
 
@@ -177,9 +179,13 @@ class Ingester:
         self._nursery: trio.Nursery | None = None
         self.progress: _History = _History(self.config.history)
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
-        self._sync_slots = trio.CapacityLimiter(self.config.max_syncs)
-        self._slow_slots = trio.CapacityLimiter(self.config.max_slow_syncs)
-        self._work_slots = trio.CapacityLimiter(self.config.max_workers)
+        config = self.config
+        self._sync_slots = FairSlots(
+            config.max_syncs, config.max_slow_syncs, config.slow_sync_after
+        )
+        self._work_slots = FairSlots(
+            config.max_workers, config.max_slow_workers, config.slow_sync_after
+        )
         self._changed = trio.Event()
 
     def _notify(self) -> None:
@@ -317,39 +323,38 @@ class Ingester:
     async def _sync_at(
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, addrs: list[str]
     ) -> SyncResult:
-        token = object()
-        await self._sync_slots.acquire_on_behalf_of(token)
-        slots = [self._sync_slots]
         running = _Running(tuple(request.addrs), trio.CancelScope(), trio.current_time())
-        self._running[publisher.raw] = running
 
         def walked(count: int) -> None:
             progress.walked = count
 
         depth = self.config.depth_limit if request.depth is None else request.depth
-        try:
-            with unwrap_group():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watchdog, publisher.raw, running, token, slots)
-                    with running.scope, trio.move_on_after(self.config.sync_timeout) as deadline:
-                        async with self.open_fetcher(publisher, addrs) as fetcher:
-                            result = await sync_publisher(
-                                publisher,
-                                addrs,
-                                _Watched(fetcher, running),
-                                self.staging,
-                                policy=self.policy,
-                                head=request.head,
-                                segment=self.config.segment,
-                                depth_limit=depth,
-                                resync=request.resync,
-                                on_walked=walked,
-                            )
-                    nursery.cancel_scope.cancel()
-        finally:
-            for slot in slots:
-                slot.release_on_behalf_of(token)
-            self._running.pop(publisher.raw, None)
+        async with self._sync_slots.hold():
+            self._running[publisher.raw] = running
+            try:
+                with unwrap_group():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watchdog, publisher.raw)
+                        with (
+                            running.scope,
+                            trio.move_on_after(self.config.sync_timeout) as deadline,
+                        ):
+                            async with self.open_fetcher(publisher, addrs) as fetcher:
+                                result = await sync_publisher(
+                                    publisher,
+                                    addrs,
+                                    _Watched(fetcher, running),
+                                    self.staging,
+                                    policy=self.policy,
+                                    head=request.head,
+                                    segment=self.config.segment,
+                                    depth_limit=depth,
+                                    resync=request.resync,
+                                    on_walked=walked,
+                                )
+                        nursery.cancel_scope.cancel()
+            finally:
+                self._running.pop(publisher.raw, None)
         if running.preempted and running.scope.cancelled_caught:
             raise SyncPreempted(
                 f"no block for {self.config.stall_after:g} s from {addrs} while an announce "
@@ -359,29 +364,11 @@ class Ingester:
             raise SyncTimedOut(f"the sync did not finish in {self.config.sync_timeout:g} s")
         return result
 
-    async def _watchdog(
-        self,
-        publisher: bytes,
-        running: _Running,
-        token: object,
-        slots: list[trio.CapacityLimiter],
-    ) -> None:
-        """Demote a sync that runs long to a slow slot; preempt it if it stalls (see above)."""
-        config = self.config
-        start = trio.current_time()
-        tick = max(0.05, min(config.slow_sync_after, config.stall_after) / 4)
+    async def _watchdog(self, publisher: bytes) -> None:
+        """Preempt the publisher's sync if it stalls while other addresses wait (see above)."""
         while True:
-            await trio.sleep(tick)
+            await trio.sleep(max(0.05, self.config.stall_after / 4))
             self._maybe_preempt(publisher)
-            slow = trio.current_time() - start >= config.slow_sync_after
-            if slow and slots == [self._sync_slots]:
-                try:
-                    self._slow_slots.acquire_on_behalf_of_nowait(token)
-                except trio.WouldBlock:
-                    continue  # the slow pool is full: keep the slot
-                self._sync_slots.release_on_behalf_of(token)
-                slots[:] = [self._slow_slots]
-                log.info("slow sync gave its slot back", publisher=str(PeerId(publisher)))
 
     def _sync_failed(
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, exc: BaseException

@@ -13,7 +13,8 @@ Rules this module keeps:
 - Every ad that ends with an error (including ads staged invalid by the walk) is one structured
   log line naming the provider, the ad and the error.
 - One fetcher per (publisher, addresses) for the worker's life, closed when it ends; at most
-  ``slots`` workers apply an ad at once across the node.
+  ``slots`` workers apply an ad at once across the node (``FairSlots``: a worker slow on its
+  publisher is moved aside for a newcomer after a while).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sync.fetcher import BlockFetcher
 
 from .apply import FetcherFactory, GetFetcher, apply_entry
 from .prefetch import Prefetcher
+from .slots import FairSlots
 from .supervise import describe, survivable
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ class Worker:
     index: IndexStore
     open_fetcher: FetcherFactory
     config: IngestConfig
-    slots: trio.CapacityLimiter
+    slots: FairSlots
     on_indexed: Callable[[Entry, int], None]
     on_processed: Callable[[Entry, bool], None]
     clock: Callable[[], float] = time.time
@@ -85,7 +87,7 @@ class Worker:
                 upcoming = self.staging.upcoming(entry, self.config.prefetch)
                 prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
             try:
-                async with self.slots:
+                async with self.slots.hold():
                     outcome = await apply_entry(
                         entry,
                         self.staging,

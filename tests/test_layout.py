@@ -44,11 +44,11 @@ def test_package_exports_and_error_tree(name: str) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")))
-def test_modules_state_their_rules_and_stay_small(path: Path) -> None:
+def test_modules_state_their_rules(path: Path) -> None:
+    # Size is not capped (a cap splits modules by length, not by job); complexity is, by ruff
+    # (C901, PLR0915 in pyproject.toml).
     tree = ast.parse(path.read_text())
     assert ast.get_docstring(tree), f"{path.relative_to(ROOT)} needs a module docstring"
-    lines = len(path.read_text().splitlines())
-    assert lines <= 300, f"{path.relative_to(ROOT)} has {lines} lines (one job per module)"
 
 
 def test_design_doc_opens_with_the_dependency_direction() -> None:

@@ -130,7 +130,8 @@ def publisher_rows(
                 "latest_scanned": _cid(record.latest_scanned),
                 "latest_processed": _cid(staging.latest_processed(raw)),
                 "last_sync": record.last_sync,
-                "last_error": record.last_error,
+                # A publisher that never synced has no record: its error is the live one.
+                "last_error": record.last_error or (live.error if live else None),
                 "pending_ads": pending.get(raw, 0),
                 "syncing": None if syncing is None else raw in syncing,
                 "sync": live.as_dict() if live else None,
