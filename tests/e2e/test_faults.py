@@ -194,8 +194,10 @@ def _shown(daemon: Daemon, bad: list[Bad], *, cli: bool = False) -> list[str]:
     left = []
     for b in bad:
         row = rows.get(b.peer) or {}
-        if b.at_walk:
+        if b.at_walk:  # never synced: the live error, also in the table's last error
             error = (row.get("sync") or {}).get("error") or ""
+            if row.get("last_error") != error:
+                error = ""
         elif b.expected == "BlockTooLarge":  # permanent: on the provider, as find shows it
             info = daemon.client.get(f"{daemon.info['find_url']}/providers/{b.peer}")
             error = info.json().get("LastError", "") if info.status_code == 200 else ""

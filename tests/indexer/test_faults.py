@@ -245,7 +245,8 @@ def _check_views(ingester: Ingester, case: Case) -> None:
     if case.at_walk:
         # Never synced: nothing durable; the live sync status says why (publisher_rows).
         assert row["sync"]["error"].startswith(cls), (name, row)
-        assert row["latest_scanned"] is None and row["last_error"] is None, (name, row)
+        assert row["last_error"] == row["sync"]["error"], (name, row)
+        assert row["latest_scanned"] is None, (name, row)
         assert not ingester.staging.has_publisher(case.peer.raw), name
         assert str(case.peer) not in staged, name
         assert all(p != case.peer.raw for p, _ in ingester.staging.unsynced_announces()), name
