@@ -136,6 +136,7 @@ class FaultPublisher:
         self.hits: Counter[str] = Counter()  # requests by last path segment
         self.closing = threading.Event()
         self._gone = threading.Lock()
+        self.gone = False  # a ``refuse`` publisher stopped listening
         self.stub = StubServer(self._get)
         self.addr = self.stub.addr
 
@@ -197,10 +198,12 @@ class FaultPublisher:
                 except OSError:
                     break  # the client gave up
         elif fault == "refuse":
-            with self._gone:  # once: stop listening, then reset this connection
-                self.stub.server.shutdown()
-                self.stub.server.server_close()
-            _rst(request.connection)
+            with self._gone:  # at once: stop listening (connections are refused from now on)
+                if not self.gone:
+                    self.gone = True
+                    self.stub.server.socket.shutdown(socket.SHUT_RD)  # Linux: listening stops
+                    threading.Thread(target=self.stub.close, daemon=True).start()
+            _rst(request.connection)  # and this one is reset
 
     @staticmethod
     def _head(request: http.server.BaseHTTPRequestHandler, status: int, length: int | None) -> None:
