@@ -20,6 +20,9 @@ Rules this module keeps:
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
   decoded; batches are still written strictly in order, one at a time.  Replaying
   after a crash resumes at the first block not recorded; every write is idempotent.
+- The entries walk has a budget (``sync.entries.EntriesBudget``: idle blocks, and time on
+  ``walk_clock`` in proportion to the multihashes yielded); over it, or on a HAMT that repeats a
+  link, the walk raises a permanent ``ModelError`` and the ad is processed-with-error.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
-from sync.entries import EntriesProgress, EntriesWalk, ParsedBlock
+from sync.entries import DEFAULT_BUDGET, EntriesBudget, EntriesProgress, EntriesWalk, ParsedBlock
 from sync.errors import unwrap_group
 from sync.fetcher import BlockFetcher
 
@@ -111,11 +114,14 @@ async def apply_entry(
     clock: Callable[[], float] = time.time,
     on_block: Callable[[int], None] | None = None,
     parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
+    budget: EntriesBudget = DEFAULT_BUDGET,
+    walk_clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
 
     ``on_block`` hears how many multihashes each entries block wrote (progress, metrics);
-    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``).
+    ``parsed`` may hold a block already checked and decoded (``indexer.prefetch``); ``budget``
+    and ``walk_clock`` bound the entries walk's blocks and time (``sync.entries``).
     """
     if entry.ad.error is not None:
         # Kept on a provider already registered; an invalid ad's provider is unauthenticated, so
@@ -127,8 +133,9 @@ async def apply_entry(
             writes = IndexStore.put_provider(entry.provider, record)
         staging.finish(entry, ok=False, error=entry.ad.error, writes=writes)
         return "error"
+    walk_of = functools.partial(EntriesWalk, max_blocks=max_blocks, budget=budget, clock=walk_clock)
     with unwrap_group():
-        return await _apply(entry, staging, index, get_fetcher, max_blocks, clock, on_block, parsed)
+        return await _apply(entry, staging, index, get_fetcher, walk_of, clock, on_block, parsed)
 
 
 async def _apply(
@@ -136,7 +143,7 @@ async def _apply(
     staging: StagingArea,
     index: IndexStore,
     get_fetcher: GetFetcher,
-    max_blocks: int,
+    walk_of: Callable[..., EntriesWalk],
     clock: Callable[[], float],
     on_block: Callable[[int], None] | None,
     parsed: Callable[[Link, bytes], ParsedBlock | None],
@@ -163,7 +170,7 @@ async def _apply(
     value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
     saved = staging.load_progress(entry.ad.cid)
     progress = EntriesProgress.decode(saved) if saved else None
-    walk = EntriesWalk(ad.entries, progress=progress, max_blocks=max_blocks)
+    walk = walk_of(ad.entries, progress=progress)
     first: list[Write] = [*value, *registry]
     fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
     need = walk.next_block()

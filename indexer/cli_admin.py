@@ -6,6 +6,10 @@ Rules this module keeps:
   ``http://127.0.0.1:3002``) with a short timeout; the one exception is ``staging ... --data-dir``,
   which reads a stopped daemon's LevelDB directly and never writes it (a locked database means
   the daemon runs: say so and point at the API; a missing one is never created).
+- Every command sends ``Authorization: Bearer <token>`` when ``--admin-token`` or
+  ``$INDEXER_ADMIN_TOKEN`` is set (the environment is the better place: a command line is
+  visible to every user of the machine).  A 401 is one line saying which it was: no token sent
+  ("the daemon needs an admin token: set INDEXER_ADMIN_TOKEN ...") or a wrong one; exit 1.
 - Offline and online print the same rows: both come from ``indexer.admin.views``.
 - Errors are one line on stderr, never a traceback: bad input (a peer ID, a multiaddr, a data
   directory) exits 2 (``CliError``); what the daemon refuses or cannot do (no daemon, a sync
@@ -35,7 +39,6 @@ from .cli_find import (
     CommandFailed,
     ago,
     echo_json,
-    get_json,
     one_line,
     parse_peer,
     print_table,
@@ -43,22 +46,67 @@ from .cli_find import (
 )
 from .daemon import DB_DIR
 from .errors import CliError
+from .security import ADMIN_TOKEN_ENV, valid_token
 
 if TYPE_CHECKING:
+    import httpx
+
     from staging import StagingArea
     from store import IndexStore
 
-__all__ = ["admin"]
+__all__ = ["AdminClient", "admin"]
 
 POLL = 0.25
 ADMIN_URL = click.option(
     "--admin-url", envvar="INDEXER_ADMIN_URL", default="http://127.0.0.1:3002",
     show_default=True, help="The daemon's admin API (env INDEXER_ADMIN_URL).",
 )  # fmt: skip
+ADMIN_TOKEN = click.option(
+    "--admin-token", envvar=ADMIN_TOKEN_ENV, default="", show_default=False,
+    help=f"The daemon's admin token (env {ADMIN_TOKEN_ENV}, the better place for it).",
+)  # fmt: skip
 OFFLINE = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path),
     help="Read a STOPPED daemon's data directory instead of asking the admin API.",
 )  # fmt: skip
+
+
+class AdminClient(Api):
+    """``Api`` with the admin token, and a 401 explained in one line."""
+
+    def __init__(self, base: str, token: str) -> None:
+        if token and not valid_token(token):
+            raise CliError(
+                f"{ADMIN_TOKEN_ENV} / --admin-token is not an admin token "
+                "(16 to 1024 characters of A-Z a-z 0-9 - . _ ~ + /, then = padding)"
+            )
+        super().__init__(base)
+        self.sent_token = bool(token)
+        if token:
+            self.client.headers["authorization"] = f"Bearer {token}"
+
+    def check(self, response: httpx.Response) -> None:
+        if response.status_code == 401:
+            if self.sent_token:
+                raise CommandFailed(
+                    f"{self.base} refused the admin token: {ADMIN_TOKEN_ENV} (or --admin-token) "
+                    "is not the daemon's"
+                )
+            raise CommandFailed(
+                f"the daemon needs an admin token: set {ADMIN_TOKEN_ENV} (or pass --admin-token) "
+                "to the daemon's token"
+            )
+        super().check(response)
+
+
+def _get_json(base: str, token: str, path: str, as_json: bool) -> Any:
+    """GET ``path`` as JSON; with ``as_json`` print it and return None: the caller is done."""
+    with AdminClient(base, token) as api:
+        doc = api.json(path)
+    if as_json:
+        echo_json(doc)
+        return None
+    return doc
 
 
 @click.group()
@@ -73,6 +121,7 @@ def admin() -> None:
 @click.option("--resync", is_flag=True, help="Walk past ads already indexed.")
 @click.option("--wait", is_flag=True, help="Follow the sync until everything is indexed.")
 @ADMIN_URL
+@ADMIN_TOKEN
 @AS_JSON
 def sync(
     peer_text: str,
@@ -81,6 +130,7 @@ def sync(
     resync: bool,
     wait: bool,
     admin_url: str,
+    admin_token: str,
     as_json: bool,
 ) -> None:
     """Sync a publisher now (storetheindex's POST /ingest/sync/{peer})."""
@@ -96,7 +146,7 @@ def sync(
     if resync:
         params["resync"] = "true"
     body = json.dumps(addr).encode() if addr else b""
-    with Api(admin_url) as api:
+    with AdminClient(admin_url, admin_token) as api:
         response = api.request("POST", f"/ingest/sync/{peer}", body, params)
         if response.status_code == 409:
             raise CommandFailed(f"a sync of {peer} is already running")
@@ -195,9 +245,10 @@ def staging() -> None:
 
 @staging.command("ls")
 @ADMIN_URL
+@ADMIN_TOKEN
 @OFFLINE
 @AS_JSON
-def staging_ls(admin_url: str, data_dir: Path | None, as_json: bool) -> None:
+def staging_ls(admin_url: str, admin_token: str, data_dir: Path | None, as_json: bool) -> None:
     """One row per provider with staged ads."""
     if data_dir is not None:
         from .admin.views import staging_rows
@@ -205,7 +256,7 @@ def staging_ls(admin_url: str, data_dir: Path | None, as_json: bool) -> None:
         with _offline(data_dir) as (area, _):
             rows: Any = staging_rows(area, None)
     else:
-        with Api(admin_url) as api:
+        with AdminClient(admin_url, admin_token) as api:
             rows = api.json("/staging")
     if as_json:
         echo_json(rows)
@@ -224,9 +275,12 @@ def staging_ls(admin_url: str, data_dir: Path | None, as_json: bool) -> None:
 @staging.command("show")
 @click.argument("provider")
 @ADMIN_URL
+@ADMIN_TOKEN
 @OFFLINE
 @AS_JSON
-def staging_show(provider: str, admin_url: str, data_dir: Path | None, as_json: bool) -> None:
+def staging_show(
+    provider: str, admin_url: str, admin_token: str, data_dir: Path | None, as_json: bool
+) -> None:
     """A provider's stacks, oldest first, and its registry record."""
     peer = parse_peer(provider, "provider")
     if data_dir is not None:
@@ -238,7 +292,7 @@ def staging_show(provider: str, admin_url: str, data_dir: Path | None, as_json: 
             except UnknownPeer:
                 raise CommandFailed(f"unknown provider {peer}") from None
     else:
-        with Api(admin_url) as api:
+        with AdminClient(admin_url, admin_token) as api:
             doc = api.json(f"/staging/{peer}", missing=f"unknown provider {peer}")
     if as_json:
         echo_json(doc)
@@ -258,10 +312,11 @@ def staging_show(provider: str, admin_url: str, data_dir: Path | None, as_json: 
 
 @admin.command("publishers")
 @ADMIN_URL
+@ADMIN_TOKEN
 @AS_JSON
-def publishers(admin_url: str, as_json: bool) -> None:
+def publishers(admin_url: str, admin_token: str, as_json: bool) -> None:
     """Every publisher the daemon knows: cursors, last sync, pending ads, last error."""
-    rows = get_json(admin_url, "/publishers", as_json)
+    rows = _get_json(admin_url, admin_token, "/publishers", as_json)
     if rows is None:
         return
     headers = ["publisher", "latest scanned", "latest processed", "last sync", "pending ads"]
@@ -276,10 +331,11 @@ def publishers(admin_url: str, as_json: bool) -> None:
 
 @admin.command("status")
 @ADMIN_URL
+@ADMIN_TOKEN
 @AS_JSON
-def status(admin_url: str, as_json: bool) -> None:
+def status(admin_url: str, admin_token: str, as_json: bool) -> None:
     """The daemon's peer ID, frozen flag and disk usage."""
-    doc = get_json(admin_url, "/status", as_json)
+    doc = _get_json(admin_url, admin_token, "/status", as_json)
     if doc is None:
         return
     usage = doc.get("Usage", -1)

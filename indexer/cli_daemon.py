@@ -3,7 +3,9 @@
 Rules: ``init`` never overwrites (a second run says what exists); ``daemon`` works with no config
 file at all (defaults), initialising the data directory on first run; command-line addresses
 override the file; SIGINT/SIGTERM stop it cleanly, a second signal exits at once (staging makes
-that safe).
+that safe).  Before anything is written or bound, the config is loaded and checked
+(``indexer.security``): a bad setting, an unusable admin token, or an admin address beyond
+loopback with no token is one line on stderr and exit 2, with the data directory untouched.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import trio
 
 from sync import PrivateKey
 
-from .config import TEMPLATE, load_config
+from .config import TEMPLATE, ConfigError, load_config
 from .daemon import Daemon, DaemonInfo
 from .errors import CliError
 from .logs import configure_logging
+from .security import admin_token, check_exposure
 
 __all__ = ["daemon", "init"]
 
@@ -84,18 +87,27 @@ def daemon(
     no_p2p: bool,
     as_json: bool,
 ) -> None:
-    """Run the indexer node until SIGINT or SIGTERM."""
+    """Run the indexer node until SIGINT or SIGTERM.
+
+    The admin API needs a bearer token (env INDEXER_ADMIN_TOKEN, or [server] admin_token_file)
+    whenever --admin-addr is not a loopback address.
+    """
+    try:
+        config = load_config(config_path or data_dir / CONFIG_FILE)
+        config = dataclasses.replace(
+            config,
+            find_addr=find_addr or config.find_addr,
+            ingest_addr=ingest_addr or config.ingest_addr,
+            admin_addr=admin_addr or config.admin_addr,
+            p2p_addr="" if no_p2p else (p2p_addr or config.p2p_addr),
+        )
+        configure_logging()  # a token file's permission warning is a log line
+        token = admin_token(config, os.environ, data_dir)
+        check_exposure(config, token)  # refused here, before the data directory is touched
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
     _, key = _init(data_dir)
-    config = load_config(config_path or data_dir / CONFIG_FILE)
-    config = dataclasses.replace(
-        config,
-        find_addr=find_addr or config.find_addr,
-        ingest_addr=ingest_addr or config.ingest_addr,
-        admin_addr=admin_addr or config.admin_addr,
-        p2p_addr="" if no_p2p else (p2p_addr or config.p2p_addr),
-    )
-    configure_logging()
-    trio.run(_main, Daemon(data_dir, config, key), as_json)
+    trio.run(_main, Daemon(data_dir, config, key, admin_token=token), as_json)
 
 
 async def _main(node: Daemon, as_json: bool) -> None:

@@ -5,6 +5,8 @@ Rules this module keeps:
 - Every setting has a default; a missing file, section or key means the default.  An unknown
   key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently).
 - ``TEMPLATE`` is what ``indexer init`` writes: every setting, commented, at its default.
+- Secrets stay out of this file: the admin token is read from ``$INDEXER_ADMIN_TOKEN`` or from the
+  file ``admin_token_file`` names (``indexer.security``), never from a key here.
 - The policy: ``allow``/``deny`` lists of publishers and of providers (``"*"`` = everyone; deny
   wins), and ``publish_for``: which publishers may publish on behalf of which providers.
 """
@@ -67,6 +69,7 @@ class Config:
     admin_addr: str = "127.0.0.1:3002"
     p2p_addr: str = "/ip4/127.0.0.1/tcp/3003"  # "" disables libp2p (and gossipsub)
     topic: str = "/indexer/ingest/mainnet"
+    admin_token_file: str = ""  # the admin token's file; $INDEXER_ADMIN_TOKEN wins
     segment: int = 2000
     depth_limit: int = 0
     max_block: int = 4 << 20
@@ -84,6 +87,7 @@ class Config:
     source_rate: float = 50.0
     source_burst: float = 100.0
     max_pending_publishers: int = 10_000
+    refuse_private_addrs: bool = False
     policy: Policy = field(default_factory=Policy)
 
 
@@ -96,6 +100,9 @@ TEMPLATE = """\
 # admin_addr = "127.0.0.1:3002"    # admin API and /metrics
 # p2p_addr = "/ip4/127.0.0.1/tcp/3003"  # libp2p host for gossipsub announces; "" disables
 # topic = "/indexer/ingest/mainnet"
+# admin_token_file = ""            # file holding the admin API's bearer token (relative: to the
+#                                  # data directory); INDEXER_ADMIN_TOKEN in the environment wins.
+#                                  # A token is required when admin_addr is not loopback.
 
 [ingest]
 # segment = 2000             # ads a sync walk keeps in memory before spilling to LevelDB
@@ -117,6 +124,10 @@ TEMPLATE = """\
 # source_rate = 50.0         # announces per second per source (IP or gossip peer)
 # source_burst = 100.0
 # max_pending_publishers = 10000
+# refuse_private_addrs = false  # true: never dial a publisher at a loopback, private,
+#                            # link-local or unique-local address, so announces cannot point the
+#                            # indexer at internal services (SSRF); but publishers on a private
+#                            # network can then not be indexed
 
 [policy]
 # allow_publishers = ["*"]   # peer IDs, or "*" for everyone; deny wins
@@ -128,7 +139,7 @@ TEMPLATE = """\
 """
 
 _SECTIONS = {
-    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic"},
+    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic", "admin_token_file"},
     "ingest": {
         "segment",
         "depth_limit",
@@ -147,6 +158,7 @@ _SECTIONS = {
         "source_rate",
         "source_burst",
         "max_pending_publishers",
+        "refuse_private_addrs",
     },
 }
 

@@ -10,6 +10,10 @@ closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
 ``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.
+Before it opens or binds anything it runs ``security.warn_exposed``: an admin API beyond
+loopback without a token is a ``ConfigError``, and every server listening beyond loopback is
+logged as a warning naming what it exposes.  ``admin_token`` (``""``: none) guards every admin
+path but ``/healthcheck``; ``ingest.refuse_private_addrs`` goes to the fetcher and the admin API.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .config import Config
 from .ingest import IngestConfig, Ingester
 from .intake import ANNOUNCE_PATHS, AnnounceIntake
 from .maintenance import run_compaction
+from .security import warn_exposed
 
 __all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
 
@@ -68,18 +73,23 @@ class Daemon:
     data_dir: Path
     config: Config
     key: PrivateKey
+    admin_token: str = ""
 
     async def run(
         self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED
     ) -> None:
         config = self.config
+        warn_exposed(config, self.admin_token)  # before anything is opened or bound
         policy = LivePolicy(config.policy)
         with KV(self.data_dir / DB_DIR) as kv:
             async with trio.open_nursery() as nursery, self._libp2p() as host:
                 ingester = Ingester(
                     kv,
                     fetcher_factory(
-                        host=host, max_block=config.max_block, timeout=config.fetch_timeout
+                        host=host,
+                        max_block=config.max_block,
+                        timeout=config.fetch_timeout,
+                        refuse_private=config.refuse_private_addrs,
                     ),
                     policy=policy,
                     config=IngestConfig(
@@ -103,6 +113,7 @@ class Daemon:
                     burst=config.announce_burst,
                     source_rate=config.source_rate,
                     source_burst=config.source_burst,
+                    refuse_private=config.refuse_private_addrs,
                     max_publishers=config.max_pending_publishers,
                 )
                 await nursery.start(ingester.run)
@@ -115,7 +126,10 @@ class Daemon:
                 await nursery.start(
                     functools.partial(run_compaction, ingester.index, idle=config.compact_idle)
                 )
-                admin_api = AdminApi(ingester, policy, metrics, self.key.peer_id(), self.data_dir)
+                admin_api = AdminApi(
+                    ingester, policy, metrics, self.key.peer_id(), self.data_dir,
+                    token=self.admin_token, refuse_private=config.refuse_private_addrs,
+                )  # fmt: skip
                 admin = await nursery.start(
                     serve_tcp, admin_api.handler(), *_split(config.admin_addr)
                 )

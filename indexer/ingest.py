@@ -52,6 +52,7 @@ import trio
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
+from sync.entries import DEFAULT_BUDGET, EntriesBudget
 from sync.errors import unwrap_group
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
@@ -77,6 +78,7 @@ class IngestConfig:
     segment: int = 2000
     depth_limit: int = 0  # 0: walk until a known ad (any limit leaves older ads unindexed)
     max_entry_blocks: int = 1_000_000
+    entries_budget: EntriesBudget = DEFAULT_BUDGET  # blocks and time an ad's entries may cost
     retry_base: float = 1.0
     retry_max: float = 300.0
     max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent

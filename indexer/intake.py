@@ -6,10 +6,12 @@ Rules this module keeps:
   (storetheindex decides the same way); the server caps bodies at 1 MiB.
 - Every address must carry the same ``/p2p/<publisher>`` (over HTTP it is the only way to know
   the publisher; over gossipsub the sender is the publisher when the addresses carry none).
-- A publisher the policy denies gets 403.  Announces are unauthenticated, so rate limits are
-  kept per source (the client's IP, or the gossip peer that sent it: ``source_rate``) and per
-  (source, publisher) pair (``rate``), after a burst each; past either, 429.  A stranger naming
-  publisher X spends its own buckets, never X's.
+- A publisher the policy denies gets 403; so does, with ``refuse_private``, an announce none of
+  whose addresses is public (``sync.pubaddr.is_public``); its private ones are dropped.
+- Announces are unauthenticated, so rate limits are kept per source (the client's IP, or the
+  gossip peer that sent it: ``source_rate``) and per (source, publisher) pair (``rate``), after
+  a burst each; past either, 429.  A stranger naming publisher X spends its own buckets, never
+  X's.
 - An announce accepted less than ``dedupe_window`` seconds ago (same publisher, head and
   addresses) is acknowledged and dropped only while that publisher's sync is still pending or
   running, or once the head is staged or indexed: after a failed sync the same announce is acted
@@ -30,6 +32,7 @@ import structlog
 
 from sync import Message, PeerId, SyncError
 from sync.httpserver import Request, Response
+from sync.pubaddr import is_public, publisher_endpoint
 
 from .ingest import Ingester
 
@@ -84,6 +87,7 @@ class AnnounceIntake:
     source_burst: float = 100.0
     dedupe_window: float = 60.0
     max_publishers: int = 10_000
+    refuse_private: bool = False  # the config's refuse_private_addrs: 403 unless one is public
     clock: Callable[[], float] = time.monotonic
     _seen: _Lru = field(default_factory=_Lru)
 
@@ -104,6 +108,12 @@ class AnnounceIntake:
             return IntakeResult(400, "announce addresses must end in /p2p/<publisher>")
         if not self.allow(publisher):
             return IntakeResult(403, f"publisher {publisher} is not allowed")
+        if self.refuse_private:
+            try:
+                publisher_endpoint(addrs, publisher, refuse_private=True)
+            except SyncError as exc:
+                return IntakeResult(403, str(exc))
+            addrs = [a for a in addrs if is_public(a)]  # only what the fetcher will dial
         now = self.clock()
         key = b"\0".join([publisher.raw, message.cid.raw, *(a.encode() for a in addrs)])
         if now - self._seen.get(key, -1e18) < self.dedupe_window and (

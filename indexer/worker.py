@@ -94,6 +94,7 @@ class Worker:
                         self.index,
                         get_fetcher,
                         max_blocks=self.config.max_entry_blocks,
+                        budget=self.config.entries_budget,
                         clock=self.clock,
                         on_block=functools.partial(self.on_indexed, entry),
                         parsed=prefetcher.parsed,

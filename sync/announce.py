@@ -126,7 +126,7 @@ class Message:
     def from_json(cls, raw: bytes) -> Message:
         try:
             doc = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec: bad UTF-8 in a string
             raise DecodeError(f"announce is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise DecodeError("announce JSON must be an object")

@@ -17,12 +17,13 @@ from typing import Any
 from . import dagcbor, dagjson
 from .cid import DAG_CBOR, DAG_JSON, Link, check_block
 from .errors import SchemaError, UnknownCodec
-from .fastchunk import decode_dagjson_chunk
+from .fastchunk import decode_dagcbor_chunk, decode_dagjson_chunk
 from .schema import Advertisement, EntryChunk
 
 __all__ = [
     "BlockKind",
     "classify",
+    "decode_chunk_fast",
     "decode_node",
     "encode_block",
     "guess_codec",
@@ -85,8 +86,18 @@ def load_advertisement(link: Link, raw: bytes) -> Advertisement:
 def load_entry_chunk(link: Link, raw: bytes) -> EntryChunk:
     """Check and decode an entry chunk block fetched as ``link``."""
     check_block(link, raw)
-    if link.codec == DAG_JSON:
-        fast = decode_dagjson_chunk(raw)
-        if fast is not None:
-            return EntryChunk(entries=fast[0], next=fast[1])
+    fast = decode_chunk_fast(link.codec, raw)
+    if fast is not None:
+        return fast
     return EntryChunk.from_node(decode_node(raw, link.codec))
+
+
+def decode_chunk_fast(codec: int, raw: bytes) -> EntryChunk | None:
+    """The chunk by its codec's typed fast path (``fastchunk``), or None for the generic path."""
+    if codec == DAG_JSON:
+        fast = decode_dagjson_chunk(raw)
+    elif codec == DAG_CBOR:
+        fast = decode_dagcbor_chunk(raw)
+    else:
+        return None
+    return None if fast is None else EntryChunk(entries=fast[0], next=fast[1])

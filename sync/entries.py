@@ -25,34 +25,79 @@ Rules this module keeps:
   most one.
 - Limits: at most ``max_blocks`` blocks are ever fed.  The walk raises ``ChainTooLong`` as soon as
   the blocks done plus the links pending exceed it, so ``pending`` never outgrows the limit.  A
-  chain cannot revisit a block (a block cannot contain its own hash), and a malicious HAMT that
-  links one node many times (even exponentially, through shared subtrees) is bounded by that
-  same limit; nothing else de-duplicates links or multihashes.
+  chain cannot revisit a block (a block cannot contain its own hash).
+- A HAMT is a tree (a node's place fixes the hash prefix of the keys under it), so a node that
+  links one child twice, or links a node already pending or visited, is malformed:
+  ``RepeatedLink``, raised when that node is fed (none of its multihashes is returned).  This
+  stops the amplification of a few blocks into many fetches (one child linked 256 times per
+  level).  The links seen are kept for one run of the walk (~100 bytes per HAMT node); a walk
+  resumed from its progress starts them afresh from its pending links, so a node visited before
+  the interruption is not recognised after it -- the block budget below still bounds that.
+- Budget (``EntriesBudget``), so an ad costs blocks and time in proportion to what it yields:
+  ``next_block`` raises ``EntriesOverBudget`` (a ``ChainTooLong``) rather than ask for a block
+  when the blocks done exceed the multihashes yielded by ``max_idle`` or more (both counters are
+  in the persisted progress, so the rule holds across resumes: no wire change), or when this
+  run has lasted more than ``seconds + seconds_per_multihash`` x the multihashes it yielded, on
+  the injected clock (``time.monotonic``; a fake in tests).  A legit HAMT's interior nodes
+  yield nothing, but a run of them is at most its height, and it typically has fewer nodes than
+  keys (tested: bucketSize 1, bitWidth 3 stays within its height); a chunk yields its entries.
+  Multihashes are counted as yielded, repeats included: the cost is linear in what the publisher
+  serves.  The deadline is checked between blocks: one fetch may overrun it by at most the
+  fetcher's own timeout.
 - ``parse_block`` does ``feed``'s checking and decoding of a chain block or root ahead of time
   (a prefetcher does it while the previous ad is written); ``feed`` takes the result only for
   the very bytes it was made from, and otherwise checks and decodes as usual.
 - ``NO_ENTRIES`` as the root is an empty walk.  Errors are the ``sync.errors`` types
-  (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``ChainTooLong``); no
-  third-party exception escapes.
+  (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``RepeatedLink``,
+  ``ChainTooLong``, ``EntriesOverBudget``), all ``Retry.NEVER`` but ``HashMismatch``
+  (``LIMITED``); no third-party exception escapes.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .blocks import decode_node
-from .cid import DAG_JSON, Link, check_block, check_multihash
-from .errors import BadCid, ChainTooLong, DecodeError, SchemaError
-from .fastchunk import decode_dagjson_chunk
+from .blocks import decode_chunk_fast, decode_node
+from .cid import Link, check_block, check_multihash
+from .errors import BadCid, ChainTooLong, DecodeError, EntriesOverBudget, RepeatedLink, SchemaError
 from .fields import check_keys, describe
 from .schema import NO_ENTRIES, EntryChunk
 
-__all__ = ["DEFAULT_MAX_BLOCKS", "EntriesProgress", "EntriesWalk", "ParsedBlock", "parse_block"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_MAX_BLOCKS",
+    "EntriesBudget",
+    "EntriesProgress",
+    "EntriesWalk",
+    "ParsedBlock",
+    "parse_block",
+]
 
 DEFAULT_MAX_BLOCKS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesBudget:
+    """What an ad's entries may cost beyond what they yield (see the module rules)."""
+
+    max_idle: int = 256
+    """Blocks done may exceed the multihashes yielded by less than this."""
+    seconds: float = 120.0
+    """Time one run of the walk may take before it has yielded anything."""
+    seconds_per_multihash: float = 0.01
+    """More time per multihash yielded in this run (a 16,384-entry chunk earns 164 s)."""
+
+    def __post_init__(self) -> None:
+        if self.max_idle < 1 or self.seconds < 0 or self.seconds_per_multihash < 0:
+            raise ValueError("an entries budget needs max_idle >= 1 and non-negative times")
+
+
+DEFAULT_BUDGET = EntriesBudget()
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -130,7 +175,18 @@ def parse_block(link: Link, raw: bytes) -> ParsedBlock:
 class EntriesWalk:
     """Walks the entries behind ``root``, one block at a time, without doing any I/O."""
 
-    __slots__ = ("_blocks", "_hamt", "_max", "_mhs", "_stack")
+    __slots__ = (
+        "_blocks",
+        "_budget",
+        "_clock",
+        "_hamt",
+        "_max",
+        "_mhs",
+        "_run_mhs",
+        "_seen",
+        "_stack",
+        "_start",
+    )
 
     def __init__(
         self,
@@ -138,6 +194,8 @@ class EntriesWalk:
         *,
         progress: EntriesProgress | None = None,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
+        budget: EntriesBudget = DEFAULT_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_blocks < 1:
             raise ValueError("max_blocks must be at least 1")
@@ -151,6 +209,11 @@ class EntriesWalk:
         self._mhs = progress.multihashes_done
         self._hamt = progress.hamt
         self._max = max_blocks
+        self._budget = budget
+        self._clock = clock
+        self._start = clock()
+        self._run_mhs = 0
+        self._seen = {link.raw for link in self._stack}  # HAMT links pending or visited
 
     def next_block(self) -> Link | None:
         """The next block to fetch and ``feed``; None once the walk is finished."""
@@ -160,6 +223,19 @@ class EntriesWalk:
             raise ChainTooLong(
                 f"entries need more than {self._max} blocks "
                 f"({self._blocks} done, {len(self._stack)} pending)"
+            )
+        budget = self._budget
+        if self._blocks - self._mhs >= budget.max_idle:
+            raise EntriesOverBudget(
+                f"entries cost {self._blocks} blocks for {self._mhs} multihashes "
+                f"(at most {budget.max_idle - 1} blocks more than multihashes)"
+            )
+        elapsed = self._clock() - self._start
+        allowed = budget.seconds + budget.seconds_per_multihash * self._run_mhs
+        if elapsed > allowed:
+            raise EntriesOverBudget(
+                f"entries took {elapsed:.0f} s for {self._run_mhs} multihashes "
+                f"(at most {allowed:.0f} s for that many)"
             )
         return self._stack[-1]
 
@@ -203,20 +279,32 @@ class EntriesWalk:
                 f"entries need more than {self._max} blocks "
                 f"({self._blocks + 1} done, {pending} pending)"
             )
+        if is_hamt and children:
+            self._check_tree(link, children)
         self._stack.pop()
         self._stack.extend(reversed(children))
         self._blocks += 1
         self._mhs += len(mhs)
+        self._run_mhs += len(mhs)
         self._hamt = is_hamt
         return mhs
+
+    def _check_tree(self, link: Link, children: list[Link]) -> None:
+        """``RepeatedLink`` unless ``children`` are distinct and new to this run of the walk."""
+        raws = {child.raw for child in children}
+        if len(raws) != len(children):
+            raise RepeatedLink(f"HAMT node {link} links a child more than once")
+        if not raws.isdisjoint(self._seen):
+            again = next(child for child in children if child.raw in self._seen)
+            raise RepeatedLink(f"HAMT node {link} links {again}, already linked in this HAMT")
+        self._seen |= raws
 
 
 def _chunk_or_root(link: Link, raw: bytes) -> EntryChunk | dict[str, Any]:
     """The block as an EntryChunk, or as a decoded map when it has a ``hamt`` key."""
-    if link.codec == DAG_JSON:
-        fast = decode_dagjson_chunk(raw)
-        if fast is not None:
-            return EntryChunk(entries=fast[0], next=fast[1])
+    fast = decode_chunk_fast(link.codec, raw)
+    if fast is not None:
+        return fast
     node = decode_node(raw, link.codec)
     if isinstance(node, dict) and "hamt" in node:
         return node

@@ -22,11 +22,13 @@ The tree::
     │   ├── UnknownCodec           an IPLD codec or hash function this indexer does not speak
     │   ├── DecodeError            bytes that are not valid dag-json / dag-cbor / protobuf
     │   ├── SchemaError            decoded, but not the shape of the schema (missing, wrong type)
-    │   │   └── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
+    │   │   ├── FieldTooLarge      a field over its limit (ContextID 64 B, Metadata 1 KiB, ...)
+    │   │   └── RepeatedLink       a HAMT that links one node twice: not a tree
     │   ├── BadPeerId              a peer ID string or public key that does not parse
     │   ├── BadMultiaddr           a multiaddr that does not parse
     │   ├── BlockTooLarge          a block over the size cap (4 MiB by default)
     │   ├── ChainTooLong           entries past the configured chunk/depth limit
+    │   │   └── EntriesOverBudget  blocks or time out of proportion to the multihashes yielded
     │   └── SignatureError         an envelope or signature that does not verify
     │       ├── BadEnvelope        the signed envelope itself is malformed or of the wrong type
     │       └── UnsupportedKeyType a key type libp2p does not define
@@ -37,7 +39,8 @@ The tree::
     ├── PolicyError                a publisher may not publish for a provider (policy says no)
     └── TransientError             ALWAYS: retry later, keep the stack
         ├── FetchFailed            network failure, timeout, 5xx from the publisher
-        └── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
+        ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
+        └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import enum
 from collections.abc import Iterator
 
 __all__ = [
+    "AddressRefused",
     "AlreadyInitialized",
     "BadCid",
     "BadEnvelope",
@@ -56,6 +60,7 @@ __all__ = [
     "BlockTooLarge",
     "ChainTooLong",
     "DecodeError",
+    "EntriesOverBudget",
     "FetchFailed",
     "FieldTooLarge",
     "HashMismatch",
@@ -63,6 +68,7 @@ __all__ = [
     "NotInitialized",
     "PolicyError",
     "PublisherError",
+    "RepeatedLink",
     "Retry",
     "SchemaError",
     "SignatureError",
@@ -131,6 +137,14 @@ class FieldTooLarge(SchemaError):
     """A field over the limit go-libipni sets for it."""
 
 
+class RepeatedLink(SchemaError):
+    """A HAMT node links one child twice, or links a node already linked elsewhere in the walk.
+
+    go-ipld-adl-hamt writes a tree: a node's place fixes the hash prefix of every key under it,
+    so one node at two places is malformed (and is how a few blocks amplify into many fetches).
+    """
+
+
 class BadPeerId(ModelError):
     """A peer ID (string, bytes or public key) that does not parse."""
 
@@ -145,6 +159,10 @@ class BlockTooLarge(ModelError):
 
 class ChainTooLong(ModelError):
     """An entries chain (or HAMT) past the configured limit."""
+
+
+class EntriesOverBudget(ChainTooLong):
+    """An ad's entries cost blocks or time out of proportion to the multihashes they yielded."""
 
 
 class SignatureError(ModelError):
@@ -193,6 +211,15 @@ class BlockNotFound(TransientError):
     """The publisher does not have the block (now); permanent once retries are exhausted."""
 
     retry = Retry.LIMITED
+
+
+class AddressRefused(TransientError):
+    """No address of the publisher may be dialled: each is (or resolves to) a loopback, private,
+    link-local, unique-local or otherwise non-public address, and ``refuse_private_addrs`` is on.
+
+    Transient on purpose: the refusal is this indexer's setting, not a fault of the ads, so staged
+    work is kept (and retried) rather than marked failed; turning the option off resumes it.
+    """
 
 
 def retry_of(exc: BaseException) -> Retry:

@@ -3,6 +3,12 @@
 Rules this module keeps:
 
 - Addresses become an ``Endpoint`` (``pubaddr.py``, go-libipni ``maurl.ToURL``).
+- ``refuse_private=True`` (the daemon's ``ingest.refuse_private_addrs``): addresses that are not
+  public are dropped before anything is dialled (``pubaddr.refusal``), and every TCP connection
+  of the HTTP client, redirects included, resolves its host first and dials only the public
+  addresses it resolved to (checked and dialled by IP, so DNS cannot answer differently between
+  the two).  Nothing left to dial is ``AddressRefused``; an address refused at connect time
+  moves on to the next one, like a connection failure.
 - HTTP addresses are preferred; libp2p ones are used (HTTP over ``/http/1.1`` streams) only when
   there are none, and only with a libp2p host, else ``BadMultiaddr``.  A connection failure
   moves on to the publisher's next HTTP address, and the one that answered is kept.
@@ -37,6 +43,7 @@ import trio
 
 from .cid import Link
 from .errors import (
+    AddressRefused,
     BadMultiaddr,
     BlockNotFound,
     BlockTooLarge,
@@ -47,7 +54,7 @@ from .head import SignedHead
 from .httpclient import HttpClient, Opener, ResponseLike, TransportFailed
 from .ipnisync import IPNI_PATH
 from .peer import PeerId
-from .pubaddr import publisher_endpoint
+from .pubaddr import address_range, publisher_endpoint
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -89,6 +96,28 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+async def public_tcp_stream(host: str, port: int) -> trio.abc.Stream:
+    """A TCP connection to one of the PUBLIC addresses ``host`` resolves to (``refuse_private``).
+
+    ``AddressRefused`` when it resolves to none; resolver and connect errors are ``OSError``s,
+    which the HTTP client reports as ``TransportFailed``.
+    """
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    public = [ip for ip in ips if address_range(ip) is None]
+    if not public:
+        shown = ", ".join(f"{ip} ({address_range(ip)})" for ip in ips[:4]) or "nothing"
+        raise AddressRefused(f"{host} resolves to {shown}: refused by refuse_private_addrs")
+    failure: OSError | None = None
+    for ip in public:
+        try:
+            return await trio.open_tcp_stream(ip, port)
+        except OSError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
 class HttpFetcher:
     """ipnisync over HTTP: one keep-alive client, the publisher's base URLs tried in order."""
 
@@ -101,6 +130,7 @@ class HttpFetcher:
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         opener: Opener | None = None,
+        refuse_private: bool = False,
     ) -> None:
         if not urls:
             raise BadMultiaddr(f"no HTTP address for publisher {publisher}")
@@ -108,7 +138,10 @@ class HttpFetcher:
         self.max_block = max_block
         self._urls = [u.rstrip("/") for u in urls]
         self._client: Opener = opener or HttpClient(
-            timeout=timeout, ssl_context=ssl_context or _tls_context(), headers=_ACCEPT_GZIP
+            timeout=timeout,
+            ssl_context=ssl_context or _tls_context(),
+            headers=_ACCEPT_GZIP,
+            connect=public_tcp_stream if refuse_private else trio.open_tcp_stream,
         )
 
     async def head(self) -> SignedHead | None:
@@ -141,18 +174,21 @@ class HttpFetcher:
         self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
     ) -> bytes | None:
         failures: list[str] = []
+        refused = 0
         for i, base in enumerate(list(self._urls)):
             url = f"{base}/{resource}"
             try:
                 async with self._client.get(url, headers) as response:
                     body = await _body(response, url, cap, allow_empty)
-            except TransportFailed as exc:
+            except (TransportFailed, AddressRefused) as exc:
                 failures.append(str(exc))
-                continue  # unreachable, or broke off: try the next address
+                refused += isinstance(exc, AddressRefused)
+                continue  # unreachable, refused, or broke off: try the next address
             if i:  # this address answered: try it first from now on
                 self._urls.insert(0, self._urls.pop(i))
             return body
-        raise FetchFailed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
+        failed = AddressRefused if refused == len(failures) else FetchFailed
+        raise failed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
 
 
 async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -> bytes | None:
@@ -260,26 +296,45 @@ def open_fetcher(
     host: IHost | None = None,
     max_block: int = MAX_BLOCK,
     timeout: float = 30.0,
+    refuse_private: bool = False,
 ) -> HttpFetcher:
     """A fetcher for the publisher at ``addrs``; use it as ``async with open_fetcher(...) as f``.
 
     Nothing is dialled here: connections open on the first request.  Raises ``BadMultiaddr``
-    when no address is usable (libp2p-only addresses need a ``host``).
+    when no address is usable (libp2p-only addresses need a ``host``), ``AddressRefused`` when
+    ``refuse_private`` refused every one.
     """
-    endpoint = publisher_endpoint(addrs, publisher)
+    endpoint = publisher_endpoint(addrs, publisher, refuse_private=refuse_private)
     if endpoint.urls:
-        return HttpFetcher(publisher, endpoint.urls, max_block=max_block, timeout=timeout)
+        return HttpFetcher(
+            publisher,
+            endpoint.urls,
+            max_block=max_block,
+            timeout=timeout,
+            refuse_private=refuse_private,
+        )
     if host is None:
         raise BadMultiaddr(f"publisher {publisher} has only libp2p addresses: libp2p needs a host")
     return Libp2pFetcher(host, publisher, endpoint.libp2p, max_block=max_block, timeout=timeout)
 
 
 def fetcher_factory(
-    *, host: IHost | None = None, max_block: int = MAX_BLOCK, timeout: float = 30.0
+    *,
+    host: IHost | None = None,
+    max_block: int = MAX_BLOCK,
+    timeout: float = 30.0,
+    refuse_private: bool = False,
 ) -> Callable[[PeerId, Sequence[str]], HttpFetcher]:
     """``open_fetcher`` with these settings, called as ``factory(publisher, addrs)``."""
 
     def factory(publisher: PeerId, addrs: Sequence[str]) -> HttpFetcher:
-        return open_fetcher(addrs, publisher, host=host, max_block=max_block, timeout=timeout)
+        return open_fetcher(
+            addrs,
+            publisher,
+            host=host,
+            max_block=max_block,
+            timeout=timeout,
+            refuse_private=refuse_private,
+        )
 
     return factory

@@ -30,6 +30,10 @@ Rules this module keeps:
   answered).  An explicit port is used as given (``:0`` too: it fails to connect, it is never
   read as the default port).  No h11, trio, ssl or urllib exception escapes.  Statuses are not
   errors here: the caller decides what 404 or 500 mean.
+- TCP connections are opened by ``connect(host, port)`` (``trio.open_tcp_stream`` unless the
+  caller passes another: the fetcher's ``refuse_private_addrs`` check resolves and vets the
+  addresses there, for the first request and for every redirect alike).  What ``connect``
+  raises that is no ``OSError`` passes through unchanged.
 - ``Opener`` and ``ResponseLike`` are the shape the fetcher reads ("open a GET; status, headers,
   body chunks"); ``HttpClient`` is one, the fetcher's httpx adapter for libp2p the other.
 """
@@ -37,7 +41,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,7 +52,9 @@ import trio
 
 from .errors import FetchFailed
 
-__all__ = ["HttpClient", "Opener", "Response", "ResponseLike", "TransportFailed"]
+__all__ = ["Connect", "HttpClient", "Opener", "Response", "ResponseLike", "TransportFailed"]
+
+Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 _RECV = 65536
 _MAX_HEAD = 64 << 10
@@ -192,8 +198,10 @@ class HttpClient:
         ssl_context: ssl.SSLContext,
         headers: Mapping[str, str] | None = None,
         max_idle: int = 16,
+        connect: Connect = trio.open_tcp_stream,
     ) -> None:
         self._timeout = timeout
+        self._open_tcp = connect
         self._ssl = ssl_context
         self._headers = [("user-agent", "ipni-indexer"), *(headers or {}).items()]
         self._max_idle = max_idle
@@ -268,7 +276,7 @@ class HttpClient:
             raise FetchFailed(f"{url}: the HTTP client is closed")
         stream: trio.abc.Stream | None = None
         try:
-            stream = await trio.open_tcp_stream(origin.host, origin.port)
+            stream = await self._open_tcp(origin.host, origin.port)
             if origin.scheme == "https":
                 stream = trio.SSLStream(
                     stream, self._ssl, server_hostname=origin.host, https_compatible=True

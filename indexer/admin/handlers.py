@@ -13,19 +13,36 @@ Routes (storetheindex's where they exist, so its tools and scripts work):
 
 Rules: bad input is a 4xx with a one-line message, never a 500; a wrong method is 405 with
 ``Allow``; every JSON body is UTF-8 ``application/json``.
+
+Authentication: with a ``token`` (the daemon's ``$INDEXER_ADMIN_TOKEN`` or ``admin_token_file``)
+every request needs ``Authorization: Bearer <token>`` (the scheme case-insensitive, the token
+compared in constant time with ``hmac.compare_digest``), checked before routing, so an unknown
+path or a wrong method also gets 401 and nothing about the routes leaks.  A refusal is 401 with
+``WWW-Authenticate: Bearer realm="ipni-indexer admin"`` (plus ``error="invalid_token"`` when a
+token was sent) and is logged, at most once per ``_LOG_EVERY`` seconds with the count since.
+``GET /healthcheck`` stays open (it says only "the database answers"; storetheindex's k8s
+probes call it unauthenticated); ``/metrics`` is not open: Prometheus sends the token with
+``authorization: {credentials: ...}`` in its scrape config.  Without a token (the default, only
+allowed on loopback) every path is open, as in storetheindex.
+
+With ``refuse_private`` (``ingest.refuse_private_addrs``), ``POST /ingest/sync/{peer}`` answers
+403 when every address it would sync from (sent or known) is refused (``sync.pubaddr``).
 """
 
 from __future__ import annotations
 
+import hmac
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import structlog
 
 from sync import BadPeerId, PeerId, SyncError
+from sync.errors import AddressRefused
 from sync.httpserver import Handler, Request, Response
 from sync.pubaddr import publisher_endpoint
 
@@ -41,6 +58,9 @@ log = structlog.get_logger("admin")
 _LEAVES = {"/status", "/healthcheck", "/metrics"}  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+_OPEN = "/healthcheck"  # the one path served without the token
+_REALM = 'Bearer realm="ipni-indexer admin"'
+_LOG_EVERY = 10.0  # seconds between two log lines about refused requests
 
 
 class _BadRequest(Exception):
@@ -77,6 +97,37 @@ class AdminApi:
     metrics: Metrics
     peer_id: PeerId
     data_dir: Path
+    token: str = ""
+    refuse_private: bool = False
+    clock: Callable[[], float] = time.monotonic
+    _refused: int = field(default=0, init=False)
+    _logged_at: float | None = field(default=None, init=False)
+
+    def authorized(self, request: Request) -> bool:
+        """Does ``request`` carry the token (or is none needed)?"""
+        if not self.token or request.path.rstrip("/") == _OPEN:
+            return True
+        scheme, _, credentials = request.header("authorization").strip().partition(" ")
+        given = credentials.strip().encode("latin-1")  # headers are decoded as latin-1
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.token.encode())
+
+    def _unauthorized(self, request: Request) -> Response:
+        self._refused += 1
+        now = self.clock()
+        if self._logged_at is None or now - self._logged_at >= _LOG_EVERY:
+            log.warning(
+                "admin request refused: missing or wrong token", method=request.method,
+                path=request.path[:200], refused_since_last_log=self._refused,
+            )  # fmt: skip
+            self._refused, self._logged_at = 0, now
+        sent = bool(request.header("authorization"))
+        challenge = f'{_REALM}, error="invalid_token"' if sent else _REALM
+        message = "wrong admin token" if sent else "admin token required"
+        return Response.text(
+            401,
+            f"{message}: send Authorization: Bearer <token> (INDEXER_ADMIN_TOKEN)",
+            headers=(("www-authenticate", challenge),),
+        )
 
     def handler(self) -> Handler:
         routes: list[tuple[str, tuple[str, ...], Callable[[Request, str], Response]]] = [
@@ -91,6 +142,8 @@ class AdminApi:
         ]
 
         async def handle(request: Request) -> Response:
+            if not self.authorized(request):
+                return self._unauthorized(request)
             for prefix, methods, route in routes:
                 rest = request.path.removeprefix(prefix)
                 if rest == request.path or (rest and not prefix.endswith("/") and rest[0] != "/"):
@@ -133,6 +186,17 @@ class AdminApi:
         return Response(202)
 
     def _addrs(self, publisher: PeerId, body: bytes) -> list[str]:
+        addrs = self._given_or_known_addrs(publisher, body)
+        if self.refuse_private:
+            try:
+                publisher_endpoint(addrs, publisher, refuse_private=True)
+            except AddressRefused as exc:
+                raise _BadRequest(403, str(exc)) from None
+            except SyncError:
+                pass  # a known address gone bad: the sync reports it, as without the option
+        return addrs
+
+    def _given_or_known_addrs(self, publisher: PeerId, body: bytes) -> list[str]:
         if body.strip():
             try:
                 addr = msgspec.json.decode(body, type=str)

@@ -12,6 +12,17 @@ Rules this module keeps:
   is ``FindRequest`` (the spec's ``requestBody`` points at ``FindResponse`` by mistake).
 - Delegated routing follows ipfs/specs ``http-routing-v1.md`` and IPIP-484: ``Providers`` of
   ``peer`` records, NDJSON one record per line, and a 404 with an empty answer for no records.
+- Path parameters carry a ``pattern`` that only well-formed input matches, so a client (or a
+  schema-driven fuzzer: ``tests/indexer/find/test_schemathesis.py``) that follows the document is
+  never answered 400: every string matching ``PATTERNS`` parses (tested over generated strings).
+  The patterns cover the usual forms, sha2-256 multihashes in base58btc (``Qm...``) or hex, CIDs
+  as CIDv0 or base32 CIDv1 (raw, dag-pb, dag-cbor, dag-json), Ed25519 and sha2-256 peer IDs in
+  base58btc; the server accepts more (any whole multihash, any multibase, ``bafz...`` peer IDs),
+  as each description says.  A base58 pattern is a range: ``Qm`` and a third character strictly
+  between those of the smallest and the largest 34-byte sha2-256 multihash, so every match
+  decodes to ``0x12 0x20`` and 32 digest bytes.  ``EXAMPLES`` are the sha2-256 multihash of
+  ``hello ipni``, its raw-codec CID, and a peer ID (go-libipni's pcache fixture provider).
+  A batch's multihashes have a pattern too (sha2-256 in padded base64), for the same reason.
 """
 
 from __future__ import annotations
@@ -21,9 +32,34 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OPENAPI", "openapi_json"]
+__all__ = ["EXAMPLES", "OPENAPI", "PATTERNS", "openapi_json"]
 
 JsonObj = dict[str, Any]
+
+_B58 = "[1-9A-HJ-NP-Za-km-z]"
+_B32 = "[a-z2-7]"
+_SHA256_B58 = f"Qm[P-Za-e]{_B58}{{43}}"  # 0x12 0x20 + 32 bytes, base58btc
+_SHA256_HEX = "1220[0-9a-fA-F]{64}"
+# base32 CIDv1 of a sha2-256 multihash: the codec's fixed prefix, then the digest's characters
+# (the last one with its unused low bits zero).
+_CIDV1 = (
+    f"baf(?:kr|yb|yr)ei[a-h]{_B32}{{50}}[aeimquy4]",  # raw, dag-pb, dag-cbor
+    f"baguqeera{_B32}{{51}}[aq]",  # dag-json
+)
+_ED25519_PEER_B58 = f"12D3KooW[A-HJ-NP-S]{_B58}{{43}}"  # identity multihash of an Ed25519 key
+_SHA256_B64 = "Ei[A-D][A-Za-z0-9+/]{42}[AQgw]=="  # the same 34 bytes, padded standard base64
+PATTERNS = {
+    "multihash": f"^(?:{_SHA256_B58}|{_SHA256_HEX})$",
+    "cid": f"^(?:{_SHA256_B58}|{'|'.join(_CIDV1)})$",
+    "peerid": f"^(?:{_ED25519_PEER_B58}|{_SHA256_B58})$",
+    "batch": f"^{_SHA256_B64}$",
+}
+EXAMPLES = {
+    "multihash": "QmPUK82XwbZTsetQfVUceDiaLZXywPvu3qH5DuAahzJ5b1",
+    "cid": "bafkreiaq2ixyomi75nfhxyqwfhyrcqjgtjwwr7no45hbcpj7yjmggr7lhq",
+    "peerid": "12D3KooWNSRG5wTShNu6EXCPTkoH7dWsphKAPrbvQchHa5arfsDC",
+}
+_EXAMPLE_BATCH = {"Multihashes": ["EiAQ0i+HMR/rSnviFinxEUEmmm1o/a7nThE9P8JYY0frPA=="]}
 
 
 def _ref(name: str) -> JsonObj:
@@ -38,13 +74,14 @@ def _json(description: str, schema: JsonObj) -> JsonObj:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _path_param(name: str, description: str) -> JsonObj:
+def _path_param(name: str, kind: str, description: str) -> JsonObj:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": PATTERNS[kind]},
+        "example": EXAMPLES[kind],
     }
 
 
@@ -112,15 +149,31 @@ def _find_get(what: str, param: JsonObj) -> JsonObj:
 
 _PATHS: JsonObj = {
     "/multihash/{multihash}": _find_get(
-        "multihash", _path_param("multihash", "A multihash in base58btc or hex.")
+        "multihash",
+        _path_param(
+            "multihash",
+            "multihash",
+            "A multihash in base58btc or hex.  The pattern describes sha2-256 ones; any whole "
+            "multihash is accepted.",
+        ),
     ),
-    "/cid/{cid}": _find_get("CID", _path_param("cid", "A CIDv0 or multibase CIDv1.")),
+    "/cid/{cid}": _find_get(
+        "CID",
+        _path_param(
+            "cid",
+            "cid",
+            "A CIDv0 or multibase CIDv1.  The pattern describes sha2-256 CIDv0 and base32 CIDv1 "
+            "(raw, dag-pb, dag-cbor, dag-json); any CID is accepted.",
+        ),
+    ),
     "/multihash": {
         "post": {
             "summary": "Find the providers of several multihashes",
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("FindRequest")}},
+                "content": {
+                    "application/json": {"schema": _ref("FindRequest"), "example": _EXAMPLE_BATCH}
+                },
             },
             "responses": {
                 "200": _json("At least one multihash has providers.", _ref("FindResponse")),
@@ -144,7 +197,12 @@ _PATHS: JsonObj = {
         "get": {
             "summary": "Describe one provider",
             "parameters": [
-                _path_param("peerid", "A peer ID in base58btc or as a libp2p-key CIDv1.")
+                _path_param(
+                    "peerid",
+                    "peerid",
+                    "A peer ID in base58btc or as a libp2p-key CIDv1.  The pattern describes "
+                    "base58btc Ed25519 and sha2-256 peer IDs; every form is accepted.",
+                )
             ],
             "responses": {
                 "200": _json("The provider.", _ref("ProviderInfo")),
@@ -171,7 +229,12 @@ _PATHS: JsonObj = {
             "summary": "Delegated routing v1: the peers providing a CID",
             "description": "One peer record per provider; extended providers included.",
             "parameters": [
-                _path_param("cid", "Any CID (v0, or v1 in a multibase); looked up by multihash."),
+                _path_param(
+                    "cid",
+                    "cid",
+                    "Any CID (v0, or v1 in a multibase); looked up by multihash.  The pattern "
+                    "describes sha2-256 CIDv0 and base32 CIDv1; any CID is accepted.",
+                ),
                 _filter(
                     "filter-protocols",
                     "Keep records with one of these protocols (`unknown`: with none).",
@@ -237,7 +300,17 @@ _SCHEMAS: JsonObj = {
     "FindRequest": {
         "type": "object",
         "required": ["Multihashes"],
-        "properties": {"Multihashes": {"type": "array", "items": _B64}},
+        "properties": {
+            "Multihashes": {
+                "type": "array",
+                "items": {
+                    **_B64,
+                    "pattern": PATTERNS["batch"],
+                    "description": "a multihash in padded standard base64; the pattern "
+                    "describes sha2-256 ones, any whole multihash is accepted",
+                },
+            }
+        },
     },
     "ContextualExtendedProviders": {
         "type": "object",

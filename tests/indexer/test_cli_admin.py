@@ -35,10 +35,16 @@ from ..httpstub import StubServer
 RAW = 0x55
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the CLI's variables, plus ``extra``."""
     env = {**os.environ, "COLUMNS": "250"}
-    env.pop("INDEXER_ADMIN_URL", None)
-    env.pop("INDEXER_FIND_URL", None)
+    for name in ("INDEXER_ADMIN_URL", "INDEXER_FIND_URL", "INDEXER_ADMIN_TOKEN"):
+        env.pop(name, None)
+    return {**env, **extra}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = clean_env(**(env or {}))
     return subprocess.run(
         [INDEXER, *args], capture_output=True, text=True, timeout=60, check=False, env=env
     )
@@ -64,14 +70,16 @@ def one_line_error(out: subprocess.CompletedProcess[str], code: int, *needles: s
 class Daemon:
     """``indexer daemon`` in a subprocess; its log goes to a file (a pipe could fill up)."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, env: dict[str, str] | None = None) -> None:
         args = [INDEXER, "daemon", "--data-dir", str(data), "--json", "--no-p2p"]
         for name in ("find", "ingest", "admin"):
             args += [f"--{name}-addr", "127.0.0.1:0"]
         self.data = data
         data.mkdir(parents=True, exist_ok=True)
         self.log = (data.parent / f"{data.name}.log").open("a")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=clean_env(**(env or {}))
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, (data.parent / f"{data.name}.log").read_text()
@@ -300,3 +308,46 @@ def test_a_missing_data_dir_is_one_line_and_not_created(tmp_path: Path) -> None:
               "--data-dir", str(tmp_path / "empty"))  # fmt: skip
     one_line_error(out, 2, "no indexer database")
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+# --- the admin token ---------------------------------------------------------------------------
+
+TOKEN = "cli-test-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon started with INDEXER_ADMIN_TOKEN set (on loopback, as every test daemon)."""
+    daemon = Daemon(tmp_path_factory.mktemp("guarded") / "idx", {"INDEXER_ADMIN_TOKEN": TOKEN})
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def test_every_admin_command_sends_the_token_and_explains_a_401(guarded: Daemon) -> None:
+    peer = str(PrivateKey.generate().peer_id())
+    url = ("--admin-url", guarded.admin)
+    commands = [
+        ("admin", "staging", "ls"),
+        ("admin", "staging", "show", peer),
+        ("admin", "publishers"),
+        ("admin", "status"),
+        ("admin", "sync", "--publisher", peer, "--addr", "/ip4/127.0.0.1/tcp/9/http"),
+    ]
+    for args in commands:
+        one_line_error(
+            cli(*args, *url), 1, "the daemon needs an admin token: set INDEXER_ADMIN_TOKEN"
+        )
+        wrong = {"INDEXER_ADMIN_TOKEN": "not-the-daemons-token-0123456789"}
+        one_line_error(cli(*args, *url, env=wrong), 1, "refused the admin token")
+    right = {"INDEXER_ADMIN_TOKEN": TOKEN}
+    status = cli("admin", "status", "--json", *url, env=right)
+    assert status.returncode == 0, status.stderr
+    assert PeerId.parse(json.loads(status.stdout)["ID"])
+    assert cli_json("admin", "publishers", "--admin-token", TOKEN, *url) == []
+    out = cli("admin", "staging", "show", peer, *url, env=right)
+    one_line_error(out, 1, f"unknown provider {peer}")  # past the token: the daemon answered
+    one_line_error(
+        cli("admin", "status", *url, env={"INDEXER_ADMIN_TOKEN": "a b"}), 2, "not an admin token"
+    )

@@ -14,7 +14,7 @@ import trio.testing
 from indexer.ingest import Ingester
 from indexer.intake import AnnounceIntake
 from store import KV
-from sync import Message, PeerId
+from sync import Link, Message, PeerId
 from sync.errors import FetchFailed
 from sync.fetcher import BlockFetcher, fetcher_factory
 from sync.httpserver import serve_tcp
@@ -135,3 +135,22 @@ async def test_an_accepted_announce_survives_a_restart(tmp_path: Path, chain: Ch
             assert ingester.index.lookup(multihash(7))
             assert ingester.staging.unsynced_announces() == []
         nursery.cancel_scope.cancel()
+
+
+async def test_refuse_private_answers_403_when_no_address_is_public(tmp_path: Path) -> None:
+    pub = key(0).peer_id()
+    head = Link.make(0x0129, b"a head")
+    with KV(tmp_path / "db") as kv:
+        async with trio.open_nursery() as nursery:
+            ingester = Ingester(kv, never_runs)
+            await nursery.start(ingester.run)
+            intake = AnnounceIntake(ingester, refuse_private=True)
+            private = ["/ip4/127.0.0.1/tcp/3104/http", "/ip4/10.1.2.3/tcp/80/http"]
+            result = intake.accept(Message.create(head, private, pub), source="198.51.100.7")
+            assert result.status == 403 and "127.0.0.1" in result.message
+            assert ingester.staging.unsynced_announces() == []  # nothing recorded
+            mixed = [*private, "/dns4/ipni.example.net/tcp/443/https"]
+            assert intake.accept(Message.create(head, mixed, pub)).status == 204
+            [(_, record)] = ingester.staging.unsynced_announces()
+            assert record.addrs == ["/dns4/ipni.example.net/tcp/443/https"]  # private dropped
+            nursery.cancel_scope.cancel()

@@ -9,29 +9,45 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, encode_block
+from indexer.ingest import IngestConfig, Ingester
+from store import KV
+from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, PrivateKey, encode_block
 from sync.cid import RAW, SHA2_256
-from sync.entries import EntriesProgress, EntriesWalk, parse_block
+from sync.entries import (
+    DEFAULT_BUDGET,
+    EntriesBudget,
+    EntriesProgress,
+    EntriesWalk,
+    parse_block,
+)
 from sync.errors import (
     ChainTooLong,
     DecodeError,
+    EntriesOverBudget,
     HashMismatch,
     ModelError,
+    RepeatedLink,
     Retry,
     SchemaError,
     UnknownCodec,
 )
+from sync.fetcher import fetcher_factory, open_fetcher
+from sync.httpserver import serve_tcp
+from sync.ipnisync import ipnisync_handler
 
-from ..builders import multihash
+from ..builders import MemorySource, counting, make_ad, multihash
 from ..strategies import multihashes
 
 Blocks = dict[Link, bytes]
@@ -442,18 +458,206 @@ def test_hamt_over_max_blocks() -> None:
         walk(root, blocks, max_blocks=len(blocks) - 1)
 
 
-def test_hamt_relinking_one_node_is_bounded_by_max_blocks() -> None:
-    """Each level links the one below eight times: 8**depth visits, cut off by max_blocks."""
+def _full_node(child: Link, times: int = 256) -> list[Any]:
+    """A bitWidth-8 node whose every one of ``times`` data elements links ``child``."""
+    bits = (1 << 256) - (1 << (256 - times))
+    return [bits.to_bytes(32, "big"), [child] * times]
+
+
+def test_a_node_linking_one_child_256_times_is_a_repeated_link() -> None:
+    """The tester's HAMT: each level links the one below 256 times (256**depth visits before)."""
     blocks: Blocks = {}
     cid, raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
     blocks[cid] = raw
-    for _ in range(7):
-        cid, raw = encode_block([b"\xff", [cid] * 8], DAG_CBOR)
+    for _ in range(3):
+        cid, raw = encode_block(_full_node(cid), DAG_CBOR)
         blocks[cid] = raw
-    root, raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\xff", [cid] * 8]})
+    root, raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": _full_node(cid)})
     blocks[root] = raw
-    with pytest.raises(ChainTooLong):
-        walk(root, blocks, max_blocks=5_000)
+    fed: list[Link] = []
+    w = EntriesWalk(root)
+    with pytest.raises(RepeatedLink, match="more than once"):
+        while (nxt := w.next_block()) is not None:
+            fed.append(nxt)
+            w.feed(nxt, blocks[nxt])
+    assert fed == [root]  # one block asked for, and the walk ends
+    assert w.progress == EntriesProgress((root,))  # nothing moved: the error is for the root
+
+
+def test_a_node_linked_from_two_places_is_a_repeated_link() -> None:
+    """Distinct links per node, but two nodes per level sharing both children below: 2**depth
+    visits of 2 x depth blocks without de-duplication across the walk."""
+    blocks: Blocks = {}
+    level = []
+    for i in range(2):
+        cid, raw = encode_block([b"\x80", [[[multihash(i), True]]]], DAG_CBOR)
+        blocks[cid] = raw
+        level.append(cid)
+    for depth in range(10):
+        nxt_level = []
+        for i in range(2):  # [a, b, bucket]: two shared links and a bucket of its own
+            node = [b"\xe0", [*level, [[multihash(1000 * depth + 10 + i), True]]]]
+            cid, raw = encode_block(node, DAG_CBOR)
+            blocks[cid] = raw
+            nxt_level.append(cid)
+        level = nxt_level
+    root, raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\xc0", level]})
+    blocks[root] = raw
+    w = EntriesWalk(root)
+    fed = 0
+    with pytest.raises(RepeatedLink, match="already linked"):
+        while (nxt := w.next_block()) is not None:
+            w.feed(nxt, blocks[nxt])
+            fed += 1
+    assert fed <= len(blocks)  # at most each block once, never 2**10
+
+
+def test_repeated_links_are_checked_within_one_run_only() -> None:
+    """A resumed walk forgets the links of the run before it (documented); the idle budget,
+    whose counters are persisted, still bounds it."""
+    leaf, leaf_raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
+    a, a_raw = encode_block([b"\xc0", [leaf, [[multihash(1), True]]]], DAG_CBOR)
+    b, b_raw = encode_block([b"\xc0", [leaf, [[multihash(2), True]]]], DAG_CBOR)
+    root, root_raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\xc0", [a, b]]})
+    blocks = {leaf: leaf_raw, a: a_raw, b: b_raw, root: root_raw}
+    w = EntriesWalk(root)
+    for _ in range(3):  # root, a, leaf
+        nxt = w.next_block()
+        assert nxt is not None
+        w.feed(nxt, blocks[nxt])
+    assert w.next_block() == b
+    with pytest.raises(RepeatedLink):
+        w.feed(b, b_raw)
+    resumed = EntriesWalk(root, progress=EntriesProgress.decode(w.progress.encode()))
+    assert resumed.feed(b, b_raw) == [multihash(2)]
+    assert resumed.feed(leaf, leaf_raw) == [multihash(0)]
+    assert resumed.next_block() is None
+
+
+def _link_only_path(length: int) -> tuple[Link, Blocks]:
+    """A HAMT root over ``length`` nodes that each link one new node and yield nothing."""
+    blocks: Blocks = {}
+    cid, raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
+    blocks[cid] = raw
+    for i in range(length):
+        cid, raw = encode_block([(1 << (7 - i % 8)).to_bytes(1, "big"), [cid]], DAG_CBOR)
+        blocks[cid] = raw
+    root, raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\x80", [cid]]})
+    blocks[root] = raw
+    return root, blocks
+
+
+def test_a_run_of_blocks_yielding_nothing_ends_the_walk() -> None:
+    root, blocks = _link_only_path(1_000)
+    asked = 0
+    w = EntriesWalk(root)
+    with pytest.raises(EntriesOverBudget, match="256 blocks for 0 multihashes"):
+        while (nxt := w.next_block()) is not None:
+            asked += 1
+            assert w.feed(nxt, blocks[nxt]) == []
+    assert asked == DEFAULT_BUDGET.max_idle == 256
+    # The counters are persisted: a resumed walk is over budget before it asks for anything.
+    resumed = EntriesWalk(root, progress=EntriesProgress.decode(w.progress.encode()))
+    with pytest.raises(EntriesOverBudget):
+        resumed.next_block()
+    # A path shorter than the budget is walked to its end.
+    short, short_blocks = _link_only_path(200)
+    assert walk(short, short_blocks)[0] == [multihash(0)]
+
+
+@pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
+def test_empty_chunks_cost_at_most_the_idle_budget_beyond_what_was_yielded(codec: int) -> None:
+    budget = EntriesBudget(max_idle=5)
+    root, blocks = build_chain(numbered_chunks([0] * 20), codec)
+    w = EntriesWalk(root, budget=budget)
+    asked = 0
+    with pytest.raises(EntriesOverBudget):
+        while (nxt := w.next_block()) is not None:
+            asked += 1
+            w.feed(nxt, blocks[nxt])
+    assert asked == 5
+    # Multihashes yielded earlier pay for empty chunks later: 10 multihashes, then 12 empties.
+    root, blocks = build_chain(numbered_chunks([10] + [0] * 12), codec)
+    w = EntriesWalk(root, budget=budget)
+    while (nxt := w.next_block()) is not None:
+        w.feed(nxt, blocks[nxt])
+    assert w.progress.blocks_done == 13 and w.progress.multihashes_done == 10
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_time_budget_grows_with_the_multihashes_yielded() -> None:
+    budget = EntriesBudget(seconds=10.0, seconds_per_multihash=1.0)
+    root, blocks = build_chain(numbered_chunks([1] * 30))
+    clock = FakeClock()
+    w = EntriesWalk(root, budget=budget, clock=clock)
+    fed = 0
+    with pytest.raises(EntriesOverBudget, match="took 22 s for 11 multihashes"):
+        while (nxt := w.next_block()) is not None:
+            w.feed(nxt, blocks[nxt])
+            fed += 1
+            clock.now += 2.0  # each block takes 2 s and earns 1 s: out of time after 11 blocks
+    assert fed == 11
+    # A run that is slow but yields enough is never cut; a new run gets a new deadline.
+    clock = FakeClock()
+    w = EntriesWalk(root, progress=w.progress, budget=budget, clock=clock)
+    while (nxt := w.next_block()) is not None:
+        w.feed(nxt, blocks[nxt])
+        clock.now += 0.9
+    assert w.progress.multihashes_done == 30
+
+
+def test_legit_hamts_stay_far_inside_the_idle_budget() -> None:
+    """bucketSize 1 and bitWidth 3 make the most interior nodes: blocks never run ahead of
+    multihashes by more than the tree's height."""
+    root, blocks, tree = build_hamt([multihash(i) for i in range(3000)], bit_width=3)
+    w = EntriesWalk(root)
+    worst = 0
+    while (nxt := w.next_block()) is not None:
+        w.feed(nxt, blocks[nxt])
+        worst = max(worst, w.progress.blocks_done - w.progress.multihashes_done)
+    assert w.progress.multihashes_done == 3000
+    assert worst <= height(tree) < DEFAULT_BUDGET.max_idle
+
+
+async def test_over_http_the_repeating_hamt_costs_one_request() -> None:
+    """The walk driven by a real fetcher against a real server on 127.0.0.1, counting GETs."""
+    leaf, leaf_raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
+    mid, mid_raw = encode_block(_full_node(leaf), DAG_CBOR)
+    bad, bad_raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": _full_node(mid)})
+    keys = [multihash(i) for i in range(500)]
+    good, good_blocks, _ = build_hamt(keys, bit_width=5, bucket_size=3)
+    source = MemorySource((leaf, leaf_raw), (mid, mid_raw), (bad, bad_raw), *good_blocks.items())
+    seen: Counter[str] = Counter()
+    publisher = PrivateKey.generate().peer_id()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            served = await nursery.start(
+                serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
+            )
+            addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+            async with open_fetcher([addr], publisher, timeout=10) as fetcher:
+
+                async def drive(root: Link) -> list[bytes]:
+                    w = EntriesWalk(root)
+                    out: list[bytes] = []
+                    while (nxt := w.next_block()) is not None:
+                        out += w.feed(nxt, await fetcher.block(nxt, "EntryChunk"))
+                    return out
+
+                with pytest.raises(RepeatedLink):
+                    await drive(bad)
+                assert sum(seen.values()) == 1 and seen[str(bad)] == 1
+                got = await drive(good)
+                assert sorted(got) == sorted(keys)
+                assert sum(seen.values()) == 1 + len(good_blocks)
+            nursery.cancel_scope.cancel()
 
 
 def test_wrong_link_or_finished_walk_is_a_value_error() -> None:
@@ -519,5 +723,57 @@ def test_progress_round_trips() -> None:
 
 
 def test_every_error_is_a_model_error() -> None:
-    for exc in (ChainTooLong, DecodeError, HashMismatch, SchemaError, UnknownCodec):
+    errors = (ChainTooLong, DecodeError, HashMismatch, SchemaError, UnknownCodec)
+    for exc in (*errors, RepeatedLink, EntriesOverBudget):
         assert issubclass(exc, ModelError) and exc.retry is not Retry.ALWAYS
+    # The walk's own refusals are permanent: the ad is processed-with-error at once.
+    for exc in (RepeatedLink, EntriesOverBudget):
+        assert exc.retry is Retry.NEVER and exc("x").permanent
+    assert issubclass(EntriesOverBudget, ChainTooLong) and issubclass(RepeatedLink, SchemaError)
+
+
+def test_budget_values_are_checked() -> None:
+    for bad in ({"max_idle": 0}, {"seconds": -1.0}, {"seconds_per_multihash": -0.1}):
+        with pytest.raises(ValueError, match="budget"):
+            EntriesBudget(**bad)  # type: ignore[arg-type]
+
+
+async def test_the_ingester_marks_an_ad_with_a_repeating_hamt_processed_with_error(
+    tmp_path: Path,
+) -> None:
+    """End to end over HTTP: the hostile ad costs one GET of its entries and is done with the
+    typed error; the ads before and after it are indexed."""
+    signer = PrivateKey.generate()
+    leaf, leaf_raw = encode_block([b"\x80", [[[multihash(0), True]]]], DAG_CBOR)
+    bad_root, bad_raw = encode_block({"hashAlg": 0x12, "bucketSize": 3, "hamt": _full_node(leaf)})
+    good_root, good_blocks, _ = build_hamt([multihash(i) for i in range(1, 50)], bit_width=4)
+    blocks = {leaf: leaf_raw, bad_root: bad_raw, **good_blocks}
+    chunk, blocks[chunk] = encode_block(EntryChunk((multihash(99),)).to_node())
+    ads: list[Link] = []
+    for i, entries in enumerate((good_root, bad_root, chunk)):  # oldest first
+        previous = ads[-1] if ads else None
+        ad = make_ad(signer, previous=previous, entries=entries, context_id=b"c%d" % i)
+        cid, blocks[cid] = encode_block(ad.to_node())
+        ads.append(cid)
+    source = MemorySource(*blocks.items())
+    source.set_head(ads[-1], signer)
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "indexer")
+    ingester = Ingester(kv, fetcher_factory(timeout=5), config=IngestConfig(segment=2))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            served = await nursery.start(
+                serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
+            )
+            addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+            await nursery.start(ingester.run)
+            ingester.announce(signer.peer_id(), [addr], None)
+            await ingester.wait_idle()
+            nursery.cancel_scope.cancel()
+    done = [ingester.staging.done(cid.raw) for cid in ads]
+    assert [d is not None and d.ok for d in done] == [True, False, True]
+    assert done[1] is not None and "RepeatedLink" in (done[1].error or "")
+    assert seen[str(bad_root)] == 1 and seen[str(leaf)] == 0
+    assert len(ingester.index.lookup(multihash(1))) == 1
+    assert len(ingester.index.lookup(multihash(99))) == 1
+    kv.close()

@@ -19,10 +19,12 @@ EXPECTED = {
     "DecodeError": Retry.NEVER,
     "SchemaError": Retry.NEVER,
     "FieldTooLarge": Retry.NEVER,
+    "RepeatedLink": Retry.NEVER,
     "BadPeerId": Retry.NEVER,
     "BadMultiaddr": Retry.NEVER,
     "BlockTooLarge": Retry.NEVER,
     "ChainTooLong": Retry.NEVER,
+    "EntriesOverBudget": Retry.NEVER,
     "SignatureError": Retry.NEVER,
     "BadEnvelope": Retry.NEVER,
     "UnsupportedKeyType": Retry.NEVER,
@@ -34,6 +36,7 @@ EXPECTED = {
     "TransientError": Retry.ALWAYS,
     "FetchFailed": Retry.ALWAYS,
     "BlockNotFound": Retry.LIMITED,
+    "AddressRefused": Retry.ALWAYS,  # this indexer's setting, not the ads: keep them, retry
 }
 
 CLASSES = {
