@@ -3,7 +3,8 @@
 Rules this module keeps:
 
 - Every setting has a default; a missing file, section or key means the default.  An unknown
-  key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently).
+  key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently), and
+  so is an ``[http]`` deadline, rate or connection cap that is not positive.
 - ``TEMPLATE`` is what ``indexer init`` writes: every setting, commented, at its default.
 - Secrets stay out of this file: the admin token is read from ``$INDEXER_ADMIN_TOKEN`` or from the
   file ``admin_token_file`` names (``indexer.security``), never from a key here.
@@ -88,6 +89,14 @@ class Config:
     source_burst: float = 100.0
     max_pending_publishers: int = 10_000
     refuse_private_addrs: bool = False
+    head_timeout: float = 10.0
+    body_timeout: float = 10.0
+    min_transfer_rate: float = 16384.0
+    send_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_find_connections: int = 1024
+    max_ingest_connections: int = 256
+    max_admin_connections: int = 64
     policy: Policy = field(default_factory=Policy)
 
 
@@ -129,6 +138,17 @@ TEMPLATE = """\
 #                            # indexer at internal services (SSRF); but publishers on a private
 #                            # network can then not be indexed
 
+[http]
+# Each HTTP server (find, ingest, admin). No deadline restarts per byte.
+# head_timeout = 10.0          # seconds for a whole request head (new connection: from accept)
+# body_timeout = 10.0          # seconds for a request body, plus 1 s per min_transfer_rate bytes
+# min_transfer_rate = 16384.0  # bytes/s; a response write gets send_timeout plus size / this
+# send_timeout = 10.0          # seconds: a client that stops reading loses the connection
+# idle_timeout = 60.0          # seconds a keep-alive connection may sit idle
+# max_find_connections = 1024  # open connections per server (lowered to fit the open files
+# max_ingest_connections = 256 # limit); at the cap the idlest is closed, else a new one gets 503
+# max_admin_connections = 64
+
 [policy]
 # allow_publishers = ["*"]   # peer IDs, or "*" for everyone; deny wins
 # deny_publishers = []
@@ -159,6 +179,16 @@ _SECTIONS = {
         "source_burst",
         "max_pending_publishers",
         "refuse_private_addrs",
+    },
+    "http": {
+        "head_timeout",
+        "body_timeout",
+        "min_transfer_rate",
+        "send_timeout",
+        "idle_timeout",
+        "max_find_connections",
+        "max_ingest_connections",
+        "max_admin_connections",
     },
 }
 
@@ -203,6 +233,8 @@ def load_config(path: Path | None) -> Config:
             raise ConfigError(f"{path}: unknown setting(s) {sorted(bad)} in [{section}]")
         for name, value in table.items():
             values[name] = _typed(f"{section}.{name}", value, getattr(defaults, name))
+            if section == "http" and values[name] <= 0:
+                raise ConfigError(f"{path}: http.{name} must be positive, not {value!r}")
     policy_doc = dict(doc.get("policy", {}))
     publish_for = policy_doc.pop("publish_for", {})
     policy_fields = {f.name for f in fields(Policy)} - {"publish_for"}

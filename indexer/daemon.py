@@ -14,11 +14,16 @@ Before it opens or binds anything it runs ``security.warn_exposed``: an admin AP
 loopback without a token is a ``ConfigError``, and every server listening beyond loopback is
 logged as a warning naming what it exposes.  ``admin_token`` (``""``: none) guards every admin
 path but ``/healthcheck``; ``ingest.refuse_private_addrs`` goes to the fetcher and the admin API.
+At start it raises its soft open-files limit to the hard one and fits the three servers'
+connection caps (``[http]`` settings) inside it, less what LevelDB may hold, so a flood on one
+server cannot take the descriptors the others (or LevelDB) need; the ingest server's
+``/health`` and ``/sync/status`` answer 405 to anything but GET and HEAD.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +37,14 @@ import trio
 from store import KV, IndexStore
 from sync import BadPeerId, PeerId, PrivateKey
 from sync.fetcher import fetcher_factory
-from sync.httpserver import Handler, Request, Response, serve_tcp
+from sync.httpserver import (
+    Handler,
+    Limits,
+    Request,
+    Response,
+    fit_connection_caps,
+    serve_tcp,
+)
 
 from . import __version__
 from .access import LivePolicy
@@ -81,6 +93,7 @@ class Daemon:
         config = self.config
         warn_exposed(config, self.admin_token)  # before anything is opened or bound
         policy = LivePolicy(config.policy)
+        find_limits, ingest_limits, admin_limits = _http_limits(config)  # raises RLIMIT_NOFILE
         with KV(self.data_dir / DB_DIR) as kv:
             async with trio.open_nursery() as nursery, self._libp2p() as host:
                 ingester = Ingester(
@@ -118,11 +131,13 @@ class Daemon:
                 )
                 await nursery.start(ingester.run)
                 ingest = await nursery.start(
-                    serve_tcp, self._ingest_handler(intake, ingester), *_split(config.ingest_addr)
-                )
+                    functools.partial(serve_tcp, limits=ingest_limits, name="ingest"),
+                    self._ingest_handler(intake, ingester), *_split(config.ingest_addr),
+                )  # fmt: skip
                 find = await nursery.start(
-                    serve_tcp, self._find_handler(kv), *_split(config.find_addr)
-                )
+                    functools.partial(serve_tcp, limits=find_limits, name="find"),
+                    self._find_handler(kv), *_split(config.find_addr),
+                )  # fmt: skip
                 await nursery.start(
                     functools.partial(run_compaction, ingester.index, idle=config.compact_idle)
                 )
@@ -131,8 +146,9 @@ class Daemon:
                     token=self.admin_token, refuse_private=config.refuse_private_addrs,
                 )  # fmt: skip
                 admin = await nursery.start(
-                    serve_tcp, admin_api.handler(), *_split(config.admin_addr)
-                )
+                    functools.partial(serve_tcp, limits=admin_limits, name="admin"),
+                    admin_api.handler(), *_split(config.admin_addr),
+                )  # fmt: skip
                 p2p_addrs: list[str] = []
                 if host is not None:
                     from sync.p2p import host_addrs
@@ -184,13 +200,15 @@ class Daemon:
         async def handle(request: Request) -> Response:
             if request.path in ANNOUNCE_PATHS:
                 return await intake.handle(request)
-            if request.path.rstrip("/") == "/sync/status" or request.path.startswith(
-                "/sync/status/"
-            ):
-                return sync_status(ingester, request)
-            if request.path == "/health":
+            path = request.path
+            status = path.rstrip("/") == "/sync/status" or path.startswith("/sync/status/")
+            if not status and path != "/health":
+                return Response.text(404, "not found")
+            if request.method not in ("GET", "HEAD"):
+                return Response.text(405, "method not allowed", headers=(("allow", "GET, HEAD"),))
+            if not status:
                 return Response.text(200, f"ready {__version__}")
-            return Response.text(404, "not found")
+            return sync_status(ingester, request)
 
         return handle
 
@@ -208,6 +226,21 @@ class Daemon:
             return await find(request)
 
         return handle
+
+
+def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
+    """The find, ingest and admin servers' limits, their caps fitted to the open files limit."""
+    base = Limits(
+        head_timeout=config.head_timeout, body_timeout=config.body_timeout,
+        min_rate=config.min_transfer_rate, send_timeout=config.send_timeout,
+        idle_timeout=config.idle_timeout,
+    )  # fmt: skip
+    wanted = [config.max_find_connections, config.max_ingest_connections,
+              config.max_admin_connections]  # fmt: skip
+    caps = fit_connection_caps(wanted)
+    log.info("http connection caps", find=caps[0], ingest=caps[1], admin=caps[2])
+    find, ingest, admin = (dataclasses.replace(base, max_connections=cap) for cap in caps)
+    return find, ingest, admin
 
 
 STATUS_PAGE = 1000  # rows of /sync/status per page unless ?limit= says fewer

@@ -13,9 +13,11 @@ Rules this module keeps:
 - At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
   memory held is bounded; a block is handed out once and forgotten, and one never claimed is
   dropped after ``2 * depth`` more ads.
-- A prefetch that fails is forgotten silently: the worker's own fetch of that block then runs
-  and fails (or succeeds) through the normal path, with its retries and error records.  So a
-  prefetch can make ingest faster, never different.
+- A prefetch that fails is forgotten: the worker's own fetch of that block then runs and fails
+  (or succeeds) through the normal path, with its retries and error records.  That holds for any
+  failure, a bug too (logged with its traceback): a prefetch of a later ad's block must never
+  stop the worker applying the ad before it.  So a prefetch can make ingest faster, never
+  different.
 - The background fetches run in the worker's nursery and stop with it.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import structlog
 import trio
 
 from staging import StagedAd
@@ -35,6 +38,8 @@ from sync.head import SignedHead
 from .apply import GetFetcher
 
 __all__ = ["Prefetcher"]
+
+log = structlog.get_logger("ingest")
 
 
 @dataclass
@@ -79,8 +84,15 @@ class Prefetcher:
         try:
             fetcher = await self.get_fetcher(publisher, addrs)
             slot.parsed = parse_block(link, await fetcher.block(link, "EntryChunk"))
-        except SyncError:
-            if self._slots.get(link) is slot:  # the worker's own fetch will say what is wrong
+        except Exception as exc:  # the worker's own fetch will say what is wrong
+            if not isinstance(exc, SyncError):
+                log.error(
+                    "prefetch failed on a bug",
+                    publisher=str(publisher),
+                    block=str(link),
+                    exc_info=exc,
+                )
+            if self._slots.get(link) is slot:
                 del self._slots[link]
         finally:
             slot.done.set()

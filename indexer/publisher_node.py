@@ -10,14 +10,17 @@ starts and before ``task_status.started`` reports the node ready:
 
 Rules: publishes are serialized by one lock and run in a worker thread (LevelDB calls block);
 after each publish, and once at start when a head exists, the head is announced to every
-configured URL (failures are logged, never fatal) and on gossipsub when libp2p is on.
+configured URL (failures are logged, never fatal) and on gossipsub when libp2p is on.  The TCP
+server's deadlines and connection cap are ``NodeConfig.http``; the cap is fitted to the open files
+limit, which start raises to the hard limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +31,15 @@ import trio
 
 from sync import Message, SyncError
 from sync.announcer import send_http_announce
-from sync.httpserver import Request, Response, serve_tcp, serve_unix
+from sync.httpserver import Limits, Request, Response, fit_connection_caps, serve_tcp, serve_unix
 from sync.ipnisync import IPNI_PATH, ipnisync_handler
 from sync.publisher import Publisher
 from sync.pubops import PublishRequest, apply, error_to_json
 
-__all__ = ["SOCKET_NAME", "NodeConfig", "NodeInfo", "PublisherNode", "socket_path"]
+__all__ = ["PUBLIC_LIMITS", "SOCKET_NAME", "NodeConfig", "NodeInfo", "PublisherNode", "socket_path"]
 
 SOCKET_NAME = "publisher.sock"
+PUBLIC_LIMITS = Limits(max_connections=1024)
 log = structlog.get_logger("publisher")
 
 
@@ -46,6 +50,7 @@ class NodeConfig:
     announce_urls: tuple[str, ...] = ()
     announce_json: bool = False
     p2p_listen: tuple[str, ...] = ()
+    http: Limits = PUBLIC_LIMITS  # the TCP server's deadlines and connection cap
 
 
 class NodeInfo(msgspec.Struct, frozen=True):
@@ -72,8 +77,14 @@ class PublisherNode:
         handler = ipnisync_handler(self.publisher)
         sock_path = socket_path(self.publisher.data_dir)
         sock_path.unlink(missing_ok=True)  # we hold the database lock: any socket here is stale
+        [cap] = fit_connection_caps([self.config.http.max_connections])
+        limits = replace(self.config.http, max_connections=cap)
+        log.info("http connection caps", ipnisync=cap)
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:
-            listeners = await nursery.start(serve_tcp, handler, self.config.host, self.config.port)
+            listeners = await nursery.start(
+                partial(serve_tcp, limits=limits, name="ipnisync"),
+                handler, self.config.host, self.config.port,
+            )  # fmt: skip
             port = listeners[0].socket.getsockname()[1]
             http_addr = f"/ip4/{self.config.host}/tcp/{port}/http"
             await nursery.start(serve_unix, self._admin, str(sock_path))

@@ -26,8 +26,10 @@ Rules this module keeps:
   connect, redirects and reading the body.
 - Errors: connect, I/O, TLS, h11 and deadline errors are ``TransportFailed`` (a ``FetchFailed``:
   the address did not answer in full, another may); a redirect loop or a redirect to a URL this
-  client cannot fetch is plain ``FetchFailed`` (the address answered).  No h11, trio or ssl
-  exception escapes.  Statuses are not errors here: the caller decides what 404 or 500 mean.
+  client cannot fetch (or that does not parse) is plain ``FetchFailed`` (the address
+  answered).  An explicit port is used as given (``:0`` too: it fails to connect, it is never
+  read as the default port).  No h11, trio, ssl or urllib exception escapes.  Statuses are not
+  errors here: the caller decides what 404 or 500 mean.
 - TCP connections are opened by ``connect(host, port)`` (``trio.open_tcp_stream`` unless the
   caller passes another: the fetcher's ``refuse_private_addrs`` check resolves and vets the
   addresses there, for the first request and for every redirect alike).  What ``connect``
@@ -179,7 +181,7 @@ def _split(url: str) -> tuple[_Origin, str, str]:
         scheme, host = parts.scheme.lower(), parts.hostname
         if scheme not in _DEFAULT_PORTS or not host:
             raise ValueError("not an absolute http or https URL")
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port  # :0 is not :80
     except ValueError as exc:
         raise FetchFailed(f"{url}: cannot fetch: {exc}") from None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -237,7 +239,10 @@ class HttpClient:
                 await response.drain()
             finally:
                 await self._release(response)
-            url = urljoin(url, location)
+            try:
+                url = urljoin(url, location)
+            except ValueError as exc:  # e.g. "http://[::1": the address answered, with junk
+                raise FetchFailed(f"{url}: bad redirect to {location!r}: {exc}") from None
         raise FetchFailed(f"{url}: TooManyRedirects: stopped after {_MAX_REQUESTS} requests")
 
     async def _request(self, url: str, headers: Mapping[str, str]) -> Response:

@@ -11,7 +11,8 @@ Rules this module keeps:
   walker asks for exactly that link next, and the walker hashes and verifies them as always.
 - A guess that fails to fetch is forgotten (the walker's own fetch then runs and reports), and a
   guess the walker does not ask for (it stopped, at a known ad say) is cancelled: one block may
-  be fetched for nothing per sync, never more than one at a time.
+  be fetched for nothing per sync, never more than one at a time.  Any failure of a guess is
+  forgotten, a bug too (logged with its traceback): a block the walk never needed cannot fail it.
 - The fetches run in the caller's nursery and stop with it.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 
+import structlog
 import trio
 
 from .blocks import decode_node
@@ -27,6 +29,8 @@ from .errors import SyncError
 from .fetcher import BlockFetcher
 
 __all__ = ["Lookahead"]
+
+log = structlog.get_logger("sync")
 
 _PREVIOUS_JSON = re.compile(rb'"PreviousID":\{"/":"([A-Za-z0-9]+)"\}')
 
@@ -84,7 +88,8 @@ class Lookahead:
                 raw = await self._fetcher.block(link, "Advertisement")
                 if self._guess == link:
                     self._raw = raw
-        except SyncError:
-            pass  # the walker's own fetch will say what is wrong
+        except Exception as exc:  # the walker's own fetch will say what is wrong
+            if not isinstance(exc, SyncError):
+                log.error("lookahead fetch failed on a bug", block=str(link), exc_info=exc)
         finally:
             done.set()

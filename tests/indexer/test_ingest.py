@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from indexer.ingest import IngestConfig, Ingester
 from store import KV, value_key
@@ -113,4 +114,35 @@ async def test_polling_finds_new_ads_without_an_announce(rig: Rig) -> None:
         with trio.fail_after(30):
             await rig.ingester.wait_idle()
         assert rig.providers_of(multihash(2)) == [(b"Q", bitswap())]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_that_dies_on_a_bug_is_restarted_and_the_error_recorded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug outside applying an ad (here: reading the staging area) ends the worker's run; the
+    supervisor logs it, records it on the stack and starts the worker again with backoff."""
+    rig.pub.add(b"W", [multihash(i) for i in range(3)], bitswap())
+    rig.ingester.config = IngestConfig(segment=3, retry_base=0.01)
+    staging = rig.ingester.staging
+    real, failures = staging.next_entry, [1]
+
+    def flaky(provider: bytes):  # type: ignore[no-untyped-def]
+        entry = real(provider)
+        if entry is not None and failures[0] > 0:
+            failures[0] -= 1
+            raise KeyError("a bug reading the next entry")
+        return entry
+
+    monkeypatch.setattr(staging, "next_entry", flaky)
+    async with trio.open_nursery() as nursery:
+        await rig.start(nursery)
+        with capture_logs() as logs:
+            await rig.sync()
+        assert failures == [0] and rig.providers_of(multihash(1)) == [(b"W", bitswap())]
+        restarts = [e for e in logs if e["event"] == "worker failed; restarting"]
+        assert len(restarts) == 1 and isinstance(restarts[0]["exc_info"], KeyError)
+        assert not [e for e in logs if e["event"] == "cannot record a worker failure"]
+        done = staging.done(rig.pub.head().raw)  # type: ignore[union-attr]
+        assert done is not None and done.ok
         nursery.cancel_scope.cancel()

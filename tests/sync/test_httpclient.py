@@ -384,3 +384,19 @@ async def test_a_closed_client_opens_nothing() -> None:
     with pytest.raises(FetchFailed, match="closed"):
         async with client.get("http://127.0.0.1:1/x", {}):
             pass
+
+
+async def test_a_junk_redirect_and_port_zero_are_fetch_failed() -> None:
+    async def junk(request: Request) -> Response:
+        return Response(302, headers=(("location", "http://[::1"),))  # urljoin: ValueError
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            addr, _ = await serve_counted(nursery, junk)
+            async with open_fetcher([addr], PEER) as fetcher:
+                with pytest.raises(FetchFailed, match="bad redirect"):
+                    await fetcher.block(LINK)
+            async with open_fetcher(["/ip4/127.0.0.1/tcp/0/http"], PEER) as fetcher:
+                with pytest.raises(FetchFailed, match=r"127\.0\.0\.1:0 failed"):  # never :80
+                    await fetcher.block(LINK)
+            nursery.cancel_scope.cancel()

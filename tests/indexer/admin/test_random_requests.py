@@ -127,7 +127,10 @@ async def test_random_requests_never_get_a_5xx_nor_pass_without_the_token(tmp_pa
                         assert r.status_code < 500, where
                         opened = path.rstrip("/") == "/healthcheck"
                         if token != "right" and not opened:
-                            assert r.status_code == 401, where
+                            # a HEAD with a body is refused by the HTTP server (400) before
+                            # any handler, the token check included, runs
+                            refused = method == "HEAD" and bool(body)
+                            assert r.status_code == (400 if refused else 401), where
                         answered[(token, r.status_code)] += 1
                     for url in urls:
                         status = await client.get(url + "/status", headers=headers["right"])
