@@ -125,7 +125,8 @@ TEMPLATE = """\
 # stall_after = 5.0          # a sync silent this long yields to an announce of the same
 #                            # publisher with other addresses (spoofed announces)
 # poll_interval = 0.0        # re-check every known publisher this often; 0: never
-# max_syncs = 32             # publishers synced at once (more wait their turn)
+# max_syncs = 32             # syncs at once at announced addresses, and as many again at
+#                            # known publishers' verified addresses (more wait their turn)
 # max_workers = 32           # providers whose ads are applied at once
 # compact_idle = 60.0        # seconds between sweeps dropping keys of removed contexts
 # announce_rate = 10.0       # announces per second per (source, publisher), after a burst
