@@ -13,8 +13,8 @@ Rules this module keeps:
   whose addresses is public (``sync.pubaddr.is_public``); its private ones are dropped.
 - Announces are unauthenticated, so rate limits are kept per source (the client's IP, or the
   gossip peer that sent it: ``source_rate``) and per (source, publisher) pair (``rate``), after
-  a burst each; past either, 429.  A stranger naming publisher X spends its own buckets, never
-  X's.
+  a burst each; past either, 429.  An IPv6 source counts by its /64 (one host's usual share).
+  A stranger naming publisher X spends its own buckets, never X's.
 - An announce accepted less than ``dedupe_window`` seconds ago (same publisher, head and
   addresses) is acknowledged and dropped only while that publisher's sync is still pending or
   running, or once the head is staged or indexed: after a failed sync the same announce is acted
@@ -29,6 +29,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,6 +67,17 @@ class _Lru(OrderedDict[bytes, float]):
         self.move_to_end(key)
         while len(self) > self.limit:
             self.popitem(last=False)
+
+
+def _source_key(source: str) -> bytes:
+    """The rate-limit key of a source: an IPv6 address by its /64 (one host's share), else as is."""
+    try:
+        ip = ipaddress.ip_address(source)
+    except ValueError:
+        return source.encode()
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return ipaddress.ip_network(f"{ip}/64", strict=False).network_address.packed[:8]
+    return source.encode()
 
 
 @dataclass
@@ -139,7 +151,7 @@ class AnnounceIntake:
             or self.ingester.staging.is_known(message.cid.raw)
         ):
             return IntakeResult(204, "already accepted")
-        by_source = (source or (str(sender) if sender else "")).encode()
+        by_source = _source_key(source or (str(sender) if sender else ""))
         pair = by_source + b"\0" + publisher.raw
         if not (self._sources.has(by_source, now) and self._pairs.has(pair, now)):
             return IntakeResult(429, f"too many announces from {source or publisher}")

@@ -154,3 +154,13 @@ async def test_refuse_private_answers_403_when_no_address_is_public(tmp_path: Pa
             [(_, record)] = ingester.staging.unsynced_announces()
             assert record.addrs == ["/dns4/ipni.example.net/tcp/443/https"]  # private dropped
             nursery.cancel_scope.cancel()
+
+
+def test_ipv6_sources_share_a_bucket_per_64() -> None:
+    from indexer.intake import _source_key
+
+    assert _source_key("2001:db8:1:2::1") == _source_key("2001:db8:1:2:ffff::9")
+    assert _source_key("2001:db8:1:2::1") != _source_key("2001:db8:1:3::1")
+    assert _source_key("198.51.100.7") != _source_key("198.51.100.8")
+    assert _source_key("::ffff:198.51.100.7") != _source_key("::ffff:198.51.100.8")
+    assert _source_key("12D3KooWpeer") == b"12D3KooWpeer"
