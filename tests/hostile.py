@@ -270,8 +270,22 @@ async def slowloris(port: int, path: str, *, interval: float, budget: int) -> tu
     Returns what the server said and how many bytes had been sent when it hung up.  A server
     whose head deadline restarted per byte would let all ``budget`` bytes through.
     """
-    stream = await open_raw(port)
     start = f"GET {path} HTTP/1.1\r\n{HOST}X-Slow: ".encode()
+    return await _trickle(port, start, b"a", interval=interval, budget=budget)
+
+
+async def slow_body(port: int, path: str, *, interval: float, budget: int) -> tuple[Reply, int]:
+    """A whole head, then a 1,000,000-byte body one byte every ``interval`` seconds."""
+    head = f"PUT {path} HTTP/1.1\r\n{HOST}Content-Length: 1000000\r\n\r\n".encode()
+    return await _trickle(port, head, b"b", interval=interval, budget=budget)
+
+
+async def _trickle(
+    port: int, start: bytes, byte: bytes, *, interval: float, budget: int
+) -> tuple[Reply, int]:
+    """Send ``start``, then ``byte`` every ``interval`` s (at most ``budget``) until the server
+    hangs up; what it said, and how many bytes were sent by then."""
+    stream = await open_raw(port)
     sent = 0
     reply = Reply(b"")
     try:
@@ -286,41 +300,12 @@ async def slowloris(port: int, path: str, *, interval: float, budget: int) -> tu
             nursery.start_soon(read)
             for _ in range(budget):
                 try:
-                    await stream.send_all(b"a")
+                    await stream.send_all(byte)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break
                 sent += 1
                 await trio.sleep(interval)
             await trio.sleep_forever()  # the reader decides: the server must hang up
-    finally:
-        await stream.aclose()
-    return reply, sent
-
-
-async def slow_body(port: int, path: str, *, interval: float, budget: int) -> tuple[Reply, int]:
-    """A whole head, then a 1,000,000-byte body one byte every ``interval`` seconds."""
-    stream = await open_raw(port)
-    head = f"PUT {path} HTTP/1.1\r\n{HOST}Content-Length: 1000000\r\n\r\n".encode()
-    sent = 0
-    reply = Reply(b"")
-    try:
-        await stream.send_all(head)
-        async with trio.open_nursery() as nursery:
-
-            async def read() -> None:
-                nonlocal reply
-                reply = await read_all(stream, limit=interval * budget + 10)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(read)
-            for _ in range(budget):
-                try:
-                    await stream.send_all(b"b")
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    break
-                sent += 1
-                await trio.sleep(interval)
-            await trio.sleep_forever()
     finally:
         await stream.aclose()
     return reply, sent

@@ -197,6 +197,20 @@ def verified(ingester: Ingester, publisher: PeerId) -> list[str]:
 # --- starvation ------------------------------------------------------------------------------
 
 
+async def synced_then_grown(
+    intake: AnnounceIntake, ingester: Ingester, x: PrivateKey, chain: ChainBuilder, addr: str
+) -> PeerId:
+    """X announces its chain at ``addr`` and is indexed (so ``addr`` is verified); then X's chain
+    grows by one ad of 5 multihashes (100..104), not yet announced."""
+    pub = x.peer_id()
+    first = Message.create(head_of(chain), [addr], pub)
+    assert intake.accept(first, source="x").status == 204
+    await indexed(ingester, multihash(4))
+    await until(lambda: not ingester.is_syncing(pub.raw))
+    chain.add(x, [multihash(100 + i) for i in range(5)])
+    return pub
+
+
 async def test_slow_publishers_do_not_starve_an_honest_one(tmp_path: Path) -> None:
     """6 dripping publishers, 4 slots: the honest one is indexed while all 6 still run."""
     slow_keys = [key(100 + i) for i in range(6)]
@@ -297,12 +311,7 @@ async def test_a_spoof_after_the_real_announce_cannot_lose_its_head(
     with servers(publisher), KV(tmp_path / "db") as kv:
         async with ingesting(kv) as (ingester, _):
             intake = AnnounceIntake(ingester)
-            pub = x.peer_id()
-            first = Message.create(head_of(chain), [publisher.addr], pub)
-            assert intake.accept(first, source="x").status == 204
-            await indexed(ingester, multihash(4))
-            await until(lambda: not ingester.is_syncing(pub.raw))
-            chain.add(x, [multihash(100 + i) for i in range(5)])
+            pub = await synced_then_grown(intake, ingester, x, chain, publisher.addr)
             publisher.pause, asked = 0.5, publisher.asked
             second = Message.create(head_of(chain), [publisher.addr], pub)
             assert intake.accept(second, source="x").status == 204
@@ -334,12 +343,7 @@ async def test_a_spoof_cannot_preempt_a_slow_sync_at_verified_addresses(tmp_path
     with servers(publisher), KV(tmp_path / "db") as kv:
         async with ingesting(kv, stall_after=0.3, slow_sync_after=0.3) as (ingester, _):
             intake = AnnounceIntake(ingester)
-            pub = x.peer_id()
-            first = Message.create(head_of(chain), [publisher.addr], pub)
-            assert intake.accept(first, source="x").status == 204
-            await indexed(ingester, multihash(4))
-            await until(lambda: not ingester.is_syncing(pub.raw))
-            chain.add(x, [multihash(100 + i) for i in range(5)])
+            pub = await synced_then_grown(intake, ingester, x, chain, publisher.addr)
             publisher.pause = 1.5  # each block now takes 1.5 s: silent for 5 x stall_after
             asked = publisher.asked
             real = Message.create(head_of(chain), [publisher.addr], pub)
@@ -359,12 +363,7 @@ async def test_sync_timeout_ends_the_whole_sync_not_each_attempt(tmp_path: Path)
     with servers(publisher, other), KV(tmp_path / "db") as kv:
         async with ingesting(kv, sync_timeout=1, stall_after=30) as (ingester, _):
             intake = AnnounceIntake(ingester)
-            pub = x.peer_id()
-            first = Message.create(head_of(chain), [publisher.addr], pub)
-            assert intake.accept(first, source="x").status == 204
-            await indexed(ingester, multihash(4))
-            await until(lambda: not ingester.is_syncing(pub.raw))
-            chain.add(x, [multihash(100 + i) for i in range(5)])
+            pub = await synced_then_grown(intake, ingester, x, chain, publisher.addr)
             publisher.stall = True
             moved = Message.create(head_of(chain), [other.addr], pub)
             assert intake.accept(moved, source="x").status == 204

@@ -152,14 +152,19 @@ def source() -> MemorySource:
     return src
 
 
+async def counted(nursery: trio.Nursery, source: MemorySource, seen: list[str]) -> int:
+    """Serve ``source`` on 127.0.0.1, noting each request's path in ``seen``; the port."""
+    listeners = await nursery.start(
+        serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
+    )
+    return int(listeners[0].socket.getsockname()[1])
+
+
 async def test_fetcher_refuses_a_loopback_publisher_before_dialling(source: MemorySource) -> None:
     seen: list[str] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
-            )
-            port = listeners[0].socket.getsockname()[1]
+            port = await counted(nursery, source, seen)
             addrs = [f"/ip4/127.0.0.1/tcp/{port}/http", f"/dns4/localhost/tcp/{port}/http"]
             with pytest.raises(AddressRefused, match=r"127\.0\.0\.1 is loopback"):
                 fetcher_factory(refuse_private=True, timeout=5)(PEER, addrs)
@@ -177,10 +182,7 @@ async def test_connect_time_check_refuses_what_a_name_resolves_to(source: Memory
     seen: list[str] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                serve_tcp, counting(ipnisync_handler(source), seen), "127.0.0.1", 0
-            )
-            port = listeners[0].socket.getsockname()[1]
+            port = await counted(nursery, source, seen)
             urls = [f"http://localhost:{port}/ipni/v1/ad", f"http://127.0.0.1:{port}/ipni/v1/ad"]
             async with HttpFetcher(PEER, urls, timeout=5, refuse_private=True) as fetcher:
                 with pytest.raises(AddressRefused, match=r"localhost resolves to .*loopback"):
