@@ -223,7 +223,7 @@ class Ingester:
                 try:
                     self.announce(PeerId(publisher), record.addrs, Link(record.head))
                     replayed += 1
-                except Exception as exc:  # a bad record must not stop the start
+                except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
                     log.error("an announce record cannot be replayed", error=describe(exc))
             if replayed:
                 log.info("replaying announces accepted before a restart", announces=replayed)
@@ -303,7 +303,7 @@ class Ingester:
                 progress.started = self.clock()
                 try:
                     result = await self._sync(publisher, request, progress)
-                except BaseException as exc:  # a handler serves one publisher: record, go on
+                except BaseException as exc:  # noqa: BLE001 -- a handler serves one publisher: record, go on
                     self._sync_failed(publisher, request, progress, survivable(exc))
                     continue
                 self._sync_done(publisher, request, progress, result)
@@ -488,7 +488,7 @@ class Ingester:
                 try:
                     await worker.run()
                     return
-                except BaseException as exc:  # a worker serves one provider: record, restart
+                except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: record, restart
                     failure = survivable(exc)
                 delay = backoff.next()
                 log.error(
@@ -508,7 +508,7 @@ class Ingester:
             entry = self.staging.next_entry(provider)
             if entry is not None:
                 self.staging.record_attempt(entry, error)
-        except Exception as exc:  # the staging area itself may be what failed
+        except Exception as exc:  # noqa: BLE001 -- the supervisor's record; the store may have failed
             log.error("cannot record a worker failure", error=describe(exc))
 
     def _indexed(self, entry: Entry, count: int) -> None:

@@ -99,7 +99,7 @@ class Worker:
                         on_block=functools.partial(self.on_indexed, entry),
                         parsed=prefetcher.parsed,
                     )
-            except BaseException as exc:  # a worker serves one provider: it records, goes on
+            except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: records, goes on
                 await self._failed(entry, survivable(exc))
                 continue
             if outcome == "error":

@@ -33,7 +33,7 @@ def multiaddr_bytes(text: str) -> bytes:
 
     try:
         return bytes(multiaddr.Multiaddr(text).to_bytes())
-    except Exception as exc:  # py-multiaddr raises many types
+    except (multiaddr.exceptions.Error, ValueError) as exc:  # py-multiaddr wraps its codecs' errors
         raise BadMultiaddr(f"bad multiaddr {text!r}: {exc}") from None
 
 
@@ -43,7 +43,7 @@ def multiaddr_text(raw: bytes) -> str:
 
     try:
         return str(multiaddr.Multiaddr(raw))
-    except Exception as exc:
+    except (multiaddr.exceptions.Error, ValueError) as exc:
         raise BadMultiaddr(f"bad binary multiaddr {raw.hex()}: {exc}") from None
 
 

@@ -56,7 +56,7 @@ def decode(raw: bytes) -> Any:
         return cbrrr.decode_dag_cbor(raw, cid_ctor=to_link)
     except DecodeError:
         raise
-    except Exception as exc:  # cbrrr raises ValueError, EOFError, CbrrrDecodeError, ...
+    except ValueError as exc:  # cbrrr's: CbrrrDecodeError, UnicodeDecodeError, trailing bytes
         raise DecodeError(f"not valid DAG-CBOR: {exc}") from None
 
 

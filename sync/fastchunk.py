@@ -31,7 +31,7 @@ import msgspec
 
 from . import dagcbor
 from .cid import Link
-from .errors import BadCid
+from .errors import BadCid, DecodeError
 
 __all__ = ["decode_dagcbor_chunk", "decode_dagjson_chunk"]
 
@@ -90,7 +90,7 @@ def decode_dagcbor_chunk(raw: bytes) -> Chunk | None:
         if dagcbor.uniform_end(raw, pos, count) != len(raw):
             return None
         node: dict[str, Any] = cbrrr.decode_dag_cbor(raw, cid_ctor=dagcbor.to_link)  # type: ignore[assignment]
-    except Exception:  # IndexError, a bad link's DecodeError, cbrrr's: the generic path reports
+    except (IndexError, ValueError, DecodeError):  # cbrrr's ValueErrors: the generic path reports
         return None
     nxt = node.get("Next")
     return tuple(node["Entries"]), nxt if type(nxt) is Link else None

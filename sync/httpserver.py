@@ -68,6 +68,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -259,5 +260,5 @@ async def serve_unix(
         limiter = ConnectionLimiter(limits.max_connections, "unix")
         await _serve_listeners([listener], handler, limits, limiter)
     finally:
-        if os.path.exists(path):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -31,6 +31,7 @@ from libp2p.crypto.keys import PrivateKey as Libp2pPrivateKey
 from libp2p.crypto.secp256k1 import Secp256k1PrivateKey
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TMuxerOptions, TProtocol, TSecurityOptions
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -102,12 +103,16 @@ def peer_info(addr: str) -> PeerInfo:
         return info_from_p2p_addr(_multiaddr(addr))
     except BadMultiaddr:
         raise
-    except Exception as exc:  # py-libp2p raises several types here
+    except (
+        ValueError,
+        BaseLibp2pError,
+        multiaddr.exceptions.Error,
+    ) as exc:  # InvalidAddrError, ID's
         raise BadMultiaddr(f"not a dialable /p2p/ multiaddr {addr!r}: {exc}") from None
 
 
 def _multiaddr(text: str) -> multiaddr.Multiaddr:
     try:
         return multiaddr.Multiaddr(text)
-    except Exception as exc:  # py-multiaddr raises many types
+    except (multiaddr.exceptions.Error, ValueError) as exc:  # py-multiaddr wraps its codecs' errors
         raise BadMultiaddr(f"bad multiaddr {text!r}: {exc}") from None

@@ -29,11 +29,13 @@ import httpx
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.peerinfo import PeerInfo
 
 from .fetcher import ResponseTooLarge
+from .httpmessage import STREAM_ERRORS
 from .httpserver import Handler, Request, Response, serve_connection
 from .p2p import peer_info
 
@@ -80,7 +82,7 @@ class StreamAdapter:
     async def aclose(self) -> None:
         try:
             await self._stream.close()
-        except Exception:
+        except (BaseLibp2pError, *STREAM_ERRORS):
             await self._stream.reset()
 
 
@@ -249,7 +251,11 @@ class Libp2pTransport(httpx.AsyncBaseTransport):
 
 
 async def fetch_over_libp2p(
-    host: IHost, peer_addr: str, path: str, *, timeout: float = 30.0
+    host: IHost,
+    peer_addr: str,
+    path: str,
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109 -- httpx's per-operation timeout, not a deadline
 ) -> tuple[int, dict[str, str], bytes]:
     """GET ``path`` from the peer at ``peer_addr`` (``.../p2p/<id>``): status, headers, body.
 

@@ -112,7 +112,10 @@ def refusal(addr: str) -> str | None:
     """
     try:
         items = [(p.name, v) for p, v in multiaddr.Multiaddr(addr).items()]
-    except Exception:  # py-multiaddr raises many types
+    except (
+        multiaddr.exceptions.Error,
+        ValueError,
+    ):  # py-multiaddr wraps its codecs' errors in its own
         return "not a multiaddr"
     if items and items[-1][0] == "p2p":
         items.pop()
@@ -161,7 +164,10 @@ def publisher_endpoint(
         try:
             ma = multiaddr.Multiaddr(text)
             items = list(ma.items())
-        except Exception as exc:  # py-multiaddr raises many types
+        except (
+            multiaddr.exceptions.Error,
+            ValueError,
+        ) as exc:  # py-multiaddr wraps its codecs' errors
             raise BadMultiaddr(f"bad multiaddr {text!r}: {exc}") from None
         if items and items[-1][0].name == "p2p":
             _check_peer(str(items[-1][1]), publisher, text)

@@ -107,8 +107,7 @@ async def sync_publisher(
                 f"({errors[0]}): nothing of publisher {publisher} is kept"
             )
     except BaseException:
-        with trio.CancelScope(shield=True):
-            staging.abandon_walk(walk_id)
+        staging.abandon_walk(walk_id)  # synchronous: a cancellation cannot interrupt it
         raise
     kept = staging.commit_walk(
         walk_id, counts, base_seq=base_seq, verified=signed_head or head_valid

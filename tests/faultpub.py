@@ -36,6 +36,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Self
 
 from sync import Link, PeerId, PrivateKey, load_advertisement, load_entry_chunk
+from sync.errors import BadCid
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
 from sync.ipnisync import IPNI_PATH
@@ -156,7 +157,7 @@ class FaultPublisher:
             )
         try:
             link = Link.parse(name)
-        except Exception:
+        except BadCid:
             return self._send(request, 400, b"not a cid")
         raw = self.chain.block(link)
         if raw is None:

@@ -117,7 +117,7 @@ def _check_multihash(mh: Any, what: str) -> None:
         _code, n1, _ = varint.decode_raw(mh)
         length, n2, _ = varint.decode_raw(mh[n1:])
         ok = len(mh) == n1 + n2 + length
-    except Exception:
+    except (ValueError, TypeError, IndexError):  # not bytes, or a truncated varint
         ok = False
     if not ok:
         raise VerificationError(f"{what}: malformed multihash {mh!r}")

@@ -81,7 +81,10 @@ def addr_protocols(text: str) -> tuple[str, ...] | None:
     """The lower-case protocol names of a textual multiaddr; None when it is not one."""
     try:
         return tuple(p.name.lower() for p in multiaddr.Multiaddr(text).protocols())
-    except Exception:  # py-multiaddr raises many types
+    except (
+        multiaddr.exceptions.Error,
+        ValueError,
+    ):  # py-multiaddr wraps its codecs' errors in its own
         return None
 
 

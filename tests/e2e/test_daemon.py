@@ -59,16 +59,18 @@ async def test_http_announce_is_synced_and_indexed(tmp_path: Path) -> None:
         serving = Serving(tmp_path / "pub", "--announce", daemon.info["ingest_url"])
         try:
             await wait_processed(daemon, pub, added["cid"])
-            health = httpx.get(f"{daemon.info['find_url']}/health", timeout=5)
-            assert health.text.startswith("ready")
-            for line in mh_lines(0, 50).split():
-                found = httpx.get(f"{daemon.info['find_url']}/multihash/{line}", timeout=5)
-                assert found.status_code == 200, line
-                [result] = found.json()["MultihashResults"]
-                assert [p["Provider"]["ID"] for p in result["ProviderResults"]] == [pub]
-            cid = Link(b"\x01\x55" + bytes.fromhex(line))  # a raw CID of the last multihash
-            routed = httpx.get(f"{daemon.info['find_url']}/routing/v1/providers/{cid}", timeout=5)
-            assert [p["ID"] for p in routed.json()["Providers"]] == [pub]
+            find = daemon.info["find_url"]
+            async with httpx.AsyncClient(timeout=5) as client:
+                health = await client.get(f"{find}/health")
+                assert health.text.startswith("ready")
+                for line in mh_lines(0, 50).split():
+                    found = await client.get(f"{find}/multihash/{line}")
+                    assert found.status_code == 200, line
+                    [result] = found.json()["MultihashResults"]
+                    assert [p["Provider"]["ID"] for p in result["ProviderResults"]] == [pub]
+                cid = Link(b"\x01\x55" + bytes.fromhex(line))  # a raw CID of the last multihash
+                routed = await client.get(f"{find}/routing/v1/providers/{cid}")
+                assert [p["ID"] for p in routed.json()["Providers"]] == [pub]
         finally:
             serving.stop()
     finally:

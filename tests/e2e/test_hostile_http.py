@@ -404,7 +404,7 @@ async def test_busy_flood_past_the_cap(defaults: dict[str, Server], which: str) 
         for stream in busy:
             await stream.aclose()
     with trio.fail_after(20):  # the closes reach the server; then it serves again
-        while await good(server.port, server.path) != 200:
+        while await good(server.port, server.path) != 200:  # noqa: ASYNC110 -- polls a server in another process
             await trio.sleep(0.05)
     await server.still_serving()
     record = server.proc.wait_for(lambda r: r.get("event") == "http connection cap reached"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from indexer.maintenance import run_compaction
@@ -126,7 +127,7 @@ async def test_cancelling_waits_for_the_running_step(tmp_path: Path) -> None:
     async def release_later() -> None:
         nonlocal released
         for _ in range(20):  # an abandoned step would let the nursery close meanwhile
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         released = True
         kv.release.set()
 

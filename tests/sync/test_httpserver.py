@@ -189,7 +189,7 @@ async def serve(
 async def until(condition: Callable[[], bool], limit: float = 10) -> None:
     """Wait (bounded) for a counter the server moves; the server runs in this process."""
     with trio.fail_after(limit):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- a bounded poll of a server counter
             await trio.sleep(0.005)
 
 
@@ -494,7 +494,7 @@ trio.run(main)
 
 
 async def test_accept_out_of_descriptors_backs_off_and_recovers() -> None:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 -- nothing else runs in this loop meanwhile
         [sys.executable, "-c", EMFILE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
