@@ -87,16 +87,22 @@ async def test_two_publishers_announcing_one_chain_at_once_apply_each_ad_once(kv
         chain.add(provider, mhs(i * 10, 5))
     inner_own, inner_relay = ipnisync_handler(chain), ipnisync_handler(chain.serving_as(relay))
 
-    def slow(inner: Handler) -> Handler:  # so that both walks are in flight together
-        async def handle(request: Request) -> Response:
-            await trio.sleep(0.02)
+    asked: set[str] = set()
+    both_asked = trio.Event()
+
+    def together(inner: Handler, name: str) -> Handler:  # both walks are in flight at once:
+        async def handle(request: Request) -> Response:  # neither is answered before both ask
+            asked.add(name)
+            if len(asked) == 2:
+                both_asked.set()
+            await both_asked.wait()
             return await inner(request)
 
         return handle
 
     async with trio.open_nursery() as nursery:
-        own = await serve(nursery, slow(inner_own), provider)
-        relayed = await serve(nursery, slow(inner_relay), relay)
+        own = await serve(nursery, together(inner_own, "own"), provider)
+        relayed = await serve(nursery, together(inner_relay, "relay"), relay)
         ingester = await ingest(kv, allow((relay, provider)), (provider, own), (relay, relayed))
         nursery.cancel_scope.cancel()
     assert len(ingester.results) == 2 and all(r.walked == 6 for r in ingester.results)
