@@ -23,7 +23,7 @@ from .cli_find import find, providers
 from .cli_ingest import ingest
 from .cli_publisher import publisher
 from .cli_serve import serve
-from .errors import CliError
+from .errors import CliError, CommandFailed
 
 __all__ = ["cli", "main"]
 
@@ -60,6 +60,9 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except CommandFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except (SyncError, StoreError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -25,7 +25,7 @@ import click
 
 from sync import BadCid, BadPeerId, Link, PeerId, decode_metadata
 
-from .errors import CliError
+from .errors import CliError, CommandFailed
 
 if TYPE_CHECKING:
     import httpx
@@ -53,15 +53,6 @@ FIND_URL = click.option(
 PROTOCOLS = {0x0900: "bitswap", 0x0910: "graphsync-filecoinv1", 0x0920: "http"}
 PROTOCOLS[0x0930] = "filecoin-piece-http"
 _HEX = set(string.hexdigits)
-
-
-class CommandFailed(click.ClickException):
-    """The daemon refused or could not do it: one line on stderr, exit 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def one_line(text: str) -> str:

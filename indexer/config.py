@@ -21,13 +21,9 @@ from typing import Any
 
 from sync import BadPeerId, PeerId
 
-from .errors import IndexerError
+from .errors import ConfigError
 
 __all__ = ["TEMPLATE", "Config", "ConfigError", "Policy", "load_config"]
-
-
-class ConfigError(IndexerError):
-    """The configuration file is unreadable or has a bad setting."""
 
 
 @dataclass(frozen=True)

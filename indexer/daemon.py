@@ -50,10 +50,11 @@ from . import __version__
 from .access import LivePolicy
 from .admin import AdminApi, Metrics, UnknownPeer, publisher_rows
 from .config import Config
-from .ingest import IngestConfig, Ingester
+from .ingest import Ingester
 from .intake import ANNOUNCE_PATHS, AnnounceIntake
 from .maintenance import run_compaction
 from .security import warn_exposed
+from .settings import IngestConfig
 
 __all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
 

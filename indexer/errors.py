@@ -4,6 +4,12 @@ The tree::
 
     IndexerError
     ├── CliError        bad command-line input or an unusable file: one line, exit 2
+    ├── CommandFailed   the daemon refused or could not do what a command asked: one line, exit 1
+    ├── ConfigError     the configuration file is unreadable or has a bad setting (names it)
+    ├── BadRequest      an admin API request answered with its ``status`` (4xx) and a message:
+    │                   control flow inside ``indexer.admin.handlers``, never leaves it
+    ├── UnknownPeer     neither staging nor the registry knows this peer (the admin API's 404)
+    ├── BadFilter       an IPIP-484 filter parameter that cannot be applied (the routing 400)
     └── SyncAborted     the ingester ended a sync; the next announce or poll tries again
         ├── SyncTimedOut    it ran past ``sync_timeout``
         └── SyncPreempted   it received nothing for ``stall_after`` seconds (or, as the
@@ -16,7 +22,18 @@ one line each; nothing reaches the user as a traceback.
 
 from __future__ import annotations
 
-__all__ = ["CliError", "IndexerError", "SyncAborted", "SyncPreempted", "SyncTimedOut"]
+__all__ = [
+    "BadFilter",
+    "BadRequest",
+    "CliError",
+    "CommandFailed",
+    "ConfigError",
+    "IndexerError",
+    "SyncAborted",
+    "SyncPreempted",
+    "SyncTimedOut",
+    "UnknownPeer",
+]
 
 
 class IndexerError(Exception):
@@ -25,6 +42,30 @@ class IndexerError(Exception):
 
 class CliError(IndexerError):
     """Bad command-line input; the CLI prints the message on one line and exits 2."""
+
+
+class CommandFailed(IndexerError):
+    """The daemon refused or could not do it; the CLI prints the message on one line, exits 1."""
+
+
+class ConfigError(IndexerError):
+    """The configuration file is unreadable or has a bad setting."""
+
+
+class BadRequest(IndexerError):
+    """An admin API request refused: answered with ``status`` and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UnknownPeer(IndexerError):
+    """Neither staging nor the registry knows this peer."""
+
+
+class BadFilter(IndexerError):
+    """A filter parameter that cannot be applied (the routing handler answers 400)."""
 
 
 class SyncAborted(IndexerError):

@@ -62,7 +62,6 @@ import trio
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
-from sync.entries import DEFAULT_BUDGET, EntriesBudget
 from sync.errors import BlockNotFound, unwrap_group
 from sync.fetcher import BlockFetcher, SchemaKind
 from sync.head import SignedHead
@@ -72,6 +71,7 @@ from sync.walker import Policy, StopReason
 from .apply import FetcherFactory
 from .errors import IndexerError, SyncPreempted, SyncTimedOut
 from .progress import IngestObserver, NullObserver, SyncProgress
+from .settings import IngestConfig
 from .slots import FairSlots
 from .supervise import Backoff, describe, survivable
 from .worker import Worker
@@ -81,27 +81,6 @@ __all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
 log = structlog.get_logger("ingest")
 
 ADDR_SETS = 4  # requests with distinct address sets kept waiting per publisher
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    segment: int = 2000
-    depth_limit: int = 0  # 0: walk until a known ad (any limit leaves older ads unindexed)
-    max_entry_blocks: int = 1_000_000
-    entries_budget: EntriesBudget = DEFAULT_BUDGET  # blocks and time an ad's entries may cost
-    retry_base: float = 1.0
-    retry_max: float = 300.0
-    max_attempts: int = 5  # for BlockNotFound / HashMismatch before they count as permanent
-    poll_interval: float = 0  # seconds between re-checks of every known publisher; 0: never
-    max_syncs: int = 32  # syncs holding a slot at once, and as many at verified addresses
-    max_workers: int = 32  # providers whose ads are applied at once
-    prefetch: int = 4  # next ads whose first entries block a worker fetches ahead; 0: none
-    sync_timeout: float = 7200.0  # a whole sync ends after this many seconds (storetheindex: 2 h)
-    slow_sync_after: float = 30.0  # a sync running longer gives its slot back (a slow sync)
-    max_slow_syncs: int = 256  # slow syncs running at once
-    max_slow_workers: int = 256  # workers moved aside while slow (same rule, same age)
-    stall_after: float = 5.0  # a sync silent this long yields to a request with other addresses
-    history: int = 4096  # publishers whose last sync progress is kept in memory
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -38,11 +37,9 @@ from sync.fetcher import BlockFetcher
 
 from .apply import FetcherFactory, GetFetcher, apply_entry
 from .prefetch import Prefetcher
+from .settings import IngestConfig
 from .slots import FairSlots
 from .supervise import describe, survivable
-
-if TYPE_CHECKING:
-    from .ingest import IngestConfig
 
 __all__ = ["Worker"]
 

@@ -27,6 +27,7 @@ The tree::
     │   ├── BadPeerId              a peer ID string or public key that does not parse
     │   ├── BadMultiaddr           a multiaddr that does not parse
     │   ├── BlockTooLarge          a block over the size cap (4 MiB by default)
+    │   │   └── ResponseTooLarge   a libp2p body past its buffer: the fetcher's BlockTooLarge
     │   ├── ChainTooLong           entries past the configured chunk/depth limit
     │   │   └── EntriesOverBudget  blocks or time out of proportion to the multihashes yielded
     │   └── SignatureError         an envelope or signature that does not verify
@@ -37,10 +38,13 @@ The tree::
     │   ├── AlreadyInitialized     ``init`` on a directory that already has a publisher
     │   └── UnknownContext         remove / update of a context ID never published (or removed)
     ├── PolicyError                a publisher may not publish for a provider (policy says no)
-    └── TransientError             ALWAYS: retry later, keep the stack
-        ├── FetchFailed            network failure, timeout, 5xx from the publisher
-        ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
-        └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
+    ├── TransientError             ALWAYS: retry later, keep the stack
+    │   ├── FetchFailed            network failure, timeout, 5xx from the publisher
+    │   │   └── TransportFailed    one address did not answer in full: the fetcher tries the next
+    │   ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
+    │   └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
+    ├── Refusal                    server control flow: answer ``status`` and close (stays inside)
+    └── Hangup                     server control flow: close without a word (stays inside)
 """
 
 from __future__ import annotations
@@ -63,17 +67,21 @@ __all__ = [
     "EntriesOverBudget",
     "FetchFailed",
     "FieldTooLarge",
+    "Hangup",
     "HashMismatch",
     "ModelError",
     "NotInitialized",
     "PolicyError",
     "PublisherError",
+    "Refusal",
     "RepeatedLink",
+    "ResponseTooLarge",
     "Retry",
     "SchemaError",
     "SignatureError",
     "SyncError",
     "TransientError",
+    "TransportFailed",
     "UnknownCodec",
     "UnknownContext",
     "UnsupportedKeyType",
@@ -157,6 +165,14 @@ class BlockTooLarge(ModelError):
     """A block over the size cap."""
 
 
+class ResponseTooLarge(BlockTooLarge):
+    """A libp2p HTTP response whose body went past the transport's buffer cap.
+
+    ``p2phttp.Libp2pTransport`` raises it; the fetcher's httpx opener reports it as
+    ``BlockTooLarge`` naming the URL.
+    """
+
+
 class ChainTooLong(ModelError):
     """An entries chain (or HAMT) past the configured limit."""
 
@@ -207,6 +223,10 @@ class FetchFailed(TransientError):
     """The publisher could not be reached, timed out, or answered with a server error."""
 
 
+class TransportFailed(FetchFailed):
+    """The address did not answer in full (connect, I/O, TLS, protocol, deadline): try another."""
+
+
 class BlockNotFound(TransientError):
     """The publisher does not have the block (now); permanent once retries are exhausted."""
 
@@ -220,6 +240,20 @@ class AddressRefused(TransientError):
     Transient on purpose: the refusal is this indexer's setting, not a fault of the ads, so staged
     work is kept (and retried) rather than marked failed; turning the option off resumes it.
     """
+
+
+class Refusal(SyncError):
+    """Answer ``status`` and close: control flow inside ``sync.httpserver``, never leaves it."""
+
+    def __init__(self, status: int, reason: str, *extra: tuple[bytes, bytes]) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+class Hangup(SyncError):
+    """Close without a word (the peer left, went idle, or stopped reading): server control flow."""
 
 
 def retry_of(exc: BaseException) -> Retry:

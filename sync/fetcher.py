@@ -48,10 +48,12 @@ from .errors import (
     BlockNotFound,
     BlockTooLarge,
     FetchFailed,
+    ResponseTooLarge,
     SignatureError,
+    TransportFailed,
 )
 from .head import SignedHead
-from .httpclient import HttpClient, Opener, ResponseLike, TransportFailed
+from .httpclient import HttpClient, Opener, ResponseLike
 from .ipnisync import IPNI_PATH
 from .peer import PeerId
 from .pubaddr import address_range, publisher_endpoint
@@ -84,10 +86,6 @@ class BlockFetcher(Protocol):
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes: ...
 
     async def aclose(self) -> None: ...
-
-
-class ResponseTooLarge(httpx.RemoteProtocolError):
-    """Raised by a transport whose response body went past its cap (reported as BlockTooLarge)."""
 
 
 @functools.cache

@@ -50,7 +50,7 @@ from urllib.parse import urljoin, urlsplit
 import h11
 import trio
 
-from .errors import FetchFailed
+from .errors import FetchFailed, TransportFailed
 
 __all__ = ["Connect", "HttpClient", "Opener", "Response", "ResponseLike", "TransportFailed"]
 
@@ -98,10 +98,6 @@ class Opener(Protocol):
     ) -> AbstractAsyncContextManager[ResponseLike]: ...
 
     async def aclose(self) -> None: ...
-
-
-class TransportFailed(FetchFailed):
-    """The address did not answer in full (connect, I/O, TLS, protocol, deadline): try another."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ Rules this module keeps (the server's full rules are in ``sync.httpserver``):
   connection's first bytes when no HTTP request line can start with them.
 - ``raw_reply`` builds a complete ``Connection: close`` response without h11, so a refusal can
   never fail, and never carries a body after a HEAD.
-- ``Refusal`` and ``Hangup`` are control flow inside the server: they never leave it.
+- ``Refusal`` and ``Hangup`` (classes of ``sync.errors``) are control flow inside the server:
+  they never leave it.
 - ``close_stream`` always closes (shielded); with ``linger`` it first half-closes and drains
   the peer for at most ``LINGER`` seconds / ``LINGER_BYTES``, so the peer reads the status
   instead of a reset.
@@ -25,6 +26,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 import trio
+
+from .errors import Hangup, Refusal
 
 __all__ = [
     "LINGER",
@@ -154,20 +157,6 @@ def is_garbage(prefix: bytes) -> bool:
     if any(byte not in _TCHAR for byte in method):
         return True
     return len(method) > _MAX_METHOD or (bool(space) and not method)
-
-
-class Refusal(Exception):
-    """Answer ``status`` and close."""
-
-    def __init__(self, status: int, reason: str, *extra: tuple[bytes, bytes]) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.extra = extra
-
-
-class Hangup(Exception):
-    """Close without a word (the peer left, went idle, or stopped reading)."""
 
 
 def check_request(event: h11.Request, limits: Limits) -> None:

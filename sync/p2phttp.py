@@ -16,7 +16,8 @@ Rules this module keeps (go-libp2p ``p2p/http/libp2phttp.go``):
   (``gostream.IgnoreEOF``) and so does ours.
 - libp2p errors never escape as libp2p types: the server adapter raises
   ``trio.BrokenResourceError`` and the client raises httpx's own exceptions (``ConnectError``,
-  ``ReadError``, ``WriteError``, the ``*Timeout`` family, ``RemoteProtocolError``).
+  ``ReadError``, ``WriteError``, the ``*Timeout`` family, ``RemoteProtocolError``), and ours,
+  ``sync.errors.ResponseTooLarge``, for a body past ``max_response``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.peerinfo import PeerInfo
 
-from .fetcher import ResponseTooLarge
+from .errors import ResponseTooLarge
 from .httpmessage import STREAM_ERRORS
 from .httpserver import Handler, Request, Response, serve_connection
 from .p2p import peer_info
@@ -233,9 +234,7 @@ class Libp2pTransport(httpx.AsyncBaseTransport):
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self._max_response:
-                    raise ResponseTooLarge(
-                        f"response body over {self._max_response} bytes", request=request
-                    )
+                    raise ResponseTooLarge(f"response body over {self._max_response} bytes")
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):

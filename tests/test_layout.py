@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -41,6 +43,112 @@ def test_package_exports_and_error_tree(name: str) -> None:
     ]
     assert len(bases) == 1, f"{name}/errors.py must have exactly one base class, has {bases}"
     assert bases[0] in (ast.get_docstring(tree) or ""), "the error tree belongs in the docstring"
+
+
+def _resolve(expr: ast.expr, module: str, imports: dict[str, str]) -> object:
+    """The object a base-class expression names, through the module's imports (None if unknown)."""
+    if isinstance(expr, ast.Subscript):  # Generic[...], OrderedDict[...]
+        return _resolve(expr.value, module, imports)
+    dotted: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        dotted.insert(0, expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    if expr.id in imports:
+        target, _, attr = imports[expr.id].rpartition(":")
+        try:
+            value: object = importlib.import_module(target)
+            value = getattr(value, attr) if attr else value
+        except (ImportError, AttributeError):
+            return None
+    elif hasattr(builtins, expr.id):
+        value = getattr(builtins, expr.id)
+    elif not module.endswith("__main__"):  # a name assigned in the module itself
+        value = getattr(importlib.import_module(module), expr.id, None)
+    else:
+        return None
+    for name in dotted:
+        value = getattr(value, name, None)
+    return value
+
+
+def exception_classes(source: str, module: str) -> list[str]:
+    """Every class in ``source`` (module ``module``), nested ones too, that derives from an
+    exception: directly, through an imported class, or through another class of the module."""
+    tree = ast.parse(source)
+    package = module if module.endswith("__init__") else module.rpartition(".")[0]
+    package = package.removesuffix(".__init__")
+    imports: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.partition(".")[0]
+                imports[alias.asname or top] = f"{alias.name if alias.asname else top}:"
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            for alias in node.names:
+                imports[alias.asname or alias.name] = f"{base}:{alias.name}"
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    local = {node.name for node in classes}
+    found: set[str] = set()
+    for _ in range(len(classes) + 1):  # a fixpoint over local bases, bounded
+        before = len(found)
+        for node in classes:
+            for base in node.bases:
+                if isinstance(base, ast.Name) and base.id in local and base.id not in imports:
+                    if base.id in found:
+                        found.add(node.name)
+                    continue
+                value = _resolve(base, module, imports)
+                if isinstance(value, type) and issubclass(value, BaseException):
+                    found.add(node.name)
+        if len(found) == before:
+            break
+    return sorted(found)
+
+
+MODULES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_exception_classes_live_in_errors_py(path: Path) -> None:
+    found = exception_classes(path.read_text(), _module_name(path))
+    if path.name == "errors.py":
+        assert found, f"{path.relative_to(ROOT)} defines no exception class"
+    else:
+        assert not found, f"{path.relative_to(ROOT)}: {found} belong in its package's errors.py"
+
+
+def test_the_exception_scan_finds_every_kind_of_exception_class() -> None:
+    source = """
+import httpx
+import click as c
+from collections import OrderedDict
+from sync.errors import FetchFailed
+from ..errors import IndexerError
+from ..errors import CliError as Base
+
+class Direct(ValueError): ...
+class ThroughLocal(Direct): ...
+class Imported(FetchFailed): ...
+class Relative(IndexerError): ...
+class Renamed(Base): ...
+class Attribute(httpx.HTTPError): ...
+class ModuleAlias(c.ClickException): ...
+class Plain(OrderedDict[str, int]): ...
+class Deeper(ThroughLocal, Plain): ...
+def f() -> None:
+    class Nested(LookupError): ...
+"""
+    found = exception_classes(source, "indexer.routing.sample")
+    assert "Plain" not in found
+    expected = "Attribute Deeper Direct Imported ModuleAlias Nested Relative Renamed ThroughLocal"
+    assert found == expected.split()
 
 
 @pytest.mark.parametrize("path", sorted(p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")))

@@ -47,6 +47,7 @@ from sync.httpserver import Handler, Request, Response
 from sync.pubaddr import publisher_endpoint
 
 from ..access import LivePolicy
+from ..errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
 from ..ingest import Ingester
 from .metrics import CONTENT_TYPE, Metrics
 from .views import UnknownPeer, publisher_rows, staging_detail, staging_rows
@@ -61,12 +62,6 @@ _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _OPEN = "/healthcheck"  # the one path served without the token
 _REALM = 'Bearer realm="ipni-indexer admin"'
 _LOG_EVERY = 10.0  # seconds between two log lines about refused requests
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _json(value: object, status: int = 200) -> Response:

@@ -18,15 +18,12 @@ from staging import StackRecord, StagingArea
 from store import IndexStore
 from sync import Link, PeerId
 
+from ..errors import UnknownPeer
 from ..progress import SyncProgress
 
 __all__ = ["UnknownPeer", "publisher_rows", "staging_detail", "staging_rows"]
 
 NEXT_ADS = 5
-
-
-class UnknownPeer(LookupError):
-    """Neither staging nor the registry knows this peer."""
 
 
 def _cid(raw: bytes | None) -> str | None:

@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..errors import BadFilter
 from .records import PeerRecord, addr_protocols
 
 __all__ = ["FILTER_ADDRS", "FILTER_PROTOCOLS", "BadFilter", "Filters"]
@@ -35,10 +36,6 @@ __all__ = ["FILTER_ADDRS", "FILTER_PROTOCOLS", "BadFilter", "Filters"]
 FILTER_ADDRS = "filter-addrs"
 FILTER_PROTOCOLS = "filter-protocols"
 UNKNOWN = "unknown"
-
-
-class BadFilter(ValueError):
-    """A filter parameter that cannot be applied (the handler answers 400)."""
 
 
 @dataclass(frozen=True, slots=True)

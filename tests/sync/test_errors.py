@@ -23,6 +23,7 @@ EXPECTED = {
     "BadPeerId": Retry.NEVER,
     "BadMultiaddr": Retry.NEVER,
     "BlockTooLarge": Retry.NEVER,
+    "ResponseTooLarge": Retry.NEVER,  # the libp2p transport's cap: the fetcher's BlockTooLarge
     "ChainTooLong": Retry.NEVER,
     "EntriesOverBudget": Retry.NEVER,
     "SignatureError": Retry.NEVER,
@@ -35,9 +36,13 @@ EXPECTED = {
     "PolicyError": Retry.NEVER,
     "TransientError": Retry.ALWAYS,
     "FetchFailed": Retry.ALWAYS,
+    "TransportFailed": Retry.ALWAYS,  # one address failed: the fetcher tries the next first
     "BlockNotFound": Retry.LIMITED,
     "AddressRefused": Retry.ALWAYS,  # this indexer's setting, not the ads: keep them, retry
+    "Refusal": Retry.NEVER,  # HTTP server control flow: never reaches a worker
+    "Hangup": Retry.NEVER,  # HTTP server control flow: never reaches a worker
 }
+ARGS: dict[str, tuple[object, ...]] = {"Refusal": (400, "x")}
 
 CLASSES = {
     name: cls
@@ -52,7 +57,7 @@ def test_every_class_is_pinned() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_classification(name: str) -> None:
-    exc = CLASSES[name]("x")
+    exc = CLASSES[name](*ARGS.get(name, ("x",)))
     assert retry_of(exc) is EXPECTED[name]
     assert exc.permanent is (EXPECTED[name] is Retry.NEVER)
 

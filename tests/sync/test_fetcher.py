@@ -352,8 +352,10 @@ async def test_fetch_over_libp2p() -> None:
                     await fetcher.block(encode_block({"x": 1})[0])
                 with pytest.raises(BlockTooLarge):
                     await fetcher.block(big_link)
-                with pytest.raises(BlockTooLarge):
-                    await fetcher.block(huge_link)
+                with pytest.raises(BlockTooLarge, match="response body over") as caught:
+                    await fetcher.block(huge_link)  # the transport's own ResponseTooLarge...
+                assert type(caught.value) is BlockTooLarge  # ...translated by the opener
+                assert str(huge_link) in str(caught.value)
             wrong = PrivateKey.generate().peer_id()
             bare = [a.rsplit("/p2p/", 1)[0] for a in addrs]
             async with open_fetcher(bare, wrong, host=client, timeout=5) as impostor:
