@@ -73,7 +73,7 @@ from .errors import IndexerError, SyncPreempted, SyncTimedOut
 from .progress import IngestObserver, NullObserver, SyncProgress
 from .settings import IngestConfig
 from .slots import FairSlots
-from .supervise import Backoff, describe, survivable
+from .supervise import backoff, describe, survivable
 from .worker import Worker
 
 __all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
@@ -450,7 +450,7 @@ class Ingester:
                 self._nursery.start_soon(self._worker, provider)
 
     async def _worker(self, provider: bytes) -> None:
-        backoff = Backoff(self.config.retry_base, self.config.retry_max)
+        failures = 0
         try:
             while True:
                 worker = Worker(
@@ -469,7 +469,8 @@ class Ingester:
                     return
                 except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: record, restart
                     failure = survivable(exc)
-                delay = backoff.next()
+                failures += 1
+                delay = backoff(self.config.retry_base, self.config.retry_max, failures)
                 log.error(
                     "worker failed; restarting",
                     provider=str(PeerId(provider)),

@@ -9,16 +9,14 @@ Rules this module keeps:
   returns it (an exception group is reduced to its first leaf, a ``SyncError`` preferred, so the
   record names the real cause), the caller logs it and records it where an operator looks, and
   the task goes on.  Nothing here decides transient vs permanent: ``sync.errors.retry_of`` does.
-- ``Backoff`` is the restart delay of a supervised task: exponential, capped, reset by success.
+- ``backoff`` is the delay before a retry: exponential in the failures so far, capped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sync import SyncError
 
-__all__ = ["Backoff", "describe", "survivable"]
+__all__ = ["backoff", "describe", "survivable"]
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -44,16 +42,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass
-class Backoff:
-    base: float = 1.0
-    cap: float = 300.0
-    failures: int = 0
-
-    def next(self) -> float:
-        """The delay before the next restart (and counts one more failure)."""
-        self.failures += 1
-        return float(min(self.cap, self.base * 2 ** (self.failures - 1)))
-
-    def reset(self) -> None:
-        self.failures = 0
+def backoff(base: float, cap: float, failures: int) -> float:
+    """The delay before retrying after ``failures`` failures in a row: ``base`` doubled each
+    time, at most ``cap`` (a worker's restarts and a staged ad's retries both use it)."""
+    return float(min(cap, base * 2 ** (failures - 1)))

@@ -39,7 +39,7 @@ from .apply import FetcherFactory, GetFetcher, apply_entry
 from .prefetch import Prefetcher
 from .settings import IngestConfig
 from .slots import FairSlots
-from .supervise import describe, survivable
+from .supervise import backoff, describe, survivable
 
 __all__ = ["Worker"]
 
@@ -129,6 +129,6 @@ class Worker:
             self.on_processed(entry, False)
             return
         stack = self.staging.record_attempt(entry, message)
-        delay = min(self.config.retry_max, self.config.retry_base * 2 ** (stack.attempts - 1))
+        delay = backoff(self.config.retry_base, self.config.retry_max, stack.attempts)
         log.warning("ad will be retried", provider=provider, ad=ad, error=message, delay=delay)
         await trio.sleep(delay)
