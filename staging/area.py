@@ -138,9 +138,9 @@ class StagingArea(PublisherRecords):
                 writes.append((keys.stack_state(provider, seq), encode(StackState(n))))
         committed = msgspec.structs.replace(walk, committed=True, stacks=stacks)
         writes.append((keys.walk(walk_id), encode(committed) if stacks else None))
-        had_record = self.has_publisher(walk.publisher)
-        if verified or stacks or had_record:
-            prior = self.publisher(walk.publisher)
+        known = self._get(keys.publisher(walk.publisher), PublisherRecord)
+        if verified or stacks or known is not None:
+            prior = known if isinstance(known, PublisherRecord) else PublisherRecord()
             addrs = walk.addrs if verified else prior.addrs
             cursor = PublisherRecord(walk.head, prior.latest_processed, addrs, now, None)
             writes.append((keys.publisher(walk.publisher), encode(cursor)))

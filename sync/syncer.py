@@ -91,7 +91,7 @@ async def sync_publisher(
         depth_limit=depth_limit,
     )
     counts: dict[bytes, int] = {}
-    errors: list[str] = []
+    errors = _AdErrors()
     try:
         with unwrap_group():
             async with trio.open_nursery() as ahead:
@@ -100,11 +100,11 @@ async def sync_publisher(
                     walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
                 )
                 ahead.cancel_scope.cancel()
-        nothing_valid = walker.count > 0 and len(errors) == walker.count and not signed_head
+        nothing_valid = walker.count > 0 and errors.count == walker.count and not signed_head
         if nothing_valid and not staging.has_publisher(publisher.raw):  # a junk first contact
             raise PolicyError(
                 f"none of the {walker.count} advertisements from {list(addrs)} is valid "
-                f"({errors[0]}): nothing of publisher {publisher} is kept"
+                f"({errors.newest}): nothing of publisher {publisher} is kept"
             )
     except BaseException:
         staging.abandon_walk(walk_id)  # synchronous: a cancellation cannot interrupt it
@@ -112,7 +112,7 @@ async def sync_publisher(
     kept = staging.commit_walk(
         walk_id, counts, base_seq=base_seq, verified=signed_head or head_valid
     )
-    ad_error = errors[0] if errors else None
+    ad_error = errors.newest
     if walker.stop_reason in (StopReason.NOT_ALLOWED, StopReason.BROKEN):
         staging.set_publisher_error(publisher.raw, walker.stop_detail)
     elif ad_error is not None:
@@ -124,9 +124,17 @@ async def sync_publisher(
         {str(PeerId(p)): n for p, n in kept.items()},
         walker.stop_reason,
         walker.stop_detail,
-        len(errors),
+        errors.count,
         ad_error,
     )
+
+
+@dataclass
+class _AdErrors:
+    """The walk's invalid ads: how many, and the newest one's error (memory stays flat)."""
+
+    count: int = 0
+    newest: str | None = None  # "<cid>: <error>"; the walk goes newest first
 
 
 async def _walk(
@@ -137,9 +145,9 @@ async def _walk(
     counts: dict[bytes, int],
     segment: int,
     on_walked: Callable[[int], None] | None,
-    errors: list[str],
+    errors: _AdErrors,
 ) -> bool:
-    """Fetch, check and spill the walk's ads until the walker stops (errors: newest first).
+    """Fetch, check and spill the walk's ads until the walker stops, counting invalid ones.
 
     True when the first ad walked (the head) was valid: signed by its provider or the
     publisher, and one the publisher may publish.
@@ -161,7 +169,8 @@ async def _walk(
         counts[provider] = pos + 1
         ad = StagedAd(walked.cid.raw, walked.raw, walked.skip_entries, walked.error)
         if walked.error is not None:
-            errors.append(f"{walked.cid}: {walked.error}")
+            errors.count += 1
+            errors.newest = errors.newest or f"{walked.cid}: {walked.error}"
         buffer.append((provider, pos, ad))
         held += len(walked.raw)
         if len(buffer) >= segment or held >= SEGMENT_BYTES:
