@@ -260,15 +260,17 @@ def sync_status(ingester: Ingester, request: Request) -> Response:
         limit = int(request.query.get("limit", [str(STATUS_PAGE)])[0])
         if not 0 < limit <= STATUS_PAGE:
             raise ValueError(f"limit must be 1 to {STATUS_PAGE}")
-        rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
+        rows = publisher_rows(
+            ingester.staging, ingester.syncing, ingester.progress, only,
+            after=after.raw if after and not only else None,
+            limit=None if only else limit + 1,  # one more: is there a next page?
+        )  # fmt: skip
     except (BadPeerId, ValueError) as exc:
         return Response.text(400, f"bad request: {exc}")
     except UnknownPeer as exc:
         return Response.text(404, str(exc))
     if only:
         return Response(200, msgspec.json.encode(rows[0]), "application/json")
-    if after is not None:
-        rows = [row for row in rows if PeerId.parse(str(row["publisher"])).raw > after.raw]
     page = rows[:limit]
     headers: tuple[tuple[str, str], ...] = ()
     if len(rows) > limit:

@@ -108,16 +108,22 @@ def publisher_rows(
     syncing: Collection[bytes] | None = None,
     progress: Mapping[bytes, SyncProgress] | None = None,
     only: PeerId | None = None,
+    *,
+    after: bytes | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, object]]:
-    """Both cursors, last sync, last error and pending ads of every known publisher."""
+    """Both cursors, last sync, last error and pending ads of every known publisher, ordered
+    by peer ID; a page of them with ``after`` (a peer ID's bytes) and ``limit`` rows at most."""
     pending = _pending_by_publisher(staging)
     known = {raw: addrs for raw, addrs in staging.known_publishers()}
     for raw in progress or {}:
         known.setdefault(raw, [])
     rows: list[dict[str, object]] = []
     for raw in sorted(known):
-        if only is not None and raw != only.raw:
+        if (only is not None and raw != only.raw) or (after is not None and raw <= after):
             continue
+        if limit is not None and len(rows) >= limit:
+            break
         record = staging.publisher(raw)
         live = (progress or {}).get(raw)
         rows.append(
