@@ -13,9 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bench import codecs, find, ingest, store
 from indexer.logs import configure_logging
-
-from . import codecs, find, ingest, store
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "codecs": codecs.run,

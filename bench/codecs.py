@@ -27,15 +27,15 @@ from sync import (
     Advertisement,
     EntryChunk,
     PrivateKey,
-    dagcbor,
     encode_block,
     load_advertisement,
     load_entry_chunk,
     sign_advertisement,
     verify_advertisement,
 )
-from sync.cid import Link, check_block
-from sync.metadata import bitswap
+from sync.model import dagcbor
+from sync.model.cid import Link, check_block
+from sync.model.metadata import bitswap
 
 CHUNK_SIZE = 16_384
 

@@ -5,8 +5,8 @@
 tenth multihash also under a second provider, and a registry record (addresses, publisher, last
 ad) per provider, so answers have the shape of real ones.  The server is the daemon's own find
 handler (``indexer.daemon.Daemon._find_handler``: the find API with delegated routing mounted by
-prefix) on ``sync.httpserver.serve_tcp``, in its own process (``python -m bench.find serve``), so
-the load generator does not share its GIL.
+prefix) on ``sync.net.httpserver.serve_tcp``, in its own process (``python -m bench.find
+serve``), so the load generator does not share its GIL.
 
 The load generator (this process) keeps ``CONNECTIONS`` keep-alive HTTP/1.1 connections busy,
 one request in flight on each (no pipelining), with a small raw-socket client on ``selectors``
@@ -113,7 +113,7 @@ def _build(path: Path) -> None:
 async def _serve(path: Path) -> None:
     from indexer.config import Config
     from indexer.daemon import Daemon
-    from sync.httpserver import serve_tcp
+    from sync.net.httpserver import serve_tcp
 
     with KV(path, create=False) as kv:
         daemon = Daemon(path.parent, Config(), PrivateKey.generate())

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import trio
 
+from bench.ingest import _ingest, _mh, _served
+from indexer.publisher.chain import Publisher
 from store import KV
 from sync import PeerId
-from sync.metadata import bitswap
-from sync.publisher import Publisher
-
-from .ingest import _ingest, _mh, _served
+from sync.model.metadata import bitswap
 
 
 def build(ads: int, data_dir: Path) -> None:

@@ -30,12 +30,12 @@ from typing import Any
 import plyvel
 import trio
 
-from indexer.ingest import Ingester
+from indexer.ingest.engine import Ingester
+from indexer.publisher.chain import Publisher
 from store import KV, value_key
 from sync import Link, PeerId
-from sync.fetcher import fetcher_factory
-from sync.metadata import bitswap
-from sync.publisher import Publisher
+from sync.ipnisync.fetch import fetcher_factory
+from sync.model.metadata import bitswap
 
 ADS = 20
 PER_AD = 16_384

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from indexer.errors import ConfigError
 from sync import BadPeerId, PeerId
-
-from .errors import ConfigError
 
 __all__ = ["TEMPLATE", "Config", "ConfigError", "Policy", "load_config"]
 

@@ -3,8 +3,8 @@
 Services start in order with ``await nursery.start(...)``, each listening before the next
 starts: the ingester (which first resumes staged work and replays recorded announces), the
 ingest server (``PUT /announce``, ``GET /sync/status``), the find server, background index
-compaction (``indexer.maintenance``), the admin server (``indexer.admin``: storetheindex's admin
-paths, staging views, ``/metrics``) and, unless disabled, a py-libp2p host subscribed to the
+compaction (``indexer.ingest.maintenance``), the admin server (``indexer.admin``: storetheindex's
+admin paths, staging views, ``/metrics``) and, unless disabled, a py-libp2p host subscribed to the
 announce topic on gossipsub.  Cancelling the nursery stops them in reverse order; LevelDB is
 closed last, by the ``with`` that opened it.
 
@@ -34,10 +34,19 @@ import msgspec
 import structlog
 import trio
 
+from indexer import __version__
+from indexer.admin import AdminApi, Metrics, UnknownPeer, publisher_rows
+from indexer.config import Config
+from indexer.ingest.engine import Ingester
+from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
+from indexer.ingest.maintenance import run_compaction
+from indexer.ingest.settings import IngestConfig
+from indexer.policy import LivePolicy
+from indexer.security import warn_exposed
 from store import KV, IndexStore
 from sync import BadPeerId, PeerId, PrivateKey
-from sync.fetcher import fetcher_factory
-from sync.httpserver import (
+from sync.ipnisync.fetch import fetcher_factory
+from sync.net.httpserver import (
     Handler,
     Limits,
     Request,
@@ -45,16 +54,6 @@ from sync.httpserver import (
     fit_connection_caps,
     serve_tcp,
 )
-
-from . import __version__
-from .access import LivePolicy
-from .admin import AdminApi, Metrics, UnknownPeer, publisher_rows
-from .config import Config
-from .ingest import Ingester
-from .intake import ANNOUNCE_PATHS, AnnounceIntake
-from .maintenance import run_compaction
-from .security import warn_exposed
-from .settings import IngestConfig
 
 __all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
 
@@ -152,7 +151,7 @@ class Daemon:
                 )  # fmt: skip
                 p2p_addrs: list[str] = []
                 if host is not None:
-                    from sync.p2p import host_addrs
+                    from sync.net.p2p import host_addrs
 
                     p2p_addrs = host_addrs(host)
                     await nursery.start(self._gossip, host, intake)
@@ -171,7 +170,7 @@ class Daemon:
         if not self.config.p2p_addr:
             yield None
             return
-        from sync.p2p import open_host
+        from sync.net.p2p import open_host
 
         async with open_host(self.key, [self.config.p2p_addr]) as host:
             yield host
@@ -183,7 +182,7 @@ class Daemon:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        from sync.gossip import open_gossip, receive_announces
+        from sync.announce.gossip import open_gossip, receive_announces
 
         async with open_gossip(host) as pubsub, receive_announces(pubsub, self.config.topic) as it:
             task_status.started()
@@ -215,8 +214,8 @@ class Daemon:
 
     def _find_handler(self, kv: KV) -> Handler:
         """The find API, with delegated routing v1 mounted by prefix beside it."""
-        from .find import find_handler
-        from .routing import PREFIX, routing_handler
+        from indexer.find import find_handler
+        from indexer.routing import PREFIX, routing_handler
 
         index = IndexStore(kv)
         find, routing = find_handler(index, __version__), routing_handler(index)

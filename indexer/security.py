@@ -30,7 +30,7 @@ from pathlib import Path
 
 import structlog
 
-from .config import Config, ConfigError
+from indexer.config import Config, ConfigError
 
 __all__ = [
     "ADMIN_TOKEN_ENV",

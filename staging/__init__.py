@@ -4,9 +4,9 @@ It may import ``store`` and nothing else of this project.  See ``area.py`` for t
 ``keys.py`` for the key layout.
 """
 
-from .area import Entry, StagingArea
-from .errors import StagingCorrupt, StagingError
-from .records import (
+from staging.area import Entry, StagingArea
+from staging.errors import StagingCorrupt, StagingError
+from staging.records import (
     AnnounceRecord,
     DoneRecord,
     PublisherRecord,

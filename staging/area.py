@@ -31,11 +31,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from store import KV, Write
-
-from . import keys
-from .publishers import PublisherRecords
-from .records import (
+from staging import keys
+from staging.publishers import PublisherRecords
+from staging.records import (
     DoneRecord,
     KnownRecord,
     PublisherRecord,
@@ -47,6 +45,7 @@ from .records import (
     decode,
     encode,
 )
+from store import KV, Write
 
 __all__ = ["Entry", "StagingArea"]
 

@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from staging import keys
+from staging.records import AnnounceRecord, PublisherRecord, decode, encode
 from store import KV
-
-from . import keys
-from .records import AnnounceRecord, PublisherRecord, decode, encode
 
 __all__ = ["PublisherRecords"]
 

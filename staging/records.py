@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import StagingCorrupt
+from staging.errors import StagingCorrupt
 
 __all__ = [
     "AnnounceRecord",

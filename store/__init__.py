@@ -5,12 +5,12 @@ The bottom of the dependency direction ``store <- staging <- sync <- indexer``: 
 the other three packages.
 """
 
-from .compaction import CompactionProgress
-from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
-from .index import IndexStore, ProviderRecord, ValueRecord, value_key
-from .kv import KV, Tuning
-from .memory import MemoryKV
-from .protocol import Add, AddEach, Discard, KVStore, Write
+from store.compaction import CompactionProgress
+from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
+from store.index import IndexStore, ProviderRecord, ValueRecord, value_key
+from store.kv import KV, Tuning
+from store.memory import MemoryKV
+from store.protocol import Add, AddEach, Discard, KVStore, Write
 
 __all__ = [
     "KV",

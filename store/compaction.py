@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
-from .protocol import Discard, KVStore, Write, members
+from store.protocol import Discard, KVStore, Write, members
 
 __all__ = ["CompactionProgress", "Sweep", "compact"]
 

@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
-from .compaction import CompactionProgress, Sweep, compact
-from .kv import KV
-from .protocol import AddEach, KVStore, Write
+from store.compaction import CompactionProgress, Sweep, compact
+from store.kv import KV
+from store.protocol import AddEach, KVStore, Write
 
 __all__ = ["COUNTER_KEY", "IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
 

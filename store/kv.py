@@ -31,8 +31,8 @@ from typing import Any
 
 import plyvel
 
-from .errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
-from .protocol import KVShortcuts, Write, apply_add_each, resolve, split_bulk, successor
+from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
+from store.protocol import KVShortcuts, Write, apply_add_each, resolve, split_bulk, successor
 
 __all__ = ["KV", "Tuning"]
 

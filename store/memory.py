@@ -17,8 +17,8 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 
-from .errors import StoreClosed
-from .protocol import KVShortcuts, Write, resolve, successor
+from store.errors import StoreClosed
+from store.protocol import KVShortcuts, Write, resolve, successor
 
 __all__ = ["MemoryKV"]
 

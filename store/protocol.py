@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, cast
 
-from .errors import StoreError
+from store.errors import StoreError
 
 __all__ = [
     "Add",

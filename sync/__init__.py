@@ -4,17 +4,10 @@ Later it also holds the per-publisher sync handlers and the chain walker; this p
 ``staging`` and ``store`` but never ``indexer``.
 """
 
-from .announce import Message
-from .blocks import (
-    BlockKind,
-    classify,
-    decode_node,
-    encode_block,
-    load_advertisement,
-    load_entry_chunk,
-)
-from .cid import DAG_CBOR, DAG_JSON, Link, Multihash, check_block, parse_multihash
-from .errors import (
+from sync.announce.message import Message
+from sync.crypto.keys import KeyType, PrivateKey, PublicKey
+from sync.crypto.signing import AdSignature, sign_advertisement, verify_advertisement
+from sync.errors import (
     BadCid,
     BadEnvelope,
     BadMultiaddr,
@@ -30,11 +23,19 @@ from .errors import (
     UnknownCodec,
     UnsupportedKeyType,
 )
-from .head import SignedHead
-from .keys import KeyType, PrivateKey, PublicKey
-from .metadata import Metadata, decode_metadata
-from .peer import PeerId
-from .schema import (
+from sync.ipnisync.head import SignedHead
+from sync.model.blocks import (
+    BlockKind,
+    classify,
+    decode_node,
+    encode_block,
+    load_advertisement,
+    load_entry_chunk,
+)
+from sync.model.cid import DAG_CBOR, DAG_JSON, Link, Multihash, check_block, parse_multihash
+from sync.model.metadata import Metadata, decode_metadata
+from sync.model.peer import PeerId
+from sync.model.schema import (
     MAX_CONTEXT_ID_LEN,
     MAX_METADATA_LEN,
     NO_ENTRIES,
@@ -43,7 +44,6 @@ from .schema import (
     ExtendedProvider,
     Provider,
 )
-from .signing import AdSignature, sign_advertisement, verify_advertisement
 
 __all__ = [
     "DAG_CBOR",

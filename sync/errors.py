@@ -243,7 +243,7 @@ class AddressRefused(TransientError):
 
 
 class Refusal(SyncError):
-    """Answer ``status`` and close: control flow inside ``sync.httpserver``, never leaves it."""
+    """Answer ``status`` and close: control flow inside ``sync.net.httpserver``, never leaves it."""
 
     def __init__(self, status: int, reason: str, *extra: tuple[bytes, bytes]) -> None:
         super().__init__(reason)

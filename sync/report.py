@@ -16,14 +16,14 @@ from typing import Any
 
 import base58
 
-from .blocks import BlockKind, classify, decode_node, guess_codec
-from .cid import DAG_CBOR, DAG_JSON, Link, check_block
-from .errors import SyncError
-from .head import SignedHead
-from .metadata import decode_metadata
-from .peer import PeerId
-from .schema import NO_ENTRIES, Advertisement, EntryChunk
-from .signing import verify_advertisement
+from sync.crypto.signing import verify_advertisement
+from sync.errors import SyncError
+from sync.ipnisync.head import SignedHead
+from sync.model.blocks import BlockKind, classify, decode_node, guess_codec
+from sync.model.cid import DAG_CBOR, DAG_JSON, Link, check_block
+from sync.model.metadata import decode_metadata
+from sync.model.peer import PeerId
+from sync.model.schema import NO_ENTRIES, Advertisement, EntryChunk
 
 __all__ = ["BlockReport", "inspect_block"]
 

@@ -19,9 +19,9 @@ from sync import (
     encode_block,
     sign_advertisement,
 )
-from sync.cid import DAG_JSON, SHA2_256, encode_uvarint
-from sync.httpserver import Handler, Request, Response
-from sync.metadata import bitswap
+from sync.model.cid import DAG_JSON, SHA2_256, encode_uvarint
+from sync.model.metadata import bitswap
+from sync.net.httpserver import Handler, Request, Response
 
 
 @cache
@@ -91,7 +91,7 @@ __all__ = ["KeyType", "key", "link", "make_ad", "make_chunk", "multihash", "vari
 class ChainBuilder:
     """An ad chain built oldest first, with its blocks, as a publisher would serve it.
 
-    It is a ``sync.ipnisync.BlockSource``: ``serving_as(key)`` gives a source whose head is
+    It is a ``sync.ipnisync.routes.BlockSource``: ``serving_as(key)`` gives a source whose head is
     signed by another publisher key (a relay serving the same chain).
     """
 

@@ -37,12 +37,11 @@ from typing import Self
 
 from sync import Link, PeerId, PrivateKey, load_advertisement, load_entry_chunk
 from sync.errors import BadCid
-from sync.fetcher import BlockFetcher, SchemaKind
-from sync.head import SignedHead
-from sync.ipnisync import IPNI_PATH
-
-from .builders import ChainBuilder, multihash
-from .httpstub import StubServer
+from sync.ipnisync.fetch import BlockFetcher, SchemaKind
+from sync.ipnisync.head import SignedHead
+from sync.ipnisync.protocol import IPNI_PATH
+from tests.builders import ChainBuilder, multihash
+from tests.httpstub import StubServer
 
 __all__ = [
     "ADS",

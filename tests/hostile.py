@@ -1,6 +1,6 @@
 """Hostile HTTP/1.1 clients over raw sockets: the malformed-request table, the tools to send it.
 
-Shared by ``tests/sync/test_httpserver.py`` (the server alone) and
+Shared by ``tests/sync/net/test_httpserver.py`` (the server alone) and
 ``tests/e2e/test_hostile_http.py`` (every server of a real daemon and a real publisher).
 ``{path}`` in a request is a path the server under test answers 200 to on GET, so what is
 refused is refused for its bytes, not its path.

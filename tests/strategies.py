@@ -5,9 +5,8 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from sync import NO_ENTRIES, Advertisement, EntryChunk, KeyType, Link, PrivateKey
-from sync.cid import BLAKE2B_256, DAG_CBOR, DAG_JSON, SHA2_256, encode_uvarint
-
-from .builders import key, make_ad
+from sync.model.cid import BLAKE2B_256, DAG_CBOR, DAG_JSON, SHA2_256, encode_uvarint
+from tests.builders import key, make_ad
 
 KEY_TYPES = [KeyType.ED25519, KeyType.SECP256K1]
 

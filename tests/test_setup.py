@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "check-setup.sh"
 

@@ -26,7 +26,7 @@ probes call it unauthenticated); ``/metrics`` is not open: Prometheus sends the 
 allowed on loopback) every path is open, as in storetheindex.
 
 With ``refuse_private`` (``ingest.refuse_private_addrs``), ``POST /ingest/sync/{peer}`` answers
-403 when every address it would sync from (sent or known) is refused (``sync.pubaddr``).
+403 when every address it would sync from (sent or known) is refused (``sync.ipnisync.maurl``).
 """
 
 from __future__ import annotations
@@ -41,16 +41,15 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from indexer.admin.metrics import CONTENT_TYPE, Metrics
+from indexer.admin.views import UnknownPeer, publisher_rows, staging_detail, staging_rows
+from indexer.errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
+from indexer.ingest.engine import Ingester
+from indexer.policy import LivePolicy
 from sync import BadPeerId, PeerId, SyncError
 from sync.errors import AddressRefused
-from sync.httpserver import Handler, Request, Response
-from sync.pubaddr import publisher_endpoint
-
-from ..access import LivePolicy
-from ..errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
-from ..ingest import Ingester
-from .metrics import CONTENT_TYPE, Metrics
-from .views import UnknownPeer, publisher_rows, staging_detail, staging_rows
+from sync.ipnisync.maurl import publisher_endpoint
+from sync.net.httpserver import Handler, Request, Response
 
 __all__ = ["AdminApi"]
 

@@ -24,10 +24,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from indexer.ingest.progress import SyncProgress
 from staging import StagingArea
 from sync import PeerId
-
-from ..progress import SyncProgress
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from indexer.errors import UnknownPeer
+from indexer.ingest.progress import SyncProgress
 from staging import StackRecord, StagingArea
 from store import IndexStore
 from sync import Link, PeerId
-
-from ..errors import UnknownPeer
-from ..progress import SyncProgress
 
 __all__ = ["UnknownPeer", "publisher_rows", "staging_detail", "staging_rows"]
 

@@ -1,7 +1,7 @@
 """The IPNI find API: ``/multihash``, ``/cid``, ``/providers``, ``/health``, ``/stats``.
 
 Answers exactly as storetheindex does with go-libipni's ``find/model`` shapes (see ``model.py``),
-with extended providers expanded (``expand.py``), over ``sync.httpserver`` on trio.
+with extended providers expanded (``expand.py``), over ``sync.net.httpserver`` on trio.
 
 | module | what it holds |
 | --- | --- |
@@ -15,10 +15,10 @@ with extended providers expanded (``expand.py``), over ``sync.httpserver`` on tr
 Rules: the API only reads the index (``store.IndexStore``); bad input is a 4xx, never a 500.
 """
 
-from .expand import Finder, provider_results
-from .handlers import ROUTES, find_handler, serve_find
-from .info import provider_info
-from .model import (
+from indexer.find.expand import Finder, provider_results
+from indexer.find.handlers import ROUTES, find_handler, serve_find
+from indexer.find.info import provider_info
+from indexer.find.model import (
     AddrInfo,
     FindRequest,
     FindResponse,
@@ -27,7 +27,7 @@ from .model import (
     ProviderResult,
     Stats,
 )
-from .openapi import OPENAPI
+from indexer.find.openapi import OPENAPI
 
 __all__ = [
     "OPENAPI",

@@ -23,12 +23,11 @@ import base64
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from indexer.find.model import AddrInfo, MultihashResult, ProviderResult
 from store import IndexStore, ProviderRecord, ValueRecord
 from store.index import ExtendedProviderRecord
 from sync import PeerId
 from sync.errors import BadPeerId
-
-from .model import AddrInfo, MultihashResult, ProviderResult
 
 __all__ = ["Finder", "ProviderCache", "context_override", "normalize_peer", "provider_results"]
 

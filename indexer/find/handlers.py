@@ -1,4 +1,4 @@
-"""The find API's HTTP routes, on ``sync.httpserver``.
+"""The find API's HTTP routes, on ``sync.net.httpserver``.
 
 Rules this module keeps (storetheindex ``server/find/server.go``, ``internal/httpserver/util.go``):
 
@@ -29,14 +29,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import trio
 
 from indexer import __version__
-from store import IndexStore
-from sync.httpserver import Handler, Request, Response, serve_tcp
-
-from .expand import Finder, ProviderCache
-from .info import StatsCache, provider_info
-from .model import FindResponse, MultihashResult, ProviderResult, encode, encode_line
-from .openapi import openapi_json
-from .request import (
+from indexer.find.expand import Finder, ProviderCache
+from indexer.find.info import StatsCache, provider_info
+from indexer.find.model import FindResponse, MultihashResult, ProviderResult, encode, encode_line
+from indexer.find.openapi import openapi_json
+from indexer.find.request import (
     JSON,
     NDJSON,
     BadInput,
@@ -46,6 +43,8 @@ from .request import (
     parse_multihash_text,
     parse_peer,
 )
+from store import IndexStore
+from sync.net.httpserver import Handler, Request, Response, serve_tcp
 
 __all__ = ["ROUTES", "find_handler", "serve_find"]
 

@@ -30,12 +30,8 @@ from datetime import UTC, datetime
 
 import trio
 
-from store import IndexStore, ProviderRecord
-from store.index import ExtendedProviderRecord
-from sync import Link, PeerId
-
-from .expand import context_override, normalize_peer
-from .model import (
+from indexer.find.expand import context_override, normalize_peer
+from indexer.find.model import (
     AddrInfo,
     CidLink,
     ContextualExtendedProviders,
@@ -44,6 +40,9 @@ from .model import (
     Stats,
     go_string,
 )
+from store import IndexStore, ProviderRecord
+from store.index import ExtendedProviderRecord
+from sync import Link, PeerId
 
 __all__ = ["StatsCache", "provider_info", "rfc3339"]
 

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 import base58
 import msgspec
 
+from indexer.find.model import FindRequest, decode
 from sync import Link, PeerId
-from sync.cid import parse_multihash
 from sync.errors import BadCid, BadPeerId
-from sync.httpserver import Request, Response
-
-from .model import FindRequest, decode
+from sync.model.cid import parse_multihash
+from sync.net.httpserver import Request, Response
 
 __all__ = [
     "JSON",

@@ -8,9 +8,9 @@ answers every path under ``/routing/v1/`` and 404 elsewhere: mount it by that pr
 find API.
 """
 
-from .filters import BadFilter, Filters
-from .handler import PREFIX, ROUTES, routing_handler
-from .records import Index, PeerRecord, find_records
+from indexer.routing.filters import BadFilter, Filters
+from indexer.routing.handler import PREFIX, ROUTES, routing_handler
+from indexer.routing.records import Index, PeerRecord, find_records
 
 __all__ = [
     "PREFIX",

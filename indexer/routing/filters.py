@@ -28,8 +28,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import BadFilter
-from .records import PeerRecord, addr_protocols
+from indexer.errors import BadFilter
+from indexer.routing.records import PeerRecord, addr_protocols
 
 __all__ = ["FILTER_ADDRS", "FILTER_PROTOCOLS", "BadFilter", "Filters"]
 

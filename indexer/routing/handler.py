@@ -30,11 +30,10 @@ from email.utils import formatdate
 
 import msgspec
 
+from indexer.routing.filters import BadFilter, Filters
+from indexer.routing.records import Index, PeerRecord, find_records
 from sync import BadCid, Link
-from sync.httpserver import Handler, Request, Response
-
-from .filters import BadFilter, Filters
-from .records import Index, PeerRecord, find_records
+from sync.net.httpserver import Handler, Request, Response
 
 __all__ = ["JSON", "NDJSON", "PREFIX", "ROUTES", "routing_handler", "wants_ndjson"]
 

@@ -37,7 +37,7 @@ import multiaddr
 from store import ProviderRecord, ValueRecord
 from sync import PeerId, decode_metadata
 from sync.errors import BadPeerId
-from sync.metadata import (
+from sync.model.metadata import (
     BITSWAP,
     FILECOIN_PIECE_HTTP,
     GRAPHSYNC_FILECOINV1,

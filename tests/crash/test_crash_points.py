@@ -15,19 +15,18 @@ from pathlib import Path
 import pytest
 import trio
 
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.publisher.chain import Publisher
+from indexer.publisher.store import PublisherConfig
 from staging import StagingArea
 from store import KV, Write
 from sync import Link, PeerId
-from sync.fetcher import fetcher_factory
-from sync.httpserver import serve_tcp
-from sync.ipnisync import ipnisync_handler
-from sync.metadata import bitswap, ipfs_gateway_http
-from sync.publisher import Publisher
-from sync.pubstore import PublisherConfig
-
-from ..builders import multihash
-from .invariants import check_invariants
+from sync.ipnisync.fetch import fetcher_factory
+from sync.ipnisync.routes import ipnisync_handler
+from sync.model.metadata import bitswap, ipfs_gateway_http
+from sync.net.httpserver import serve_tcp
+from tests.builders import multihash
+from tests.crash.invariants import check_invariants
 
 
 class Crash(BaseException):

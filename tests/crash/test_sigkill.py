@@ -14,16 +14,15 @@ import subprocess
 import time
 from pathlib import Path
 
+from indexer.publisher.chain import Publisher
 from staging import StagingArea
 from store import KV
 from sync import Link
-from sync.metadata import bitswap
-from sync.publisher import Publisher
-
-from ..builders import multihash
-from ..e2e.test_publisher_cli import INDEXER
-from ..httpstub import SlowProxy
-from .invariants import check_invariants
+from sync.model.metadata import bitswap
+from tests.builders import multihash
+from tests.crash.invariants import check_invariants
+from tests.e2e.test_publisher_cli import INDEXER
+from tests.httpstub import SlowProxy
 
 ADS = 2000
 PER_AD = 5

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import httpx
 
+from indexer.publisher.chain import Publisher
 from sync import Link, Message, PeerId
-from sync.metadata import bitswap
-from sync.publisher import Publisher
-
-from ..httpstub import SlowProxy
-from ..indexer.test_cli_admin import Daemon, cli_json
-from .test_publisher_cli import Serving
+from sync.model.metadata import bitswap
+from tests.e2e.test_publisher_cli import Serving
+from tests.httpstub import SlowProxy
+from tests.indexer.cli.test_cli_admin import Daemon, cli_json
 
 ADS = 8
 DELAY = 0.3

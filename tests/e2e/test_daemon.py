@@ -12,10 +12,9 @@ import httpx
 import trio
 
 from sync import Link, Message, PeerId, PrivateKey
-from sync.gossip import open_gossip, publish_announce
-from sync.p2p import open_host, peer_info
-
-from .test_publisher_cli import INDEXER, Serving, mh_lines, ok
+from sync.announce.gossip import open_gossip, publish_announce
+from sync.net.p2p import open_host, peer_info
+from tests.e2e.test_publisher_cli import INDEXER, Serving, mh_lines, ok
 
 
 class Daemon:

@@ -14,17 +14,16 @@ import httpx
 import pytest
 import trio
 
+from indexer.publisher.chain import Publisher
+from indexer.publisher.store import PublisherConfig
 from staging import StagingArea
 from store import KV
 from sync import Link, Message
-from sync.httpserver import Handler, Request, Response, serve_tcp
-from sync.ipnisync import ipnisync_handler
-from sync.metadata import bitswap
-from sync.publisher import Publisher
-from sync.pubstore import PublisherConfig
-
-from ..builders import multihash
-from .test_daemon import Daemon
+from sync.ipnisync.routes import ipnisync_handler
+from sync.model.metadata import bitswap
+from sync.net.httpserver import Handler, Request, Response, serve_tcp
+from tests.builders import multihash
+from tests.e2e.test_daemon import Daemon
 
 ADS, PER_AD = 30, 6  # chunk size 3: two entries blocks per ad
 DELAY = 0.05

@@ -32,9 +32,8 @@ import pytest
 from staging import StagingArea
 from store import KV
 from sync import Link, Message, PeerId, PrivateKey
-
-from ..faultpub import FaultPublisher, block_at, close_all, closed_port, fault_chain
-from .test_publisher_cli import INDEXER, Serving, mh_lines, ok
+from tests.e2e.test_publisher_cli import INDEXER, Serving, mh_lines, ok
+from tests.faultpub import FaultPublisher, block_at, close_all, closed_port, fault_chain
 
 MAX_BLOCK = 16 << 10
 CONFIG = f"""

@@ -28,8 +28,8 @@ import pytest
 import trio
 
 from indexer.config import ConfigError, load_config
-
-from ..hostile import (
+from tests.e2e.test_publisher_cli import INDEXER, mh_lines, ok
+from tests.hostile import (
     CASES,
     HALF_CLOSED,
     HOST,
@@ -44,7 +44,6 @@ from ..hostile import (
     slow_body,
     slowloris,
 )
-from .test_publisher_cli import INDEXER, mh_lines, ok
 
 SHORT_HTTP = """
 [http]
@@ -59,9 +58,9 @@ PUBLISHER_SCRIPT = """
 import json, sys, msgspec, trio
 from pathlib import Path
 from indexer.logs import configure_logging
-from indexer.publisher_node import PUBLIC_LIMITS, NodeConfig, PublisherNode
-from sync.httpserver import Limits
-from sync.publisher import Publisher
+from indexer.publisher.node import PUBLIC_LIMITS, NodeConfig, PublisherNode
+from sync.net.httpserver import Limits
+from indexer.publisher.chain import Publisher
 
 configure_logging()
 limits = Limits(**{**msgspec.to_builtins(PUBLIC_LIMITS), **json.loads(sys.argv[2])})

@@ -23,8 +23,7 @@ import httpx
 import pytest
 
 from sync import Link, Message, load_advertisement, load_entry_chunk, verify_advertisement
-
-from .. import independent_verifier as independent
+from tests import independent_verifier as independent
 
 INDEXER = shutil.which("indexer", path=str(Path(sys.executable).parent)) or "indexer"
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import trio
 
 from sync import Link, PrivateKey, SignedHead, load_advertisement
-from sync.gossip import open_gossip, receive_announces
-from sync.ipnisync import IPNI_PATH
-from sync.p2p import open_host, peer_info
-from sync.p2phttp import fetch_over_libp2p
-
-from .test_publisher_cli import INDEXER, mh_lines, ok
+from sync.announce.gossip import open_gossip, receive_announces
+from sync.ipnisync.protocol import IPNI_PATH
+from sync.net.p2p import open_host, peer_info
+from sync.net.p2phttp import fetch_over_libp2p
+from tests.e2e.test_publisher_cli import INDEXER, mh_lines, ok
 
 
 async def test_serve_over_libp2p_and_gossipsub(tmp_path: Path) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from indexer.config import TEMPLATE, Config, ConfigError, Policy, load_config
-
-from ..builders import key
+from tests.builders import key
 
 
 def test_no_file_and_the_commented_template_both_mean_defaults(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import trio
 from structlog.testing import capture_logs
 
 from indexer.config import Config, ConfigError
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.security import (
     ADMIN_TOKEN_ENV,
     admin_token,
@@ -30,11 +30,10 @@ from indexer.security import (
 )
 from store import KV
 from sync import PrivateKey
-from sync.fetcher import fetcher_factory
-from sync.httpserver import Request, Response, serve_tcp
-
-from ..e2e.test_publisher_cli import INDEXER
-from .test_cli_admin import clean_env, one_line_error
+from sync.ipnisync.fetch import fetcher_factory
+from sync.net.httpserver import Request, Response, serve_tcp
+from tests.e2e.test_publisher_cli import INDEXER
+from tests.indexer.cli.test_cli_admin import clean_env, one_line_error
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

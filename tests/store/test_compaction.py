@@ -6,8 +6,7 @@ from collections.abc import Callable, Iterable
 
 from store import KV, IndexStore, KVStore, MemoryKV, Write, value_key
 from store.compaction import CompactionProgress
-
-from ..builders import multihash
+from tests.builders import multihash
 
 P = b"\x00\x24provider"
 LIVE, GONE = b"live", b"gone"

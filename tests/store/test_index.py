@@ -9,8 +9,7 @@ import pytest
 
 from store import KV, IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
 from store.index import ExtendedProviderRecord
-
-from ..builders import multihash
+from tests.builders import multihash
 
 P1, P2 = b"\x00\x24provider-one", b"\x00\x24provider-two"
 

@@ -18,21 +18,13 @@ from sync import (
     SignatureError,
     SignedHead,
     SyncError,
-    dagjson,
     decode_metadata,
     load_advertisement,
     verify_advertisement,
 )
-from sync.announce import multiaddr_bytes
-
-from ..vectors import (
-    DOC_AD,
-    DOC_HEAD,
-    NFT_AD,
-    NFT_HEAD,
-    PCACHE_INFO,
-    PCACHE_RESULTS,
-)
+from sync.announce.message import multiaddr_bytes
+from sync.model import dagjson
+from tests.vectors import DOC_AD, DOC_HEAD, NFT_AD, NFT_HEAD, PCACHE_INFO, PCACHE_RESULTS
 
 
 def test_every_fixture_is_covered(fixtures_dir: Path) -> None:

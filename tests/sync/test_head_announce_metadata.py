@@ -19,8 +19,8 @@ from sync import (
     SignedHead,
     decode_metadata,
 )
-from sync.announce import multiaddr_bytes
-from sync.metadata import (
+from sync.announce.message import multiaddr_bytes
+from sync.model.metadata import (
     BITSWAP,
     FILECOIN_PIECE_HTTP,
     GRAPHSYNC_FILECOINV1,
@@ -28,9 +28,8 @@ from sync.metadata import (
     graphsync_filecoinv1,
     ipfs_gateway_http,
 )
-
-from ..builders import key, link, varint
-from ..strategies import links, multiaddrs
+from tests.builders import key, link, varint
+from tests.strategies import links, multiaddrs
 
 
 @pytest.mark.parametrize("topic", [None, "/indexer/ingest/mainnet"])

@@ -21,7 +21,7 @@ from libp2p.peer.envelope import Envelope, make_unsigned
 from libp2p.peer.id import ID
 from multiformats import CID, varint
 
-from ..independent_verifier import (
+from tests.independent_verifier import (
     AD_SIG_TYPE,
     EP_SIG_TYPE,
     NO_ENTRIES,

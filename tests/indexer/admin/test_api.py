@@ -14,19 +14,18 @@ import httpx
 import pytest
 import trio
 
-from indexer.access import LivePolicy
 from indexer.admin import AdminApi, Metrics
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.policy import LivePolicy
+from indexer.publisher.chain import Publisher
+from indexer.publisher.store import PublisherConfig
 from store import KV
 from sync import PeerId, PrivateKey
-from sync.fetcher import fetcher_factory
-from sync.httpserver import Handler, Request, Response, serve_tcp
-from sync.ipnisync import ipnisync_handler
-from sync.metadata import bitswap
-from sync.publisher import Publisher
-from sync.pubstore import PublisherConfig
-
-from ...builders import multihash
+from sync.ipnisync.fetch import fetcher_factory
+from sync.ipnisync.routes import ipnisync_handler
+from sync.model.metadata import bitswap
+from sync.net.httpserver import Handler, Request, Response, serve_tcp
+from tests.builders import multihash
 
 
 class Node:

@@ -12,13 +12,13 @@ import httpx
 import trio
 from structlog.testing import capture_logs
 
-from indexer.access import LivePolicy
 from indexer.admin import AdminApi, Metrics
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.policy import LivePolicy
 from store import KV
 from sync import PrivateKey
-from sync.fetcher import fetcher_factory
-from sync.httpserver import Request, Response, serve_tcp
+from sync.ipnisync.fetch import fetcher_factory
+from sync.net.httpserver import Request, Response, serve_tcp
 
 TOKEN = "admin-test-token-0123456789abcdef"
 # Every route, a sub-path of a leaf and a path that is no route: all behind the token.

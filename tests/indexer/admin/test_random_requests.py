@@ -17,14 +17,14 @@ from pathlib import Path
 import httpx
 import trio
 
-from indexer.access import LivePolicy
 from indexer.admin import AdminApi, Metrics
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.policy import LivePolicy
 from store import KV
 from sync import PeerId, PrivateKey
 from sync.errors import FetchFailed
-from sync.fetcher import HttpFetcher
-from sync.httpserver import serve_tcp
+from sync.ipnisync.fetch import HttpFetcher
+from sync.net.httpserver import serve_tcp
 
 TOKEN = "random-requests-token-0123456789"
 REQUESTS = int(os.environ.get("ADMIN_FUZZ_REQUESTS", "1500"))

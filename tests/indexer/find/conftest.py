@@ -17,14 +17,13 @@ import httpx
 import trio
 
 from indexer.find import serve_find
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
 from store import KV, IndexStore
 from sync import Link, PrivateKey, encode_block
-from sync.fetcher import fetcher_factory
-from sync.httpserver import serve_tcp
-from sync.ipnisync import ipnisync_handler
-
-from ...builders import ChainBuilder, make_ad
+from sync.ipnisync.fetch import fetcher_factory
+from sync.ipnisync.routes import ipnisync_handler
+from sync.net.httpserver import serve_tcp
+from tests.builders import ChainBuilder, make_ad
 
 # The fixture's LastAdvertisementTime, 2023-06-28T12:21:06Z, as the ingester's clock.
 FIXTURE_TIME = datetime(2023, 6, 28, 12, 21, 6, tzinfo=UTC).timestamp()

@@ -19,11 +19,10 @@ import msgspec
 
 from indexer.find.model import FindResponse, ProviderInfo, ProviderResult, decode, encode
 from sync import Link
-from sync.cid import RAW
-from sync.metadata import bitswap, ipfs_gateway_http
-
-from ...builders import ChainBuilder, key, multihash
-from .conftest import add_broken_entries, find_rig
+from sync.model.cid import RAW
+from sync.model.metadata import bitswap, ipfs_gateway_http
+from tests.builders import ChainBuilder, key, multihash
+from tests.indexer.find.conftest import add_broken_entries, find_rig
 
 FIXTURE_PROVIDER = "12D3KooWNSRG5wTShNu6EXCPTkoH7dWsphKAPrbvQchHa5arfsDC"
 FIXTURE_EXTENDED = "12D3KooWHf7cahZvAVB36SGaVXc7fiVDoJdRJq42zDRcN2s2512h"

@@ -15,8 +15,7 @@ from indexer.find.expand import context_override, provider_results
 from indexer.find.model import AddrInfo, ProviderResult, go_string
 from store import ProviderRecord, ValueRecord
 from store.index import ExtendedProviderRecord as Ep
-
-from ...builders import key
+from tests.builders import key
 
 MAIN = str(key(541).peer_id())
 EP1 = str(key(542).peer_id())

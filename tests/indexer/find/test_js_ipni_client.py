@@ -26,13 +26,12 @@ import trio
 
 from indexer.routing import routing_handler
 from sync import Link, PrivateKey
-from sync.cid import RAW, encode_uvarint
-from sync.httpserver import serve_tcp
-from sync.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
-
-from ...builders import ChainBuilder, key, link, multihash
-from ...conftest import JS
-from .conftest import find_rig
+from sync.model.cid import RAW, encode_uvarint
+from sync.model.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
+from sync.net.httpserver import serve_tcp
+from tests.builders import ChainBuilder, key, link, multihash
+from tests.conftest import JS
+from tests.indexer.find.conftest import find_rig
 
 NDJSON = "application/x-ndjson"
 DAG_PB = 0x70

@@ -19,9 +19,8 @@ from indexer.find.openapi import openapi_json
 from indexer.routing import ROUTES as ROUTING_ROUTES
 from indexer.routing.filters import FILTER_ADDRS, FILTER_PROTOCOLS
 from store import KV, IndexStore, ProviderRecord, value_key
-from sync.httpserver import Handler, Request
-
-from ...builders import key, multihash
+from sync.net.httpserver import Handler, Request
+from tests.builders import key, multihash
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -11,11 +11,10 @@ import pytest
 from indexer import __version__
 from indexer.find.model import FindResponse, Stats, decode
 from sync import Link
-from sync.cid import DAG_JSON
-from sync.metadata import bitswap
-
-from ...builders import ChainBuilder, key, multihash
-from .conftest import FindRig, find_rig
+from sync.model.cid import DAG_JSON
+from sync.model.metadata import bitswap
+from tests.builders import ChainBuilder, key, multihash
+from tests.indexer.find.conftest import FindRig, find_rig
 
 NO_RESULTS = b"no results for query\n"
 BAD_MH = b"find: input is not a valid base58 or hex encoded multihash\n"

@@ -33,11 +33,10 @@ from indexer.find.request import (
 from indexer.routing import PREFIX, routing_handler
 from store import IndexStore
 from sync import Link, PeerId
-from sync.httpserver import Request, Response, serve_tcp
-from sync.metadata import bitswap, ipfs_gateway_http
-
-from ...builders import ChainBuilder, key, multihash
-from .conftest import find_rig
+from sync.model.metadata import bitswap, ipfs_gateway_http
+from sync.net.httpserver import Request, Response, serve_tcp
+from tests.builders import ChainBuilder, key, multihash
+from tests.indexer.find.conftest import find_rig
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 EXAMPLE_MH = base58.b58decode(EXAMPLES["multihash"])

@@ -27,17 +27,16 @@ from typing import Any
 import pytest
 import trio
 
-from indexer.ingest import IngestConfig, Ingester
+from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.routing import routing_handler
 from store import KV, IndexStore
 from sync import Link, PrivateKey
-from sync.cid import RAW, encode_uvarint
-from sync.fetcher import fetcher_factory
-from sync.httpserver import Handler, serve_tcp
-from sync.ipnisync import ipnisync_handler
-from sync.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
-
-from ...builders import ChainBuilder, key, link, multihash
+from sync.ipnisync.fetch import fetcher_factory
+from sync.ipnisync.routes import ipnisync_handler
+from sync.model.cid import RAW, encode_uvarint
+from sync.model.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
+from sync.net.httpserver import Handler, serve_tcp
+from tests.builders import ChainBuilder, key, link, multihash
 
 A_ADDRS = (
     "/ip4/10.0.0.1/tcp/4001",

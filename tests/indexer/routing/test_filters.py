@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from indexer.routing import BadFilter, Filters, PeerRecord, routing_handler
-from sync.httpserver import Request
-
-from .conftest import A_ADDRS, SHARED, World, cid
+from sync.net.httpserver import Request
+from tests.indexer.routing.conftest import A_ADDRS, SHARED, World, cid
 
 GS = "transport-graphsync-filecoinv1"
 BITSWAP = "transport-bitswap"

@@ -17,10 +17,9 @@ import pytest
 import trio
 
 from indexer.routing import routing_handler
-from sync.httpserver import Handler, Request, Response
-
-from ...conftest import JS
-from .conftest import (
+from sync.net.httpserver import Handler, Request, Response
+from tests.conftest import JS
+from tests.indexer.routing.conftest import (
     A_ADDRS,
     E1_ADDRS,
     E2_ADDRS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from .conftest import (
+from tests.indexer.routing.conftest import (
     E1_ADDRS,
     E2_ADDRS,
     F_ADDRS,

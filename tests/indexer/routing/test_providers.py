@@ -10,9 +10,8 @@ import httpx
 import trio
 
 from indexer.routing import routing_handler
-from sync.cid import encode_uvarint
-
-from .conftest import (
+from sync.model.cid import encode_uvarint
+from tests.indexer.routing.conftest import (
     A_ADDRS,
     E1_ADDRS,
     E2_ADDRS,

@@ -1,0 +1,131 @@
+"""``indexer init`` and ``indexer daemon``: set up a data directory, run the node.
+
+Rules: ``init`` never overwrites (a second run says what exists); ``daemon`` works with no config
+file at all (defaults), initialising the data directory on first run; command-line addresses
+override the file; SIGINT/SIGTERM stop it cleanly, a second signal exits at once (staging makes
+that safe).  Before anything is written or bound, the config is loaded and checked
+(``indexer.security``): a bad setting, an unusable admin token, or an admin address beyond
+loopback with no token is one line on stderr and exit 2, with the data directory untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from pathlib import Path
+
+import click
+import msgspec
+import structlog
+import trio
+
+from indexer.config import TEMPLATE, ConfigError, load_config
+from indexer.daemon import Daemon, DaemonInfo
+from indexer.errors import CliError
+from indexer.logs import configure_logging
+from indexer.security import admin_token, check_exposure
+from sync import PrivateKey
+
+__all__ = ["daemon", "init"]
+
+KEY_FILE = "identity.key"
+CONFIG_FILE = "config.toml"
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data",
+    show_default=True, help="The indexer's data directory.",
+)  # fmt: skip
+
+
+def _init(data_dir: Path) -> tuple[bool, PrivateKey]:
+    """Create the key and config if missing; return (created?, key)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_path = data_dir / KEY_FILE
+    if key_path.exists():
+        return False, PrivateKey.unmarshal(key_path.read_bytes())
+    key = PrivateKey.generate()
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.marshal())
+    config = data_dir / CONFIG_FILE
+    if not config.exists():
+        config.write_text(TEMPLATE)
+    return True, key
+
+
+@click.command("init")
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def init(data_dir: Path, as_json: bool) -> None:
+    """Write a commented config file and an identity key."""
+    created, key = _init(data_dir)
+    if not created:
+        raise CliError(f"{data_dir} is already initialised ({KEY_FILE} exists)")
+    doc = {"peer_id": str(key.peer_id()), "config": str(data_dir / CONFIG_FILE)}
+    click.echo(json.dumps(doc) if as_json else f"initialised {data_dir}: peer ID {doc['peer_id']}")
+
+
+@click.command("daemon")
+@DATA_DIR
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: <data-dir>/config.toml if present).")  # fmt: skip
+@click.option("--find-addr", help="HOST:PORT of the find API (default 127.0.0.1:3000).")
+@click.option("--ingest-addr", help="HOST:PORT of the ingest API (default 127.0.0.1:3001).")
+@click.option("--admin-addr", help="HOST:PORT of the admin API (default 127.0.0.1:3002).")
+@click.option("--p2p-addr", help="libp2p listen multiaddr (default /ip4/127.0.0.1/tcp/3003).")
+@click.option("--no-p2p", is_flag=True, help="Run without libp2p (no gossipsub announces).")
+@click.option("--json", "as_json", is_flag=True, help="Print the start-up line as JSON.")
+def daemon(
+    data_dir: Path,
+    config_path: Path | None,
+    find_addr: str | None,
+    ingest_addr: str | None,
+    admin_addr: str | None,
+    p2p_addr: str | None,
+    no_p2p: bool,
+    as_json: bool,
+) -> None:
+    """Run the indexer node until SIGINT or SIGTERM.
+
+    The admin API needs a bearer token (env INDEXER_ADMIN_TOKEN, or [server] admin_token_file)
+    whenever --admin-addr is not a loopback address.
+    """
+    try:
+        config = load_config(config_path or data_dir / CONFIG_FILE)
+        config = dataclasses.replace(
+            config,
+            find_addr=find_addr or config.find_addr,
+            ingest_addr=ingest_addr or config.ingest_addr,
+            admin_addr=admin_addr or config.admin_addr,
+            p2p_addr="" if no_p2p else (p2p_addr or config.p2p_addr),
+        )
+        configure_logging()  # a token file's permission warning is a log line
+        token = admin_token(config, os.environ, data_dir)
+        check_exposure(config, token)  # refused here, before the data directory is touched
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    _, key = _init(data_dir)
+    trio.run(_main, Daemon(data_dir, config, key, admin_token=token), as_json)
+
+
+async def _main(node: Daemon, as_json: bool) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            info: DaemonInfo = await nursery.start(node.run)
+            line = msgspec.json.encode(info).decode()
+            p2p = " ".join(info.p2p_addrs) or "off"
+            text = (
+                f"indexer {info.peer_id}: find {info.find_url}, ingest {info.ingest_url}, "
+                f"admin {info.admin_url}, p2p {p2p}"
+            )
+            click.echo(line if as_json else text)
+            await signals.__anext__()
+            nursery.cancel_scope.cancel()  # stop accepting; the with-blocks close LevelDB
+
+            async def second_signal_exits_at_once() -> None:
+                await signals.__anext__()
+                os._exit(130)  # staging makes an abrupt exit safe
+
+            trio.lowlevel.spawn_system_task(second_signal_exits_at_once)
+    structlog.get_logger("daemon").info("indexer daemon stopped; LevelDB closed")

@@ -1,0 +1,74 @@
+"""``indexer ingest``: sync publishers into a data directory once, index everything, exit.
+
+The daemon (``indexer daemon``) does the same continuously; this one-shot form is for scripts,
+tests and recovery.  It first resumes whatever a previous run left staged (a crash or a kill is
+safe at any moment), then syncs every ``--publisher`` and waits until nothing is left to index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import trio
+
+from indexer.daemon import DB_DIR
+from indexer.errors import CliError
+from indexer.ingest.engine import Ingester
+from indexer.logs import configure_logging
+from store import KV
+from sync import BadMultiaddr, PeerId
+from sync.ipnisync.fetch import fetcher_factory
+
+__all__ = ["ingest"]
+
+
+def split_publisher(addr: str) -> tuple[PeerId, str]:
+    """``/.../p2p/<peer>`` -> (peer, the address without it)."""
+    head, sep, peer = addr.rpartition("/p2p/")
+    if not sep or not head or "/" in peer:
+        raise CliError(f"--publisher must end in /p2p/<peer ID>: {addr!r}")
+    try:
+        return PeerId.parse(peer), head
+    except BadMultiaddr as exc:
+        raise CliError(str(exc)) from None
+
+
+http_fetcher = fetcher_factory()
+
+
+@click.command("ingest")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data",
+              show_default=True, help="The indexer's data directory.")  # fmt: skip
+@click.option("--publisher", "publishers", multiple=True,
+              help="A publisher's multiaddr ending in /p2p/<peer ID> (repeat).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def ingest(data_dir: Path, publishers: tuple[str, ...], as_json: bool) -> None:
+    """Sync the given publishers once, index everything staged, and exit."""
+    targets = [split_publisher(p) for p in publishers]
+    configure_logging()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with KV(data_dir / DB_DIR) as kv:
+        ingester = Ingester(kv, http_fetcher)
+        trio.run(_run, ingester, targets)
+        synced = [
+            {"publisher": str(r.publisher), "head": str(r.head), "walked": r.walked}
+            for r in ingester.results
+        ]
+        keys = ingester.index.count_keys()
+    if as_json:
+        click.echo(json.dumps({"synced": synced, "indexed_multihash_keys": keys}, indent=2))
+        return
+    for s in synced:
+        click.echo(f"synced {s['publisher']}: {s['walked']} new ads")
+    click.echo(f"the index holds {keys} multihash keys")
+
+
+async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ingester.run)
+        for peer, addr in targets:
+            ingester.announce(peer, [addr])
+        await ingester.wait_idle()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,216 @@
+"""Applying one staged advertisement to the index (a worker's unit of work).
+
+Rules this module keeps:
+
+- The provider registry is updated from every ad: addresses (when the ad lists any), publisher,
+  last ad (a later success keeps the last ingest error: it is history, not state); extended
+  providers are replaced, chain-level when the ad has no ContextID, else for that context
+  together with the ad's ``Override`` flag (kept only when true); an empty list, or a removal
+  of the context, deletes them and the flag.
+- A (provider, ContextID) gets its value key from ``IndexStore.allocate`` the first time an ad
+  writes its value record (a small batch of its own; a replay finds it again).
+- ``IsRm`` removes the (provider, ContextID) value record and its allocation; an ad with
+  ``NoEntries`` sets the context's metadata; an ad marked ``skip_entries`` (removed later in its
+  stack) only updates the registry; an ad staged with an error (bad signature, over a limit,
+  signed by a stranger) is marked processed-with-error, applies nothing, and its error is kept
+  on the provider's record (``last_error``, if the provider is registered) where find's
+  ProviderInfo and the admin views show it.
+- Entries are applied block by block; each block's multihashes go in one batch with the walk's
+  progress after it, and the last block's batch also pops the ad and marks it done.  A block's
+  batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
+  decoded; batches are still written strictly in order, one at a time.  Replaying
+  after a crash resumes at the first block not recorded; every write is idempotent.
+- The entries walk has a budget (``sync.walk.entries.EntriesBudget``: idle blocks, and time on
+  ``walk_clock`` in proportion to the multihashes yielded); over it, or on a HAMT that repeats a
+  link, the walk raises a permanent ``ModelError`` and the ad is processed-with-error.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Literal
+
+import msgspec
+import trio
+
+from staging import Entry, StagingArea
+from store import IndexStore, ProviderRecord, Write
+from store.index import ExtendedProviderRecord
+from sync import Advertisement, Link, PeerId, decode_node
+from sync.errors import unwrap_group
+from sync.ipnisync.fetch import BlockFetcher
+from sync.walk.entries import (
+    DEFAULT_BUDGET,
+    EntriesBudget,
+    EntriesProgress,
+    EntriesWalk,
+    ParsedBlock,
+)
+
+__all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
+
+FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[BlockFetcher]]
+# An open fetcher for (publisher, addresses), owned and reused by the caller.
+GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
+_THREAD_MIN = 1024  # a final batch with this many multihashes is written in a thread
+Outcome = Literal["indexed", "removed", "metadata", "skipped", "error"]
+
+
+def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) -> list[Write]:
+    prior = index.provider(entry.provider) or ProviderRecord()
+    record = msgspec.structs.replace(
+        prior,
+        addresses=list(ad.addresses) or prior.addresses,
+        publisher=entry.stack.publisher,
+        publisher_addrs=entry.stack.addrs,
+        last_ad=entry.ad.cid,
+        last_ad_time=now,
+    )
+    ep = ad.extended_provider
+    key = base64.b64encode(ad.context_id).decode()
+    if ep is not None:
+        eps = [ExtendedProviderRecord(p.id, list(p.addresses), p.metadata) for p in ep.providers]
+        if not ad.context_id:
+            record = msgspec.structs.replace(record, extended=eps, extended_override=ep.override)
+        elif eps:
+            record = _set_context(record, key, eps, ep.override)
+        else:
+            record = _drop_context(record, key)
+    if ad.is_rm:
+        record = _drop_context(record, key)
+    return IndexStore.put_provider(entry.provider, record)
+
+
+def _set_context(
+    record: ProviderRecord, key: str, eps: list[ExtendedProviderRecord], override: bool
+) -> ProviderRecord:
+    """The record with context ``key``'s extended providers and ``Override`` flag replaced."""
+    overrides = {k: v for k, v in record.context_override.items() if k != key}
+    if override:
+        overrides[key] = True
+    return msgspec.structs.replace(
+        record,
+        context_extended={**record.context_extended, key: eps},
+        context_override=overrides,
+    )
+
+
+def _drop_context(record: ProviderRecord, key: str) -> ProviderRecord:
+    """The record without context ``key``'s extended providers (nor its ``Override`` flag)."""
+    if key not in record.context_extended and key not in record.context_override:
+        return record
+    return msgspec.structs.replace(
+        record,
+        context_extended={k: v for k, v in record.context_extended.items() if k != key},
+        context_override={k: v for k, v in record.context_override.items() if k != key},
+    )
+
+
+async def apply_entry(
+    entry: Entry,
+    staging: StagingArea,
+    index: IndexStore,
+    get_fetcher: GetFetcher,
+    *,
+    max_blocks: int = 1_000_000,
+    clock: Callable[[], float] = time.time,
+    on_block: Callable[[int], None] | None = None,
+    parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
+    budget: EntriesBudget = DEFAULT_BUDGET,
+    walk_clock: Callable[[], float] = time.monotonic,
+) -> Outcome:
+    """Apply ``entry`` and pop it; raises the fetch/model error if it cannot (nothing popped).
+
+    ``on_block`` hears how many multihashes each entries block wrote (progress, metrics);
+    ``parsed`` may hold a block already checked and decoded (``indexer.ingest.prefetch``);
+    ``budget`` and ``walk_clock`` bound the entries walk's blocks and time (``sync.walk.entries``).
+    """
+    if entry.ad.error is not None:
+        # Kept on a provider already registered; an invalid ad's provider is unauthenticated, so
+        # it creates no record (the publisher's record and the logs have the error).
+        writes: list[Write] = []
+        if (prior := index.provider(entry.provider)) is not None:
+            error = f"ad {Link(entry.ad.cid)}: {entry.ad.error}"
+            record = msgspec.structs.replace(prior, last_error=error)
+            writes = IndexStore.put_provider(entry.provider, record)
+        staging.finish(entry, ok=False, error=entry.ad.error, writes=writes)
+        return "error"
+    walk_of = functools.partial(EntriesWalk, max_blocks=max_blocks, budget=budget, clock=walk_clock)
+    with unwrap_group():
+        return await _apply(entry, staging, index, get_fetcher, walk_of, clock, on_block, parsed)
+
+
+async def _apply(
+    entry: Entry,
+    staging: StagingArea,
+    index: IndexStore,
+    get_fetcher: GetFetcher,
+    walk_of: Callable[..., EntriesWalk],
+    clock: Callable[[], float],
+    on_block: Callable[[int], None] | None,
+    parsed: Callable[[Link, bytes], ParsedBlock | None],
+) -> Outcome:
+    link = Link(entry.ad.cid)
+    ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
+    registry = _registry(index, entry, ad, clock())
+    if ad.is_rm:
+        old = index.allocated(entry.provider, ad.context_id)
+        removal = [] if old is None else IndexStore.remove_value(old, entry.provider, ad.context_id)
+        staging.finish(entry, ok=True, writes=[*removal, *registry])
+        return "removed"
+    if not ad.has_entries:
+        value: list[Write] = []
+        if ad.metadata:
+            vk = index.allocate(entry.provider, ad.context_id)
+            value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
+        staging.finish(entry, ok=True, writes=[*value, *registry])
+        return "metadata"
+    if entry.ad.skip_entries:
+        staging.finish(entry, ok=True, writes=registry)
+        return "skipped"
+    vk = index.allocate(entry.provider, ad.context_id)
+    value = IndexStore.put_value_at(vk, entry.provider, ad.context_id, ad.metadata)
+    saved = staging.load_progress(entry.ad.cid)
+    progress = EntriesProgress.decode(saved) if saved else None
+    walk = walk_of(ad.entries, progress=progress)
+    first: list[Write] = [*value, *registry]
+    fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
+    need = walk.next_block()
+    if need is None:
+        staging.finish(entry, ok=True, writes=first)
+        return "indexed"
+    raw = await fetcher.block(need, "EntryChunk")
+    mhs = walk.feed(need, raw, parsed(need, raw))
+    while True:
+        writes = [*first, *IndexStore.put_multihashes(vk, mhs)]
+        first = []
+        if on_block is not None:
+            on_block(len(mhs))
+        nxt = walk.next_block()
+        if nxt is None:
+            if entry.pos and len(mhs) >= _THREAD_MIN:
+                # In a thread, so the event loop goes on (prefetching the next ads' entries)
+                # while LevelDB writes.  Not for a stack's last ad: that finish updates the
+                # walk's record, a read-modify-write that must not race another worker's.
+                await trio.to_thread.run_sync(
+                    functools.partial(staging.finish, entry, ok=True, writes=writes)
+                )
+            else:
+                staging.finish(entry, ok=True, writes=writes)
+            return "indexed"
+        state = walk.progress.encode()  # the state after this block, before the next one
+        # LevelDB's write releases the GIL: write this block in a thread while the next one is
+        # fetched and decoded.  The next batch is built only after this one is durable.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_save_progress, staging, entry, state, writes)
+            mhs = walk.feed(nxt, await fetcher.block(nxt, "EntryChunk"))
+
+
+async def _save_progress(
+    staging: StagingArea, entry: Entry, progress: bytes, writes: list[Write]
+) -> None:
+    await trio.to_thread.run_sync(staging.save_progress, entry, progress, writes)

@@ -1,0 +1,142 @@
+"""Fetching the first entries block of a provider's next ads while the current one is applied.
+
+A worker applies its provider's ads strictly one after another; each needs at least one round
+trip to the publisher for its entries.  ``Prefetcher`` overlaps those round trips with the work
+on the ads before them: the worker names the ads coming next, and their first blocks are
+fetched in the background.
+
+Rules this module keeps:
+
+- A fetched block is hash-checked and decoded here too (``parse_block``), in the event loop
+  while the worker's previous write runs in its thread; the walker takes that result only for
+  the very bytes it was made from.  A block that fails its check is dropped, not trusted.
+- At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
+  memory held is bounded; a block is handed out once and forgotten, and one never claimed is
+  dropped after ``2 * depth`` more ads.
+- A prefetch that fails is forgotten: the worker's own fetch of that block then runs and fails
+  (or succeeds) through the normal path, with its retries and error records.  That holds for any
+  failure, a bug too (logged with its traceback): a prefetch of a later ad's block must never
+  stop the worker applying the ad before it.  So a prefetch can make ingest faster, never
+  different.
+- The background fetches run in the worker's nursery and stop with it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from indexer.ingest.apply import GetFetcher
+from staging import StagedAd
+from sync import Advertisement, Link, PeerId, SyncError, decode_node
+from sync.ipnisync.fetch import BlockFetcher, SchemaKind
+from sync.ipnisync.head import SignedHead
+from sync.walk.entries import ParsedBlock, parse_block
+
+__all__ = ["Prefetcher"]
+
+log = structlog.get_logger("ingest")
+
+
+@dataclass
+class _Slot:
+    born: int  # the ``want`` call that asked for it
+    done: trio.Event = field(default_factory=trio.Event)
+    parsed: ParsedBlock | None = None
+
+
+@dataclass
+class Prefetcher:
+    nursery: trio.Nursery
+    get_fetcher: GetFetcher
+    depth: int = 4
+    _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
+    _seen: set[bytes] = field(default_factory=set)
+    _handed: dict[Link, ParsedBlock] = field(default_factory=dict)
+    _calls: int = 0
+
+    def want(self, ads: list[StagedAd], publisher: PeerId, addrs: list[str]) -> None:
+        """Start fetching the first entries block of each of ``ads`` not yet asked for."""
+        self._calls += 1
+        for old, slot in list(self._slots.items()):
+            # An ad is applied within ``depth`` calls of being asked for: a block older than
+            # that was never needed after all (the ad resumed mid-way, say); drop it.
+            if slot.done.is_set() and self._calls - slot.born > 2 * self.depth:
+                del self._slots[old]
+        for staged in ads:
+            if len(self._slots) >= self.depth:
+                return
+            if staged.cid in self._seen or staged.error is not None or staged.skip_entries:
+                continue
+            self._seen.add(staged.cid)
+            if len(self._seen) > 16 * self.depth:
+                self._seen.clear()
+            first = _first_block(staged)
+            if first is not None and first not in self._slots:
+                slot = self._slots[first] = _Slot(self._calls)
+                self.nursery.start_soon(self._fetch, first, slot, publisher, addrs)
+
+    async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
+        try:
+            fetcher = await self.get_fetcher(publisher, addrs)
+            slot.parsed = parse_block(link, await fetcher.block(link, "EntryChunk"))
+        except Exception as exc:  # the worker's own fetch will say what is wrong
+            if not isinstance(exc, SyncError):
+                log.error(
+                    "prefetch failed on a bug",
+                    publisher=str(publisher),
+                    block=str(link),
+                    exc_info=exc,
+                )
+            if self._slots.get(link) is slot:
+                del self._slots[link]
+        finally:
+            slot.done.set()
+
+    async def take(self, link: Link) -> bytes | None:
+        """The prefetched bytes of ``link`` (waiting for a fetch under way), or None."""
+        slot = self._slots.get(link)
+        if slot is None:
+            return None
+        await slot.done.wait()
+        self._slots.pop(link, None)
+        if slot.parsed is None:
+            return None
+        self._handed = {link: slot.parsed}  # for ``parsed``, right after
+        return slot.parsed.raw
+
+    def parsed(self, link: Link, raw: bytes) -> ParsedBlock | None:
+        """``parse_block(link, raw)`` if this prefetcher already did it for these bytes."""
+        done = self._handed.pop(link, None)
+        return done if done is not None and done.raw is raw else None
+
+    def wrap(self, fetcher: BlockFetcher) -> BlockFetcher:
+        return _Prefetched(fetcher, self)
+
+
+def _first_block(staged: StagedAd) -> Link | None:
+    try:
+        link = Link(staged.cid)
+        ad = Advertisement.from_node(decode_node(staged.raw, link.codec))
+    except SyncError:
+        return None
+    return ad.entries if ad.has_entries and not ad.is_rm else None
+
+
+@dataclass
+class _Prefetched:
+    inner: BlockFetcher
+    prefetcher: Prefetcher
+
+    async def head(self) -> SignedHead | None:
+        return await self.inner.head()
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
+        raw = await self.prefetcher.take(link)
+        return raw if raw is not None else await self.inner.block(link, kind)
+
+    async def aclose(self) -> None:
+        pass  # the inner fetcher belongs to the worker, which closes it

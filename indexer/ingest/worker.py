@@ -1,0 +1,133 @@
+"""One provider's worker: it pops and applies that provider's staged ads, oldest first.
+
+Rules this module keeps:
+
+- Ads are applied one at a time, in order (invariant 1); the next ads' first entries blocks are
+  fetched (and checked and decoded) ahead by a ``Prefetcher``, which changes speed, not results.
+- What a failure means is decided once, by ``sync.errors.retry_of``: ``ALWAYS`` (publisher down,
+  or a bug: an exception that is not a ``SyncError``, logged with its traceback) keeps the stack
+  intact and retries with exponential backoff; ``LIMITED`` (``BlockNotFound``,
+  ``HashMismatch``) becomes permanent after ``max_attempts``; ``NEVER`` marks the ad
+  processed-with-error (recorded on the provider too) and the worker goes on.  Every failure,
+  in an exception group or not, is caught here: only cancellation ends a worker.
+- Every ad that ends with an error (including ads staged invalid by the walk) is one structured
+  log line naming the provider, the ad and the error.
+- One fetcher per (publisher, addresses) for the worker's life, closed when it ends; at most
+  ``slots`` workers apply an ad at once across the node (``FairSlots``: a worker slow on its
+  publisher is moved aside for a newcomer after a while).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+import trio
+
+from indexer.ingest.apply import FetcherFactory, GetFetcher, apply_entry
+from indexer.ingest.prefetch import Prefetcher
+from indexer.ingest.settings import IngestConfig
+from indexer.ingest.slots import FairSlots
+from indexer.ingest.supervise import backoff, describe, survivable
+from staging import Entry, StagingArea
+from store import IndexStore, ProviderRecord
+from sync import Link, PeerId, SyncError
+from sync.errors import Retry, retry_of
+from sync.ipnisync.fetch import BlockFetcher
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("ingest")
+
+
+@dataclass
+class Worker:
+    provider: bytes
+    staging: StagingArea
+    index: IndexStore
+    open_fetcher: FetcherFactory
+    config: IngestConfig
+    slots: FairSlots
+    on_indexed: Callable[[Entry, int], None]
+    on_processed: Callable[[Entry, bool], None]
+    clock: Callable[[], float] = time.time
+    _fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        """Apply the provider's ads until none is staged."""
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
+                key = (publisher.raw, tuple(addrs))
+                if key not in self._fetchers:
+                    opened = self.open_fetcher(publisher, addrs)
+                    self._fetchers[key] = await stack.enter_async_context(opened)
+                return self._fetchers[key]
+
+            async def prefetching(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
+                return prefetcher.wrap(await get_fetcher(publisher, addrs))
+
+            async with trio.open_nursery() as background:
+                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch)
+                await self._work(prefetcher, prefetching)
+                background.cancel_scope.cancel()
+
+    async def _work(self, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
+        while (entry := self.staging.next_entry(self.provider)) is not None:
+            if self.config.prefetch:
+                upcoming = self.staging.upcoming(entry, self.config.prefetch)
+                prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
+            try:
+                async with self.slots.hold():
+                    outcome = await apply_entry(
+                        entry,
+                        self.staging,
+                        self.index,
+                        get_fetcher,
+                        max_blocks=self.config.max_entry_blocks,
+                        budget=self.config.entries_budget,
+                        clock=self.clock,
+                        on_block=functools.partial(self.on_indexed, entry),
+                        parsed=prefetcher.parsed,
+                    )
+            except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: records, goes on
+                await self._failed(entry, survivable(exc))
+                continue
+            if outcome == "error":
+                log.warning(
+                    "ad invalid, recorded processed-with-error",
+                    provider=str(PeerId(self.provider)),
+                    ad=str(Link(entry.ad.cid)),
+                    error=entry.ad.error,
+                )
+            self.on_processed(entry, outcome != "error")
+
+    async def _failed(self, entry: Entry, exc: BaseException) -> None:
+        message = describe(exc)
+        retry = retry_of(exc)
+        ad, provider = str(Link(entry.ad.cid)), str(PeerId(self.provider))
+        if retry is Retry.ALWAYS and not isinstance(exc, SyncError):
+            log.error("ad failed on a bug; will retry", provider=provider, ad=ad, exc_info=exc)
+        if retry is Retry.NEVER or (
+            retry is Retry.LIMITED and entry.stack.attempts + 1 >= self.config.max_attempts
+        ):
+            log.warning("ad failed permanently", provider=provider, ad=ad, error=message)
+            prior = self.index.provider(entry.provider) or ProviderRecord()
+            record = msgspec.structs.replace(prior, last_error=message)
+            self.staging.finish(
+                entry,
+                ok=False,
+                error=message,
+                writes=IndexStore.put_provider(entry.provider, record),
+            )
+            self.on_processed(entry, False)
+            return
+        stack = self.staging.record_attempt(entry, message)
+        delay = backoff(self.config.retry_base, self.config.retry_max, stack.attempts)
+        log.warning("ad will be retried", provider=provider, ad=ad, error=message, delay=delay)
+        await trio.sleep(delay)

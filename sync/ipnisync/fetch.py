@@ -1,0 +1,338 @@
+"""Fetching ipnisync blocks from a publisher: the indexer side of go-libipni ``ipnisync/sync.go``.
+
+Rules this module keeps:
+
+- Addresses become an ``Endpoint`` (``pubaddr.py``, go-libipni ``maurl.ToURL``).
+- ``refuse_private=True`` (the daemon's ``ingest.refuse_private_addrs``): addresses that are not
+  public are dropped before anything is dialled (``pubaddr.refusal``), and every TCP connection
+  of the HTTP client, redirects included, resolves its host first and dials only the public
+  addresses it resolved to (checked and dialled by IP, so DNS cannot answer differently between
+  the two).  Nothing left to dial is ``AddressRefused``; an address refused at connect time
+  moves on to the next one, like a connection failure.
+- HTTP addresses are preferred; libp2p ones are used (HTTP over ``/http/1.1`` streams) only when
+  there are none, and only with a libp2p host, else ``BadMultiaddr``.  A connection failure
+  moves on to the publisher's next HTTP address, and the one that answered is kept.
+- ``head()`` returns ``None`` on 204; the head's signature must verify and its signer must be the
+  publisher (``SignatureError``).  ``block()`` returns the raw bytes: the caller checks the hash.
+  ``block(link, kind)`` sends go-libipni's ``Ipni-Cid-Schema-Type: Advertisement|EntryChunk``.
+- Bodies are capped (4 MiB by default, the head at 64 KiB): a body is streamed (gzip decoded
+  here, output-limited) and reading stops past the cap with ``BlockTooLarge``.  Over libp2p the
+  transport buffers a whole body and stops past twice the cap: also ``BlockTooLarge``.
+- Errors: connect errors, timeouts (a total deadline per request, as Go's ``Client.Timeout``),
+  broken transfers and unexpected statuses (5xx, 3xx loops, 204 for a block) are
+  ``FetchFailed``; 404 is ``BlockNotFound``.  No h11, trio, ssl, httpx or libp2p exception
+  escapes.
+- http(s) goes through one keep-alive ``httpclient.HttpClient`` per fetcher (redirects followed,
+  as Go's client does); libp2p through httpx and ``p2phttp.Libp2pTransport``.  Both are an
+  ``Opener`` ("open a GET; status, headers, body chunks"), so status, caps and gzip are one code.
+  Importing this module does not import py-libp2p; building a ``Libp2pFetcher`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Literal, Protocol, Self
+
+import httpx
+import multiaddr
+import trio
+
+from sync.errors import (
+    AddressRefused,
+    BadMultiaddr,
+    BlockNotFound,
+    BlockTooLarge,
+    FetchFailed,
+    ResponseTooLarge,
+    SignatureError,
+    TransportFailed,
+)
+from sync.ipnisync.head import SignedHead
+from sync.ipnisync.maurl import address_range, publisher_endpoint
+from sync.ipnisync.protocol import IPNI_PATH
+from sync.model.cid import Link
+from sync.model.peer import PeerId
+from sync.net.httpclient import HttpClient, Opener, ResponseLike
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+__all__ = [
+    "CID_SCHEMA_HEADER",
+    "MAX_BLOCK",
+    "BlockFetcher",
+    "HttpFetcher",
+    "Libp2pFetcher",
+    "ResponseTooLarge",
+    "SchemaKind",
+    "fetcher_factory",
+    "open_fetcher",
+]
+
+MAX_BLOCK = 4 << 20
+CID_SCHEMA_HEADER = "Ipni-Cid-Schema-Type"
+SchemaKind = Literal["Advertisement", "EntryChunk"]
+_MAX_HEAD = 64 << 10
+_ACCEPT_GZIP = {"accept-encoding": "gzip"}  # decoded here, output-limited
+
+
+class BlockFetcher(Protocol):
+    async def head(self) -> SignedHead | None: ...
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every fetcher: building one costs ~17 ms."""
+    return ssl.create_default_context()
+
+
+async def public_tcp_stream(host: str, port: int) -> trio.abc.Stream:
+    """A TCP connection to one of the PUBLIC addresses ``host`` resolves to (``refuse_private``).
+
+    ``AddressRefused`` when it resolves to none; resolver and connect errors are ``OSError``s,
+    which the HTTP client reports as ``TransportFailed``.
+    """
+    infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    public = [ip for ip in ips if address_range(ip) is None]
+    if not public:
+        shown = ", ".join(f"{ip} ({address_range(ip)})" for ip in ips[:4]) or "nothing"
+        raise AddressRefused(f"{host} resolves to {shown}: refused by refuse_private_addrs")
+    failure: OSError | None = None
+    for ip in public:
+        try:
+            return await trio.open_tcp_stream(ip, port)
+        except OSError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
+
+
+class HttpFetcher:
+    """ipnisync over HTTP: one keep-alive client, the publisher's base URLs tried in order."""
+
+    def __init__(
+        self,
+        publisher: PeerId,
+        urls: Sequence[str],
+        *,
+        max_block: int = MAX_BLOCK,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        opener: Opener | None = None,
+        refuse_private: bool = False,
+    ) -> None:
+        if not urls:
+            raise BadMultiaddr(f"no HTTP address for publisher {publisher}")
+        self.publisher = publisher
+        self.max_block = max_block
+        self._urls = [u.rstrip("/") for u in urls]
+        self._client: Opener = opener or HttpClient(
+            timeout=timeout,
+            ssl_context=ssl_context or _tls_context(),
+            headers=_ACCEPT_GZIP,
+            connect=public_tcp_stream if refuse_private else trio.open_tcp_stream,
+        )
+
+    async def head(self) -> SignedHead | None:
+        """The publisher's signed head, verified and signed by the publisher; None on 204."""
+        raw = await self._get("head", {}, min(_MAX_HEAD, self.max_block), allow_empty=True)
+        if raw is None:
+            return None
+        signed = SignedHead.decode(raw)
+        if (signer := signed.verify()) != self.publisher:
+            raise SignatureError(f"head signed by {signer}, not by the publisher {self.publisher}")
+        return signed
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
+        """The raw bytes served for ``link`` (not hash-checked here)."""
+        headers = {CID_SCHEMA_HEADER: kind} if kind else {}
+        raw = await self._get(str(link), headers, self.max_block, allow_empty=False)
+        assert raw is not None
+        return raw
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _get(
+        self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
+    ) -> bytes | None:
+        failures: list[str] = []
+        refused = 0
+        for i, base in enumerate(list(self._urls)):
+            url = f"{base}/{resource}"
+            try:
+                async with self._client.get(url, headers) as response:
+                    body = await _body(response, url, cap, allow_empty)
+            except (TransportFailed, AddressRefused) as exc:
+                failures.append(str(exc))
+                refused += isinstance(exc, AddressRefused)
+                continue  # unreachable, refused, or broke off: try the next address
+            if i:  # this address answered: try it first from now on
+                self._urls.insert(0, self._urls.pop(i))
+            return body
+        failed = AddressRefused if refused == len(failures) else FetchFailed
+        raise failed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
+
+
+async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -> bytes | None:
+    status = response.status
+    if status != 200:
+        read = 0
+        async for chunk in response:  # drained so that the connection can be reused; past
+            read += len(chunk)  # 64 KiB, closing the connection is cheaper
+            if read > _MAX_HEAD:
+                break
+        if status == 404:
+            raise BlockNotFound(f"{url}: 404 not found")
+        if status == 204 and allow_empty:
+            return None
+        raise FetchFailed(f"{url}: unexpected HTTP status {status}")
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("identity", "gzip", "x-gzip"):
+        raise FetchFailed(f"{url}: unsupported content-encoding {coding!r}")
+    gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding != "identity" else None
+    length = response.headers.get("content-length", "")
+    if gunzip is None and length.isdigit() and int(length) > cap:
+        raise BlockTooLarge(f"{url}: {length} bytes is over the {cap} byte cap")
+    body = bytearray()
+    try:
+        async for chunk in response:
+            body += gunzip.decompress(chunk, cap + 1 - len(body)) if gunzip else chunk
+            if len(body) > cap:
+                raise BlockTooLarge(f"{url}: body is over the {cap} byte cap")
+        if gunzip is not None:
+            body += gunzip.flush()
+            if not gunzip.eof:
+                raise FetchFailed(f"{url}: truncated gzip body")
+    except zlib.error as exc:
+        raise FetchFailed(f"{url}: bad gzip body: {exc}") from None
+    if len(body) > cap:
+        raise BlockTooLarge(f"{url}: body is over the {cap} byte cap")
+    return bytes(body)
+
+
+class _HttpxResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self._response = response
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+
+class _HttpxOpener:
+    """The ``Opener`` over an httpx transport (the libp2p path), its errors translated."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: float) -> None:
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=True, headers=_ACCEPT_GZIP
+        )
+
+    @asynccontextmanager
+    async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[ResponseLike]:
+        try:
+            with trio.fail_after(self._timeout):
+                async with self._client.stream("GET", url, headers=headers) as response:
+                    yield _HttpxResponse(response)
+        except ResponseTooLarge as exc:  # the libp2p transport's cap
+            raise BlockTooLarge(f"{url}: {exc}") from None
+        except (httpx.TransportError, trio.TooSlowError) as exc:
+            raise TransportFailed(f"{url}: {exc!r}") from None
+        except httpx.HTTPError as exc:  # e.g. a redirect loop: the address answered
+            raise FetchFailed(f"{url}: {exc!r}") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class Libp2pFetcher(HttpFetcher):
+    """ipnisync over libp2p (HTTP/1.1 on ``/http/1.1`` streams) through a py-libp2p host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        publisher: PeerId,
+        addrs: Sequence[str] = (),
+        *,
+        max_block: int = MAX_BLOCK,
+        timeout: float = 30.0,
+    ) -> None:
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+
+        from sync.net.p2phttp import Libp2pTransport
+
+        info = PeerInfo(ID(publisher.raw), [multiaddr.Multiaddr(a) for a in addrs])
+        # It buffers whole bodies: leave room for one over the cap to reach our BlockTooLarge.
+        transport = Libp2pTransport(host, info, max_response=2 * max_block + (64 << 10))
+        base = f"http://{publisher}{IPNI_PATH}"
+        opener = _HttpxOpener(transport, timeout)
+        super().__init__(publisher, [base], max_block=max_block, opener=opener)
+
+
+def open_fetcher(
+    addrs: Sequence[str],
+    publisher: PeerId,
+    *,
+    host: IHost | None = None,
+    max_block: int = MAX_BLOCK,
+    timeout: float = 30.0,
+    refuse_private: bool = False,
+) -> HttpFetcher:
+    """A fetcher for the publisher at ``addrs``; use it as ``async with open_fetcher(...) as f``.
+
+    Nothing is dialled here: connections open on the first request.  Raises ``BadMultiaddr``
+    when no address is usable (libp2p-only addresses need a ``host``), ``AddressRefused`` when
+    ``refuse_private`` refused every one.
+    """
+    endpoint = publisher_endpoint(addrs, publisher, refuse_private=refuse_private)
+    if endpoint.urls:
+        return HttpFetcher(
+            publisher,
+            endpoint.urls,
+            max_block=max_block,
+            timeout=timeout,
+            refuse_private=refuse_private,
+        )
+    if host is None:
+        raise BadMultiaddr(f"publisher {publisher} has only libp2p addresses: libp2p needs a host")
+    return Libp2pFetcher(host, publisher, endpoint.libp2p, max_block=max_block, timeout=timeout)
+
+
+def fetcher_factory(
+    *,
+    host: IHost | None = None,
+    max_block: int = MAX_BLOCK,
+    timeout: float = 30.0,
+    refuse_private: bool = False,
+) -> Callable[[PeerId, Sequence[str]], HttpFetcher]:
+    """``open_fetcher`` with these settings, called as ``factory(publisher, addrs)``."""
+
+    def factory(publisher: PeerId, addrs: Sequence[str]) -> HttpFetcher:
+        return open_fetcher(
+            addrs,
+            publisher,
+            host=host,
+            max_block=max_block,
+            timeout=timeout,
+            refuse_private=refuse_private,
+        )
+
+    return factory

@@ -1,0 +1,131 @@
+"""Workers fetch the next ads' first entries blocks ahead: faster, never different.
+
+A real publisher over HTTP counts the requests for each block; a real LevelDB and Ingester.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.publisher.chain import Publisher
+from staging import StagingArea
+from store import KV
+from sync import Link
+from sync.ipnisync.fetch import fetcher_factory
+from sync.ipnisync.routes import ipnisync_handler
+from sync.model.metadata import bitswap
+from sync.net.httpserver import serve_tcp
+from tests.builders import counting, multihash
+
+ADS = 12
+
+
+async def _ingest(tmp_path: Path, prefetch: int, fail_first: int = -1) -> tuple[Counter[str], KV]:
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(ADS):
+        pub.add(b"c%d" % i, [multihash(100 * i + j) for j in range(3)], bitswap())
+    ads = {r.cid for r in pub.chain()}
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    # A failure the worker itself met would wait an hour to be retried: the test would time out.
+    config = IngestConfig(prefetch=prefetch, retry_base=3600)
+    ingester = Ingester(kv, fetcher_factory(timeout=10), config=config)
+    failing: frozenset[str] = frozenset()
+    if fail_first >= 0:  # the entries block of the fail_first-th oldest ad fails once
+        oldest_first = list(reversed(pub.chain()))
+        failing = frozenset({str(_entries_of(pub, oldest_first[fail_first].cid))})
+    async with trio.open_nursery() as nursery:
+        handler = counting(ipnisync_handler(pub), seen, failing)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        await nursery.start(ingester.run)
+        ingester.announce(
+            pub.peer_id, [f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"]
+        )
+        with trio.fail_after(30):
+            await ingester.wait_idle()
+        nursery.cancel_scope.cancel()
+    entries = {name: n for name, n in seen.items() if name not in ads and name != "head"}
+    for i in range(ADS):
+        assert [v.context_id for v in ingester.index.lookup(multihash(100 * i + 2))] == [b"c%d" % i]
+    pub.close()
+    return Counter(entries), kv
+
+
+def _entries_of(pub: Publisher, cid: str) -> Link:
+    from sync import Advertisement, decode_node
+
+    link = Link.parse(cid)
+    raw = pub.block(link)
+    assert raw is not None
+    return Advertisement.from_node(decode_node(raw, link.codec)).entries
+
+
+async def test_every_entries_block_is_fetched_once_with_prefetch(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=4)
+    assert len(counts) == ADS and set(counts.values()) == {1}  # prefetched bytes were used
+    kv.close()
+
+
+async def test_a_failed_prefetch_is_fetched_again_and_leaves_no_error(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=4, fail_first=5)
+    assert sorted(counts.values()) == [1] * (ADS - 1) + [2]  # the failed one, fetched again
+    area = StagingArea(kv)
+    assert area.providers() == []
+    kv.close()
+
+
+async def test_without_prefetch_the_same_index(tmp_path: Path) -> None:
+    counts, kv = await _ingest(tmp_path, prefetch=0)
+    assert len(counts) == ADS and set(counts.values()) == {1}
+    kv.close()
+
+
+class _CountingFetcher:
+    """The seam a prefetcher fetches through: blocks from a dict, each fetch counted."""
+
+    def __init__(self, blocks: dict[Link, bytes]) -> None:
+        self.blocks, self.fetched = blocks, Counter[Link]()
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        self.fetched[link] += 1
+        return self.blocks[link]
+
+
+async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
+    from indexer.ingest.prefetch import Prefetcher
+    from staging import StagedAd
+    from sync import EntryChunk, PrivateKey, encode_block
+    from tests.builders import make_ad
+
+    key, blocks, staged = PrivateKey.generate(), {}, []
+    for i in range(3):
+        link, raw = encode_block(EntryChunk((multihash(i),), None).to_node())
+        blocks[link] = raw
+        ad_link, ad_raw = encode_block(make_ad(key, entries=link, context_id=b"%d" % i).to_node())
+        staged.append((link, StagedAd(ad_link.raw, ad_raw)))
+    source = _CountingFetcher(blocks)
+
+    async def get_fetcher(publisher: object, addrs: object) -> _CountingFetcher:
+        return source
+
+    async with trio.open_nursery() as nursery:
+        prefetcher = Prefetcher(nursery, get_fetcher, depth=2)  # type: ignore[arg-type]
+        prefetcher.want([ad for _, ad in staged], key.peer_id(), [])
+        await trio.testing.wait_all_tasks_blocked()
+        assert set(source.fetched) == {staged[0][0], staged[1][0]}  # depth 2: the third waits
+        for _ in range(4):
+            prefetcher.want([staged[2][1]], key.peer_id(), [])  # place still taken: not fetched
+        assert staged[2][0] not in source.fetched
+        prefetcher.want([staged[2][1]], key.peer_id(), [])  # 2 x depth calls later: dropped
+        await trio.testing.wait_all_tasks_blocked()
+        assert source.fetched[staged[2][0]] == 1
+        assert await prefetcher.take(staged[0][0]) is None  # the dropped ones are gone
+        raw = await prefetcher.take(staged[2][0])
+        assert raw == blocks[staged[2][0]]
+        parsed = prefetcher.parsed(staged[2][0], raw)
+        assert parsed is not None and parsed.raw is raw
