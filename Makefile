@@ -58,6 +58,7 @@ lock:
 
 # Regenerate the diagrams in assets/ from their sources (needs graphviz: apt-get install graphviz).
 diagrams: $(STAMP)
+	$(BIN)/python assets/packages.py
 	$(BIN)/python assets/render.py
 
 clean:

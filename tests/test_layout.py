@@ -17,6 +17,8 @@ from tests.conftest import ROOT
 PACKAGES = ["store", "staging", "sync", "indexer"]
 
 sys.path.insert(0, str(ROOT / "assets"))
+from packages import PACKAGES as DIAGRAMMED  # noqa: E402
+from packages import dot_source  # noqa: E402
 from render import STAMP, source_digest  # noqa: E402
 
 
@@ -172,6 +174,15 @@ def test_diagrams_are_generated_from_their_sources(source: Path) -> None:
     stamp = STAMP.format(source_digest(source)).strip()
     assert stamp in svg.read_text(), f"{svg.name} is stale: run make diagrams"
     assert f"../assets/{svg.name}" in (ROOT / "docs" / "design.md").read_text()
+
+
+@pytest.mark.parametrize("package", sorted(DIAGRAMMED))
+def test_package_diagrams_follow_the_imports(package: str) -> None:
+    source = ROOT / "assets" / f"{package}-packages.dot"
+    expected = dot_source(package, layers=DIAGRAMMED[package])
+    assert source.read_text() == expected, (
+        f"{source.name} no longer matches the imports: make diagrams"
+    )
 
 
 def test_readme_opens_with_the_two_commands() -> None:
