@@ -153,7 +153,7 @@ def _explain(message: str, doc: dict[str, Any]) -> str:
     msg, at = match["msg"], match["at"] or ""
     key = at.removeprefix(".").replace("[...]", "")
     if unknown := _UNKNOWN.fullmatch(msg):
-        return f'unknown key "{".".join(filter(None, (key, unknown["name"])))}"'
+        return f"unknown key {json.dumps('.'.join(filter(None, (key, unknown['name']))))}"
     msg = msg.replace("`", "")
     msg = msg[:1].lower() + msg[1:]
     value = _lookup(doc, key)
@@ -164,7 +164,9 @@ def _explain(message: str, doc: dict[str, Any]) -> str:
 
 def _lookup(doc: Any, key: str) -> Any:
     """The value at ``key`` (``None``: not a plain path, or nothing there)."""
-    for part in key.split(".") if key and "[" not in key else ["\0"]:
+    if not key or "[" in key:
+        return None
+    for part in key.split("."):
         if not isinstance(doc, dict) or part not in doc:
             return None
         doc = doc[part]

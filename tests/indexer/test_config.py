@@ -184,6 +184,7 @@ def test_settings_and_policy(tmp_path: Path) -> None:
         ('[policy]\nallow = ["*"]\n', 'unknown key "policy.allow"'),
         ("[nope]\n", 'unknown key "nope"'),
         ("segment = 1\n", 'unknown key "segment"'),  # a setting outside its section
+        ('[server]\n"a\\nb" = 1\n', r'unknown key "server.a\\nb"$'),  # still one line
         # A value of the wrong type, in every section.
         ("[server]\nfind_addr = 3000\n", "server.find_addr: expected str, got int$"),
         ('[ingest]\nsegment = "big"\n', "ingest.segment: expected int, got str$"),
