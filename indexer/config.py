@@ -1,246 +1,262 @@
-"""The daemon's configuration: a commented TOML file, and defaults that need no file at all.
+"""The daemon's configuration: one TOML file, one frozen msgspec Struct per section.
 
 Rules this module keeps:
 
-- Every setting has a default; a missing file, section or key means the default.  An unknown
-  key or a value of the wrong type is a ``ConfigError`` naming it (never ignored silently), and
-  so is an ``[http]`` deadline, rate or connection cap that is not positive.
-- ``TEMPLATE`` is what ``indexer init`` writes: every setting, commented, at its default.
+- One source for every setting: the section Structs (``Server``, ``IngestConfig`` from
+  ``indexer.ingest.settings``, ``Http``, ``Policy`` from ``indexer.policy``), each field with its
+  default and a ``msgspec.Meta(description=...)``.  ``TEMPLATE`` (what ``indexer init`` writes:
+  every setting, commented, at its default) and ``markdown_table()`` (the README's table) are
+  generated from them; nothing else restates a default.
+- A missing file, section or key means the default (``load_config(path, required=True)``, for a
+  file named on the command line, makes a missing file an error).  Decoding is strict
+  (``forbid_unknown_fields``, no lax conversion but int to float): a TOML syntax error, an unknown
+  key, a value of the wrong type, an ``[http]`` deadline, rate or cap that is not positive, or a
+  policy entry that is not a peer ID is ONE ``ConfigError`` line naming the file and the key.
 - Secrets stay out of this file: the admin token is read from ``$INDEXER_ADMIN_TOKEN`` or from the
   file ``admin_token_file`` names (``indexer.security``), never from a key here.
-- The policy: ``allow``/``deny`` lists of publishers and of providers (``"*"`` = everyone; deny
-  wins), and ``publish_for``: which publishers may publish on behalf of which providers.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
 import tomllib
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
+
+import msgspec
 
 from indexer.errors import ConfigError
-from sync import BadPeerId, PeerId
+from indexer.ingest.settings import IngestConfig
+from indexer.policy import Policy
 
-__all__ = ["TEMPLATE", "Config", "ConfigError", "Policy", "load_config"]
-
-
-@dataclass(frozen=True)
-class Policy:
-    allow_publishers: tuple[str, ...] = ("*",)
-    deny_publishers: tuple[str, ...] = ()
-    allow_providers: tuple[str, ...] = ("*",)
-    deny_providers: tuple[str, ...] = ()
-    publish_for: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @staticmethod
-    def _listed(peer: PeerId, names: tuple[str, ...]) -> bool:
-        return "*" in names or str(peer) in names
-
-    def publisher_allowed(self, publisher: PeerId) -> bool:
-        return self._listed(publisher, self.allow_publishers) and not self._listed(
-            publisher, self.deny_publishers
-        )
-
-    def provider_allowed(self, provider: PeerId) -> bool:
-        return self._listed(provider, self.allow_providers) and not self._listed(
-            provider, self.deny_providers
-        )
-
-    def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
-        """The walker's policy: may ``publisher`` publish for ``provider``?"""
-        if not self.provider_allowed(provider):
-            return False
-        return publisher == provider or self.publishes_for(publisher, provider)
-
-    def publishes_for(self, publisher: PeerId, provider: PeerId) -> bool:
-        """Is ``publisher`` listed as publishing on behalf of ``provider``?"""
-        return self._listed(provider, self.publish_for.get(str(publisher), ()))
+__all__ = [
+    "TEMPLATE",
+    "Config",
+    "ConfigError",
+    "Http",
+    "Server",
+    "load_config",
+    "markdown_table",
+    "render_template",
+]
 
 
-@dataclass(frozen=True)
-class Config:
-    find_addr: str = "127.0.0.1:3000"
-    ingest_addr: str = "127.0.0.1:3001"
-    admin_addr: str = "127.0.0.1:3002"
-    p2p_addr: str = "/ip4/127.0.0.1/tcp/3003"  # "" disables libp2p (and gossipsub)
-    topic: str = "/indexer/ingest/mainnet"
-    admin_token_file: str = ""  # the admin token's file; $INDEXER_ADMIN_TOKEN wins
-    segment: int = 2000
-    depth_limit: int = 0
-    max_block: int = 4 << 20
-    fetch_timeout: float = 30.0
-    sync_timeout: float = 7200.0
-    slow_sync_after: float = 30.0
-    max_slow_syncs: int = 256
-    stall_after: float = 5.0
-    poll_interval: float = 0.0
-    max_syncs: int = 32
-    max_workers: int = 32
-    compact_idle: float = 60.0
-    announce_rate: float = 10.0
-    announce_burst: float = 20.0
-    source_rate: float = 50.0
-    source_burst: float = 100.0
-    max_pending_publishers: int = 10_000
-    refuse_private_addrs: bool = False
-    head_timeout: float = 10.0
-    body_timeout: float = 10.0
-    min_transfer_rate: float = 16384.0
-    send_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    max_find_connections: int = 1024
-    max_ingest_connections: int = 256
-    max_admin_connections: int = 64
-    policy: Policy = field(default_factory=Policy)
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
 
 
-TEMPLATE = """\
-# ipni-indexer configuration. Every setting is shown at its default; delete what you keep.
+class Server(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the daemon listens (the CLI's --find-addr, --ingest-addr, ... override these)."""
 
-[server]
-# find_addr = "127.0.0.1:3000"     # find API and delegated routing v1
-# ingest_addr = "127.0.0.1:3001"   # PUT /announce, sync status
-# admin_addr = "127.0.0.1:3002"    # admin API and /metrics
-# p2p_addr = "/ip4/127.0.0.1/tcp/3003"  # libp2p host for gossipsub announces; "" disables
-# topic = "/indexer/ingest/mainnet"
-# admin_token_file = ""            # file holding the admin API's bearer token (relative: to the
-#                                  # data directory); INDEXER_ADMIN_TOKEN in the environment wins.
-#                                  # A token is required when admin_addr is not loopback.
-
-[ingest]
-# segment = 2000             # ads a sync walk keeps in memory before spilling to LevelDB
-# depth_limit = 0            # 0: walk to the first known ad (a limit leaves older ads out)
-# max_block = 4194304        # refuse blocks larger than this (bytes)
-# fetch_timeout = 30.0       # seconds for one request to a publisher, body included
-#                            # (so a block must arrive at >= max_block / fetch_timeout B/s)
-# sync_timeout = 7200.0      # seconds a whole sync may take (storetheindex's SyncTimeout)
-# slow_sync_after = 30.0     # a sync running longer gives its slot back to faster ones
-# max_slow_syncs = 256       # slow syncs running at once (beyond, they keep their slot)
-# stall_after = 5.0          # a sync silent this long yields to an announce of the same
-#                            # publisher with other addresses (spoofed announces)
-# poll_interval = 0.0        # re-check every known publisher this often; 0: never
-# max_syncs = 32             # syncs at once at announced addresses, and as many again at
-#                            # known publishers' verified addresses (more wait their turn)
-# max_workers = 32           # providers whose ads are applied at once
-# compact_idle = 60.0        # seconds between sweeps dropping keys of removed contexts
-# announce_rate = 10.0       # announces per second per (source, publisher), after a burst
-# announce_burst = 20.0
-# source_rate = 50.0         # announces per second per source (IP or gossip peer)
-# source_burst = 100.0
-# max_pending_publishers = 10000
-# refuse_private_addrs = false  # true: never dial a publisher at a loopback, private,
-#                            # link-local or unique-local address, so announces cannot point the
-#                            # indexer at internal services (SSRF); but publishers on a private
-#                            # network can then not be indexed
-
-[http]
-# Each HTTP server (find, ingest, admin). No deadline restarts per byte.
-# head_timeout = 10.0          # seconds for a whole request head (new connection: from accept)
-# body_timeout = 10.0          # seconds for a request body, plus 1 s per min_transfer_rate bytes
-# min_transfer_rate = 16384.0  # bytes/s; a response write gets send_timeout plus size / this
-# send_timeout = 10.0          # seconds: a client that stops reading loses the connection
-# idle_timeout = 60.0          # seconds a keep-alive connection may sit idle
-# max_find_connections = 1024  # open connections per server (lowered to fit the open files
-# max_ingest_connections = 256 # limit); at the cap the idlest is closed, else a new one gets 503
-# max_admin_connections = 64
-
-[policy]
-# allow_publishers = ["*"]   # peer IDs, or "*" for everyone; deny wins
-# deny_publishers = []
-# allow_providers = ["*"]
-# deny_providers = []
-# [policy.publish_for]       # publishers allowed to publish for other providers
-# "12D3KooW...publisher" = ["12D3KooW...provider"]
-"""
-
-_SECTIONS = {
-    "server": {"find_addr", "ingest_addr", "admin_addr", "p2p_addr", "topic", "admin_token_file"},
-    "ingest": {
-        "segment",
-        "depth_limit",
-        "max_block",
-        "fetch_timeout",
-        "sync_timeout",
-        "slow_sync_after",
-        "max_slow_syncs",
-        "stall_after",
-        "poll_interval",
-        "max_syncs",
-        "max_workers",
-        "compact_idle",
-        "announce_rate",
-        "announce_burst",
-        "source_rate",
-        "source_burst",
-        "max_pending_publishers",
-        "refuse_private_addrs",
-    },
-    "http": {
-        "head_timeout",
-        "body_timeout",
-        "min_transfer_rate",
-        "send_timeout",
-        "idle_timeout",
-        "max_find_connections",
-        "max_ingest_connections",
-        "max_admin_connections",
-    },
-}
+    find_addr: Annotated[str, _doc("HOST:PORT of the find API and delegated routing v1")] = (
+        "127.0.0.1:3000"
+    )
+    ingest_addr: Annotated[str, _doc("HOST:PORT of PUT /announce and the sync status")] = (
+        "127.0.0.1:3001"
+    )
+    admin_addr: Annotated[str, _doc("HOST:PORT of the admin API and /metrics")] = "127.0.0.1:3002"
+    p2p_addr: Annotated[
+        str, _doc('multiaddr of the libp2p host for gossipsub announces; "" disables it')
+    ] = "/ip4/127.0.0.1/tcp/3003"
+    topic: Annotated[str, _doc("the gossipsub topic announces arrive on")] = (
+        "/indexer/ingest/mainnet"
+    )
+    admin_token_file: Annotated[
+        str,
+        _doc(
+            "file holding the admin API's bearer token (relative: to the data directory); "
+            "INDEXER_ADMIN_TOKEN in the environment wins. A token is required when admin_addr "
+            "is not loopback"
+        ),
+    ] = ""
 
 
-def _typed(name: str, value: Any, default: Any) -> Any:
-    kind = type(default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if type(value) is not kind:
-        raise ConfigError(f"{name} must be a {kind.__name__}, not {value!r}")
-    return value
+def _positive(text: str) -> msgspec.Meta:
+    return msgspec.Meta(gt=0, description=text)
 
 
-def _peers(name: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name} must be a list of peer IDs")
-    out = []
-    for v in value:
-        try:
-            out.append(v if v == "*" else str(PeerId.parse(v)))
-        except BadPeerId as exc:
-            raise ConfigError(f"{name}: {exc}") from None
-    return tuple(out)
+class Http(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Each HTTP server (find, ingest, admin). No deadline restarts per byte."""
+
+    head_timeout: Annotated[
+        float, _positive("seconds for a whole request head (new connection: from accept)")
+    ] = 10.0
+    body_timeout: Annotated[
+        float, _positive("seconds for a request body, plus 1 s per min_transfer_rate bytes")
+    ] = 10.0
+    min_transfer_rate: Annotated[
+        float, _positive("bytes/s; a response write gets send_timeout plus size / this")
+    ] = 16384.0
+    send_timeout: Annotated[
+        float, _positive("seconds: a client that stops reading loses the connection")
+    ] = 10.0
+    idle_timeout: Annotated[float, _positive("seconds a keep-alive connection may sit idle")] = 60.0
+    max_find_connections: Annotated[
+        int,
+        _positive(
+            "open connections of the find server (lowered to fit the open files limit); at "
+            "the cap the idlest is closed, else a new one gets 503"
+        ),
+    ] = 1024
+    max_ingest_connections: Annotated[
+        int, _positive("open connections of the ingest server (same rule)")
+    ] = 256
+    max_admin_connections: Annotated[
+        int, _positive("open connections of the admin server (same rule)")
+    ] = 64
 
 
-def load_config(path: Path | None) -> Config:
-    """The configuration in ``path`` (None or a missing file: all defaults)."""
-    if path is None or not path.exists():
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole file: one field per section."""
+
+    server: Server = msgspec.field(default_factory=Server)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    http: Http = msgspec.field(default_factory=Http)
+    policy: Policy = msgspec.field(default_factory=Policy)
+
+
+def load_config(path: Path | None, *, required: bool = False) -> Config:
+    """The configuration in ``path`` (None, or a missing file unless ``required``: defaults)."""
+    if path is None:
         return Config()
     try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    unknown = doc.keys() - {*_SECTIONS, "policy"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
-    defaults = Config()
-    values: dict[str, Any] = {}
-    for section, names in _SECTIONS.items():
-        table = doc.get(section, {})
-        if bad := table.keys() - names:
-            raise ConfigError(f"{path}: unknown setting(s) {sorted(bad)} in [{section}]")
-        for name, value in table.items():
-            values[name] = _typed(f"{section}.{name}", value, getattr(defaults, name))
-            if section == "http" and values[name] <= 0:
-                raise ConfigError(f"{path}: http.{name} must be positive, not {value!r}")
-    policy_doc = dict(doc.get("policy", {}))
-    publish_for = policy_doc.pop("publish_for", {})
-    policy_fields = {f.name for f in fields(Policy)} - {"publish_for"}
-    if bad := policy_doc.keys() - policy_fields:
-        raise ConfigError(f"{path}: unknown setting(s) {sorted(bad)} in [policy]")
-    policy = Policy(
-        **{k: _peers(f"policy.{k}", v) for k, v in policy_doc.items()},
-        publish_for={
-            _peers("policy.publish_for", [pub])[0]: _peers(f"policy.publish_for.{pub}", provs)
-            for pub, provs in publish_for.items()
-        },
-    )
-    return Config(**values, policy=policy)
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such file") from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read it as TOML: {exc}") from None
+    try:
+        config = msgspec.convert(doc, Config)
+        return msgspec.structs.replace(config, policy=config.policy.normalized())
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_explain(str(exc), doc)}") from None
+    except ValueError as exc:  # a policy entry that is not a peer ID (it names the key)
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$(?P<at>[^`]*)`)?", re.DOTALL)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>.*)`", re.DOTALL)
+
+
+def _explain(message: str, doc: dict[str, Any]) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.ingest.segment``` as a line naming the key."""
+    match = _AT.fullmatch(message)
+    assert match is not None  # the pattern matches any string
+    msg, at = match["msg"], match["at"] or ""
+    key = at.removeprefix(".").replace("[...]", "")
+    if unknown := _UNKNOWN.fullmatch(msg):
+        return f"unknown key {json.dumps('.'.join(filter(None, (key, unknown['name']))))}"
+    msg = msg.replace("`", "")
+    msg = msg[:1].lower() + msg[1:]
+    value = _lookup(doc, key)
+    if " got " not in msg and isinstance(value, bool | int | float | str):
+        msg += f", got {_toml(value)}"
+    return f"{key}: {msg}" if key else msg
+
+
+def _lookup(doc: Any, key: str) -> Any:
+    """The value at ``key`` (``None``: not a plain path, or nothing there)."""
+    if not key or "[" in key:
+        return None
+    for part in key.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML literal (the types the sections use)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict) and not value:
+        return "{}"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+class _Field(msgspec.Struct, frozen=True):
+    name: str
+    default: Any
+    description: str
+    example: str
+
+
+def _fields(cls: type[msgspec.Struct]) -> list[_Field]:
+    out = []
+    for info in msgspec.structs.fields(cls):
+        default = info.default_factory() if info.default is msgspec.NODEFAULT else info.default
+        metas = [m for m in get_args(info.type)[1:] if isinstance(m, msgspec.Meta)]
+        meta = metas[0] if get_origin(info.type) is Annotated and metas else msgspec.Meta()
+        # A section's description is its Struct's docstring (first line).
+        description = meta.description or (type(default).__doc__ or "").partition("\n")[0]
+        if not description:
+            raise TypeError(f"{cls.__name__}.{info.name} has no description")
+        example = (meta.extra or {}).get("example", "")
+        out.append(_Field(info.name, default, description, example))
+    return out
+
+
+def _comment(text: str, *, prefix: str = "# ") -> list[str]:
+    text = text[:1].upper() + text[1:]
+    text = text if text.endswith(".") else text + "."
+    return textwrap.wrap(text, width=96, initial_indent=prefix, subsequent_indent=prefix)
+
+
+def _section(name: str, cls: type[msgspec.Struct], doc: str | None) -> list[str]:
+    lines = [f"[{name}]", *(_comment(doc) if doc else []), ""]
+    tables: list[str] = []
+    for f in _fields(cls):
+        if isinstance(f.default, msgspec.Struct):  # a sub-table, after the section's keys
+            tables += _section(f"{name}.{f.name}", type(f.default), f.description)
+        elif isinstance(f.default, dict):  # a table of the user's keys: an example, commented
+            tables += [*_comment(f.description), f"# [{name}.{f.name}]", f"# {f.example}", ""]
+        else:
+            lines += [*_comment(f.description), f"# {f.name} = {_toml(f.default)}", ""]
+    return lines + tables
+
+
+def render_template() -> str:
+    """Every setting, commented, at its default, each with its description: ``TEMPLATE``."""
+    lines = [
+        "# ipni-indexer configuration. Every setting is shown at its default: uncomment and",
+        "# change the ones to set. An unknown key or a wrong type stops the daemon (exit 2).",
+        "",
+    ]
+    for f in _fields(Config):
+        lines += _section(f.name, type(f.default), f.description)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _rows(prefix: str, cls: type[msgspec.Struct]) -> list[str]:
+    rows: list[str] = []
+    for f in _fields(cls):
+        if isinstance(f.default, msgspec.Struct):
+            rows += _rows(f"{prefix}{f.name}.", type(f.default))
+        else:
+            rows.append(f"| `{prefix}{f.name}` | `{_toml(f.default)}` | {f.description} |")
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's table of every key (``section.key``), its default and its description."""
+    rows = ["| key | default | what |", "| --- | --- | --- |"]
+    for f in _fields(Config):
+        rows += _rows(f"{f.name}.", type(f.default))
+    return "\n".join(rows) + "\n"
+
+
+TEMPLATE = render_template()

@@ -40,7 +40,6 @@ from indexer.config import Config
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
-from indexer.ingest.settings import IngestConfig
 from indexer.policy import LivePolicy
 from indexer.security import warn_exposed
 from store import KV, IndexStore
@@ -100,54 +99,46 @@ class Daemon:
                     kv,
                     fetcher_factory(
                         host=host,
-                        max_block=config.max_block,
-                        timeout=config.fetch_timeout,
-                        refuse_private=config.refuse_private_addrs,
+                        max_block=config.ingest.max_block,
+                        timeout=config.ingest.fetch_timeout,
+                        refuse_private=config.ingest.refuse_private_addrs,
                     ),
                     policy=policy,
-                    config=IngestConfig(
-                        segment=config.segment,
-                        depth_limit=config.depth_limit,
-                        poll_interval=config.poll_interval,
-                        max_syncs=config.max_syncs,
-                        max_workers=config.max_workers,
-                        sync_timeout=config.sync_timeout,
-                        slow_sync_after=config.slow_sync_after,
-                        max_slow_syncs=config.max_slow_syncs,
-                        stall_after=config.stall_after,
-                    ),
+                    config=config.ingest,  # the [ingest] section, as decoded
                 )
                 metrics = Metrics(ingester.staging, lambda: ingester.syncing)
                 ingester.observer = metrics
                 intake = AnnounceIntake(
                     ingester,
                     allow=policy.publisher_allowed,
-                    rate=config.announce_rate,
-                    burst=config.announce_burst,
-                    source_rate=config.source_rate,
-                    source_burst=config.source_burst,
-                    refuse_private=config.refuse_private_addrs,
-                    max_publishers=config.max_pending_publishers,
+                    rate=config.ingest.announce_rate,
+                    burst=config.ingest.announce_burst,
+                    source_rate=config.ingest.source_rate,
+                    source_burst=config.ingest.source_burst,
+                    refuse_private=config.ingest.refuse_private_addrs,
+                    max_publishers=config.ingest.max_pending_publishers,
                 )
                 await nursery.start(ingester.run)
                 ingest = await nursery.start(
                     functools.partial(serve_tcp, limits=ingest_limits, name="ingest"),
-                    self._ingest_handler(intake, ingester), *_split(config.ingest_addr),
+                    self._ingest_handler(intake, ingester), *_split(config.server.ingest_addr),
                 )  # fmt: skip
                 find = await nursery.start(
                     functools.partial(serve_tcp, limits=find_limits, name="find"),
-                    self._find_handler(kv), *_split(config.find_addr),
+                    self._find_handler(kv), *_split(config.server.find_addr),
                 )  # fmt: skip
                 await nursery.start(
-                    functools.partial(run_compaction, ingester.index, idle=config.compact_idle)
+                    functools.partial(
+                        run_compaction, ingester.index, idle=config.ingest.compact_idle
+                    )
                 )
                 admin_api = AdminApi(
                     ingester, policy, metrics, self.key.peer_id(), self.data_dir,
-                    token=self.admin_token, refuse_private=config.refuse_private_addrs,
+                    token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                 )  # fmt: skip
                 admin = await nursery.start(
                     functools.partial(serve_tcp, limits=admin_limits, name="admin"),
-                    admin_api.handler(), *_split(config.admin_addr),
+                    admin_api.handler(), *_split(config.server.admin_addr),
                 )  # fmt: skip
                 p2p_addrs: list[str] = []
                 if host is not None:
@@ -167,12 +158,12 @@ class Daemon:
 
     @contextlib.asynccontextmanager
     async def _libp2p(self) -> AsyncIterator[Any]:
-        if not self.config.p2p_addr:
+        if not self.config.server.p2p_addr:
             yield None
             return
         from sync.net.p2p import open_host
 
-        async with open_host(self.key, [self.config.p2p_addr]) as host:
+        async with open_host(self.key, [self.config.server.p2p_addr]) as host:
             yield host
 
     async def _gossip(
@@ -184,7 +175,10 @@ class Daemon:
     ) -> None:
         from sync.announce.gossip import open_gossip, receive_announces
 
-        async with open_gossip(host) as pubsub, receive_announces(pubsub, self.config.topic) as it:
+        async with (
+            open_gossip(host) as pubsub,
+            receive_announces(pubsub, self.config.server.topic) as it,
+        ):
             task_status.started()
             async for sender, message in it:
                 try:  # one message must not end the subscription (nor the daemon)
@@ -230,13 +224,13 @@ class Daemon:
 
 def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
     """The find, ingest and admin servers' limits, their caps fitted to the open files limit."""
+    http = config.http
     base = Limits(
-        head_timeout=config.head_timeout, body_timeout=config.body_timeout,
-        min_rate=config.min_transfer_rate, send_timeout=config.send_timeout,
-        idle_timeout=config.idle_timeout,
+        head_timeout=http.head_timeout, body_timeout=http.body_timeout,
+        min_rate=http.min_transfer_rate, send_timeout=http.send_timeout,
+        idle_timeout=http.idle_timeout,
     )  # fmt: skip
-    wanted = [config.max_find_connections, config.max_ingest_connections,
-              config.max_admin_connections]  # fmt: skip
+    wanted = [http.max_find_connections, http.max_ingest_connections, http.max_admin_connections]
     caps = fit_connection_caps(wanted)
     log.info("http connection caps", find=caps[0], ingest=caps[1], admin=caps[2])
     find, ingest, admin = (dataclasses.replace(base, max_connections=cap) for cap in caps)

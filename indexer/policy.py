@@ -1,10 +1,16 @@
-"""The live access policy: the configured ``Policy`` plus the admin API's allow/block calls.
+"""The access policy: the ``[policy]`` value from the config file, and its live view.
 
 Rules this module keeps:
 
-- ``PUT /ingest/allow/{peer}`` and ``PUT /ingest/block/{peer}`` change who may publish and
-  provide until the daemon stops, as storetheindex's admin API does; to keep a change, put it in
-  the config file (the log line says so).
+- ``Policy`` is the ``[policy]`` section: ``allow``/``deny`` lists of publishers and of
+  providers (``"*"`` = everyone; deny wins), and ``publish_for``: which publishers may publish on
+  behalf of which providers.  A frozen msgspec Struct that ``indexer.config`` decodes strictly;
+  ``normalized`` checks every entry is ``"*"`` or a peer ID (a CID of one is accepted) and writes
+  it as the peer ID string the matching compares with.
+- ``LivePolicy`` is what the daemon consults: the configured ``Policy`` plus the admin API's
+  ``PUT /ingest/allow/{peer}`` and ``PUT /ingest/block/{peer}`` calls, which change who may
+  publish and provide until the daemon stops, as storetheindex's admin API does; to keep a
+  change, put it in the config file (the log line says so).
 - A blocked peer is refused as a publisher (announces get 403, syncs are not started) and as a
   provider (its ads are walked past as not allowed); an explicit allow overrides the config's
   lists for that peer, and the last call for a peer wins.
@@ -13,11 +19,85 @@ Rules this module keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from indexer.config import Policy
-from sync import PeerId
+import msgspec
 
-__all__ = ["LivePolicy"]
+from sync import BadPeerId, PeerId
+
+__all__ = ["LivePolicy", "Policy"]
+
+_PEERS = 'peer IDs, or "*" for everyone'
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who may publish and provide; deny wins."""
+
+    allow_publishers: Annotated[
+        tuple[str, ...], msgspec.Meta(description=f"{_PEERS}: publishers announces are taken from")
+    ] = ("*",)
+    deny_publishers: Annotated[
+        tuple[str, ...], msgspec.Meta(description=f"{_PEERS}: publishers refused (wins over allow)")
+    ] = ()
+    allow_providers: Annotated[
+        tuple[str, ...], msgspec.Meta(description=f"{_PEERS}: providers whose ads are indexed")
+    ] = ("*",)
+    deny_providers: Annotated[
+        tuple[str, ...], msgspec.Meta(description=f"{_PEERS}: providers refused (wins over allow)")
+    ] = ()
+    publish_for: Annotated[
+        dict[str, tuple[str, ...]],
+        msgspec.Meta(
+            description="publishers allowed to publish for other providers",
+            extra={"example": '"12D3KooW...publisher" = ["12D3KooW...provider"]'},
+        ),
+    ] = msgspec.field(default_factory=dict)
+
+    def normalized(self) -> Policy:
+        """This policy with every peer written as its peer ID; ``ValueError`` names a bad one."""
+        lists = {
+            name: _peers(f"policy.{name}", getattr(self, name))
+            for name in ("allow_publishers", "deny_publishers", "allow_providers", "deny_providers")
+        }
+        publish_for = {
+            _peers("policy.publish_for", (pub,))[0]: _peers(f"policy.publish_for.{pub}", provs)
+            for pub, provs in self.publish_for.items()
+        }
+        return Policy(**lists, publish_for=publish_for)
+
+    @staticmethod
+    def _listed(peer: PeerId, names: tuple[str, ...]) -> bool:
+        return "*" in names or str(peer) in names
+
+    def publisher_allowed(self, publisher: PeerId) -> bool:
+        return self._listed(publisher, self.allow_publishers) and not self._listed(
+            publisher, self.deny_publishers
+        )
+
+    def provider_allowed(self, provider: PeerId) -> bool:
+        return self._listed(provider, self.allow_providers) and not self._listed(
+            provider, self.deny_providers
+        )
+
+    def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
+        """The walker's policy: may ``publisher`` publish for ``provider``?"""
+        if not self.provider_allowed(provider):
+            return False
+        return publisher == provider or self.publishes_for(publisher, provider)
+
+    def publishes_for(self, publisher: PeerId, provider: PeerId) -> bool:
+        """Is ``publisher`` listed as publishing on behalf of ``provider``?"""
+        return self._listed(provider, self.publish_for.get(str(publisher), ()))
+
+
+def _peers(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        try:
+            out.append(v if v == "*" else str(PeerId.parse(v)))
+        except BadPeerId as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return tuple(out)
 
 
 @dataclass

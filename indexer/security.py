@@ -89,9 +89,9 @@ def admin_token(config: Config, environ: Mapping[str, str], data_dir: Path) -> s
     """The admin token (``""``: none), from the environment or ``admin_token_file``."""
     if value := environ.get(ADMIN_TOKEN_ENV, ""):
         return _checked(value, ADMIN_TOKEN_ENV)
-    if not config.admin_token_file:
+    if not config.server.admin_token_file:
         return ""
-    path = data_dir / Path(config.admin_token_file).expanduser()
+    path = data_dir / Path(config.server.admin_token_file).expanduser()
     try:
         text = path.read_text(encoding="ascii").strip()
         mode = path.stat().st_mode
@@ -126,11 +126,12 @@ def is_loopback_host(host: str) -> bool:
 
 def check_exposure(config: Config, token: str) -> list[Exposure]:
     """The servers listening beyond loopback; ``ConfigError`` for an admin API with no token."""
-    addrs = {"find": config.find_addr, "ingest": config.ingest_addr, "admin": config.admin_addr}
-    if config.p2p_addr:
-        addrs["p2p"] = config.p2p_addr
+    server = config.server
+    addrs = {"find": server.find_addr, "ingest": server.ingest_addr, "admin": server.admin_addr}
+    if server.p2p_addr:
+        addrs["p2p"] = server.p2p_addr
     exposes = dict(_EXPOSES)
-    if not config.refuse_private_addrs:
+    if not config.ingest.refuse_private_addrs:
         exposes["ingest"] += " (refuse_private_addrs is off: internal ones too)"
     exposed = [
         Exposure(server, addr, exposes[server])
@@ -139,7 +140,7 @@ def check_exposure(config: Config, token: str) -> list[Exposure]:
     ]
     if not token and any(e.server == "admin" for e in exposed):
         raise ConfigError(
-            f"admin_addr {config.admin_addr} is not loopback and no admin token is set: set "
+            f"admin_addr {server.admin_addr} is not loopback and no admin token is set: set "
             f"{ADMIN_TOKEN_ENV} (or [server] admin_token_file), or bind the admin API to "
             "127.0.0.1"
         )

@@ -1,16 +1,17 @@
 """``indexer init`` and ``indexer daemon``: set up a data directory, run the node.
 
 Rules: ``init`` never overwrites (a second run says what exists); ``daemon`` works with no config
-file at all (defaults), initialising the data directory on first run; command-line addresses
-override the file; SIGINT/SIGTERM stop it cleanly, a second signal exits at once (staging makes
-that safe).  Before anything is written or bound, the config is loaded and checked
-(``indexer.security``): a bad setting, an unusable admin token, or an admin address beyond
-loopback with no token is one line on stderr and exit 2, with the data directory untouched.
+file at all (defaults; but a file named by ``--config`` must exist), initialising the data
+directory on first run; command-line addresses override the file's ``[server]`` keys;
+SIGINT/SIGTERM stop it cleanly, a second signal exits at once (staging makes that safe).  Before
+anything is written or bound, the config is loaded and checked (``indexer.config``,
+``indexer.security``): a bad file or setting (named: file and key), an unusable admin token, or
+an admin address beyond loopback with no token is one line on stderr and exit 2, with the data
+directory untouched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -92,13 +93,18 @@ def daemon(
     whenever --admin-addr is not a loopback address.
     """
     try:
-        config = load_config(config_path or data_dir / CONFIG_FILE)
-        config = dataclasses.replace(
+        # --config names a file that must exist; <data-dir>/config.toml may be absent.
+        config = load_config(config_path or data_dir / CONFIG_FILE, required=bool(config_path))
+        server = config.server
+        config = msgspec.structs.replace(
             config,
-            find_addr=find_addr or config.find_addr,
-            ingest_addr=ingest_addr or config.ingest_addr,
-            admin_addr=admin_addr or config.admin_addr,
-            p2p_addr="" if no_p2p else (p2p_addr or config.p2p_addr),
+            server=msgspec.structs.replace(
+                server,
+                find_addr=find_addr or server.find_addr,
+                ingest_addr=ingest_addr or server.ingest_addr,
+                admin_addr=admin_addr or server.admin_addr,
+                p2p_addr="" if no_p2p else (p2p_addr or server.p2p_addr),
+            ),
         )
         configure_logging()  # a token file's permission warning is a log line
         token = admin_token(config, os.environ, data_dir)

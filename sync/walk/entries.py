@@ -88,16 +88,29 @@ __all__ = [
 DEFAULT_MAX_BLOCKS = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class EntriesBudget:
-    """What an ad's entries may cost beyond what they yield (see the module rules)."""
+class EntriesBudget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an ad's entries may cost beyond what they yield (see the module rules).
 
-    max_idle: int = 256
-    """Blocks done may exceed the multihashes yielded by less than this."""
-    seconds: float = 120.0
-    """Time one run of the walk may take before it has yielded anything."""
-    seconds_per_multihash: float = 0.01
-    """More time per multihash yielded in this run (a 16,384-entry chunk earns 164 s)."""
+    A msgspec Struct: it decodes strictly from the daemon's config (``[ingest.entries_budget]``).
+    """
+
+    max_idle: Annotated[
+        int,
+        msgspec.Meta(
+            description="blocks done may exceed the multihashes yielded by less than this"
+        ),
+    ] = 256
+    seconds: Annotated[
+        float,
+        msgspec.Meta(description="seconds one run of the walk may take before it yields anything"),
+    ] = 120.0
+    seconds_per_multihash: Annotated[
+        float,
+        msgspec.Meta(
+            description="more seconds per multihash yielded in this run "
+            "(a 16,384-entry chunk earns 164 s)"
+        ),
+    ] = 0.01
 
     def __post_init__(self) -> None:
         if self.max_idle < 1 or self.seconds < 0 or self.seconds_per_multihash < 0:

@@ -448,10 +448,10 @@ async def test_soft_open_files_limit_is_raised_at_start(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[http]\nhead_timeout = 0\n", "http.head_timeout must be positive"),
-        ("[http]\nmin_transfer_rate = -1.0\n", "http.min_transfer_rate must be positive"),
-        ('[http]\nmax_find_connections = "many"\n', "must be a int"),
-        ("[http]\nheader_timeout = 1\n", "unknown setting"),
+        ("[http]\nhead_timeout = 0\n", "http.head_timeout: expected float > 0.0, got 0$"),
+        ("[http]\nmin_transfer_rate = -1.0\n", "http.min_transfer_rate: expected float > 0.0"),
+        ('[http]\nmax_find_connections = "many"\n', "http.max_find_connections: expected int"),
+        ("[http]\nheader_timeout = 1\n", 'unknown key "http.header_timeout"'),
     ],
     ids=["zero-timeout", "negative-rate", "wrong-type", "unknown-key"],
 )
@@ -461,4 +461,4 @@ def test_http_settings_are_checked(tmp_path: Path, text: str, message: str) -> N
     with pytest.raises(ConfigError, match=message):
         load_config(path)
     path.write_text(SHORT_HTTP)
-    assert load_config(path).head_timeout == 1.0
+    assert load_config(path).http.head_timeout == 1.0
