@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import cbrrr
@@ -84,14 +85,15 @@ def _dagcbor_paths(cid: Link, raw: bytes, ours: float) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     chunk = _chunk()
     out: dict[str, Any] = {}
-    for name, codec, raw_decode, ref_decode in [
+    decoders: list[tuple[str, int, Callable[[bytes], object], Callable[[bytes], object]]] = [
         ("dag-json", DAG_JSON, msgspec.json.decode, dag_json.decode),
         ("dag-cbor", DAG_CBOR, cbrrr.decode_dag_cbor, dag_cbor.decode),
-    ]:
+    ]
+    for name, codec, raw_decode, ref_decode in decoders:
         cid, raw = encode_block(chunk.to_node(), codec)
-        ours = _rate(lambda cid=cid, raw=raw: load_entry_chunk(cid, raw)) * CHUNK_SIZE
-        limit = _rate(lambda raw=raw, f=raw_decode: f(raw)) * CHUNK_SIZE
-        ref = _rate(lambda raw=raw, f=ref_decode: f(raw), 0.5) * CHUNK_SIZE
+        ours = _rate(partial(load_entry_chunk, cid, raw)) * CHUNK_SIZE
+        limit = _rate(partial(raw_decode, raw)) * CHUNK_SIZE
+        ref = _rate(partial(ref_decode, raw), 0.5) * CHUNK_SIZE
         out[f"chunk_decode_{name}"] = {
             "multihashes_per_s": round(ours),
             "raw_parser_multihashes_per_s": round(limit),

@@ -53,7 +53,7 @@ import base58
 import msgspec
 import trio
 
-from store import KV, IndexStore, ProviderRecord, value_key
+from store import KV, IndexStore, ProviderRecord, Write, value_key
 from sync import Link, PrivateKey
 
 __all__ = ["run"]
@@ -82,7 +82,7 @@ def _build(path: Path) -> None:
     contexts = [(p, b"ctx-%d-%d" % (n, c)) for n, p in enumerate(peers) for c in range(CONTEXTS)]
     per_context = -(-MULTIHASHES // len(contexts))
     with KV(path) as kv:
-        writes: list[Any] = []
+        writes: list[Write] = []
         for n, provider in enumerate(peers):
             record = ProviderRecord(
                 addresses=[

@@ -33,7 +33,7 @@ from typing import Any
 
 import plyvel
 
-from store import KV, IndexStore, Tuning
+from store import KV, Add, AddEach, Discard, IndexStore, Tuning, Write
 
 __all__ = ["run"]
 
@@ -57,20 +57,33 @@ def _disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
+def _raw_bytes(plan: list[Write]) -> int:
+    """Key + value bytes of a write plan, an ``AddEach`` counted as the ``Add`` per key it is."""
+    total = 0
+    for key, op in plan:
+        if isinstance(op, AddEach):
+            total += sum(len(key) + len(suffix) + len(op.member) for suffix in op.suffixes)
+        elif isinstance(op, Add | Discard):
+            total += len(key) + len(op.member)
+        else:
+            total += len(key) + len(op or b"")
+    return total
+
+
 def _write(kv: KV, per_context: int) -> tuple[float, int]:
     """Write every pair; returns (pairs/s, key + value bytes the index writes per pair)."""
     written = 0
     index = IndexStore(kv)
     start = time.perf_counter()
     for first in range(0, PAIRS, BATCH):
-        writes: list[Any] = []
+        writes: list[Write] = []
         for c in range(first, min(PAIRS, first + BATCH), per_context):
             ctx = _ctx(c, per_context)
             vk = index.allocate(PROVIDER, ctx)
             writes += IndexStore.put_value_at(vk, PROVIDER, ctx, b"\x80\x12")
             mhs = [_mh(i) for i in range(c, min(PAIRS, c + per_context, first + BATCH))]
             plan = IndexStore.put_multihashes(vk, mhs)
-            written += sum(len(k) + len(v if isinstance(v, bytes) else v.member) for k, v in plan)
+            written += _raw_bytes(plan)
             writes += plan
         kv.write_batch(writes)
     return PAIRS / (time.perf_counter() - start), written // PAIRS

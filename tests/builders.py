@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from functools import cache
+from typing import TypedDict, Unpack
 
 from sync import (
     NO_ENTRIES,
@@ -42,6 +44,24 @@ def link(seed: int | bytes, codec: int = DAG_JSON) -> Link:
     return Link.make(codec, data)
 
 
+class AdFields(TypedDict, total=False):
+    """``make_ad``'s fields other than the chain's links, for builders that pass them on."""
+
+    context_id: bytes
+    metadata: bytes | None
+    addresses: tuple[str, ...]
+    is_rm: bool
+    extended: Sequence[tuple[PrivateKey, tuple[str, ...], bytes]] | None
+    override: bool
+    provider: str | None
+
+
+class AdOptions(AdFields, total=False):
+    """``make_ad``'s fields other than ``previous``."""
+
+    entries: Link
+
+
 def make_ad(
     signer: PrivateKey,
     *,
@@ -51,7 +71,7 @@ def make_ad(
     metadata: bytes | None = None,
     addresses: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/9999",),
     is_rm: bool = False,
-    extended: list[tuple[PrivateKey, tuple[str, ...], bytes]] | None = None,
+    extended: Sequence[tuple[PrivateKey, tuple[str, ...], bytes]] | None = None,
     override: bool = False,
     provider: str | None = None,
 ) -> Advertisement:
@@ -102,7 +122,9 @@ class ChainBuilder:
         self.chunk_size = chunk_size
         self.head_key: PrivateKey | None = None
 
-    def add(self, signer: PrivateKey, mhs: list[bytes] | None = None, **kw: object) -> Link:
+    def add(
+        self, signer: PrivateKey, mhs: list[bytes] | None = None, **kw: Unpack[AdFields]
+    ) -> Link:
         entries = NO_ENTRIES
         if mhs:
             nxt: Link | None = None
@@ -112,7 +134,7 @@ class ChainBuilder:
                 self.blocks[nxt] = raw
             assert nxt is not None
             entries = nxt
-        ad = make_ad(signer, previous=self.head_link, entries=entries, **kw)  # type: ignore[arg-type]
+        ad = make_ad(signer, previous=self.head_link, entries=entries, **kw)
         cid, raw = encode_block(ad.to_node())
         self.blocks[cid], self.head_link = raw, cid
         self.order.append((cid, frozenset(mhs or ())))

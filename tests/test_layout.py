@@ -88,9 +88,9 @@ def exception_classes(source: str, module: str) -> list[str]:
                 top = alias.name.partition(".")[0]
                 imports[alias.asname or top] = f"{alias.name if alias.asname else top}:"
         elif isinstance(node, ast.ImportFrom):
-            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            origin = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
             for alias in node.names:
-                imports[alias.asname or alias.name] = f"{base}:{alias.name}"
+                imports[alias.asname or alias.name] = f"{origin}:{alias.name}"
     classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
     local = {node.name for node in classes}
     found: set[str] = set()

@@ -18,15 +18,19 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import trio
 
-from store import IndexStore
+from store import IndexStore, KVStore
 
 __all__ = ["run_compaction"]
 
+_Backend = TypeVar("_Backend", bound=KVStore)
+
 
 async def run_compaction(
-    index: IndexStore,
+    index: IndexStore[_Backend],
     *,
     budget: int = 10_000,
     idle: float = 60.0,

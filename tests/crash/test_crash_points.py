@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -52,7 +53,7 @@ http_fetcher = fetcher_factory(timeout=5)
 def build_chain(pub: Publisher) -> list[tuple[Link, set[bytes]]]:
     """The chain, oldest first, with the multihashes each ad carries (disjoint per ad)."""
     pub.store.set_config(PublisherConfig(chunk_size=4, addresses=["/ip4/10.0.0.1/tcp/1"]))
-    ops = [
+    ops: list[tuple[bytes, range | Literal["meta"] | None]] = [
         (b"A", range(0, 10)),  # 3 chunks
         (b"B", range(10, 13)),
         (b"A", None),  # remove A
@@ -69,7 +70,7 @@ def build_chain(pub: Publisher) -> list[tuple[Link, set[bytes]]]:
             result = pub.update_metadata(ctx, ipfs_gateway_http())
             mhs = set()
         else:
-            mhs = {multihash(i) for i in what}  # type: ignore[union-attr]
+            mhs = {multihash(i) for i in what}
             result = pub.add(ctx, sorted(mhs), bitswap())
         out.append((result.cid, mhs))
     return out
@@ -121,11 +122,11 @@ async def test_every_crash_point_recovers_to_the_crash_free_index(
 
     for n in range(1, total + 1):
         path = tmp_path / f"crash-{n}"
-        kv = CrashingKV(path, n)
+        crashing = CrashingKV(path, n)
         with pytest.raises(BaseExceptionGroup) as info:
-            await run_ingest(kv, addr, pub.peer_id, announce=True)
+            await run_ingest(crashing, addr, pub.peer_id, announce=True)
         assert info.group_contains(Crash), info.value
-        kv.close()
+        crashing.close()
         with KV(path) as kv:
             check_invariants(kv, chain, pub.peer_id.raw)
             accepted = StagingArea(kv).publisher(pub.peer_id.raw).latest_scanned is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,9 +44,9 @@ async def _get(url: str) -> httpx.Response:
         return await client.get(url)
 
 
-async def _publisher_row(daemon: Daemon, peer: str) -> dict[str, object]:
+async def _publisher_row(daemon: Daemon, peer: str) -> dict[str, Any]:
     r = await _get(f"{daemon.info['admin_url']}/publishers/{peer}")
-    return r.json() if r.status_code == 200 else {}  # type: ignore[no-any-return]
+    return r.json() if r.status_code == 200 else {}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -73,7 +74,7 @@ async def test_restart_mid_ingest_resumes_and_finishes(tmp_path: Path, sig: sign
             with trio.fail_after(30):  # wait until the chain is staged and partly applied
                 while True:
                     row = await _publisher_row(daemon, peer)
-                    if row.get("latest_processed") and row.get("pending_ads", 0) > 5:  # type: ignore[operator]
+                    if row.get("latest_processed") and row.get("pending_ads", 0) > 5:
                         break
                     await trio.sleep(0.05)
         finally:

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import trio
@@ -90,7 +90,7 @@ class Proc:
         assert line, "".join(self.lines)
         self.info: dict[str, Any] = json.loads(line)
 
-    def _collect(self, stderr: Any) -> None:
+    def _collect(self, stderr: IO[str]) -> None:
         for line in stderr:
             with self._seen:
                 self.lines.append(line)

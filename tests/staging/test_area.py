@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ PUB_A, PUB_B = b"\x00\x01a", b"\x00\x01b"
 
 
 @pytest.fixture
-def area(tmp_path: Path) -> StagingArea:
+def area(tmp_path: Path) -> Iterator[StagingArea]:
     kv = KV(tmp_path / "db")
-    yield StagingArea(kv, clock=lambda: 1000.0)  # type: ignore[misc]
+    yield StagingArea(kv, clock=lambda: 1000.0)
     kv.close()
 
 
@@ -70,7 +71,8 @@ def test_cursor_moves_only_with_the_commit(area: StagingArea) -> None:
     assert area.is_known(b"c1") and area.is_known(b"c0")
     drain(area)
     assert area.latest_processed(PUB_A) == b"c1"
-    assert area.done(b"c0") is not None and area.done(b"c0").ok  # type: ignore[union-attr]
+    done = area.done(b"c0")
+    assert done is not None and done.ok
     assert area.kv.get(staging_keys.walk(walk_id)) is None  # the finished walk is gone
 
 

@@ -164,7 +164,9 @@ def test_context_id_is_not_signed_but_is_bounded(nft: tuple[bytes, bytes]) -> No
         (lambda n: n.update(topic=None), "wrong type"),
     ],
 )
-def test_tampered_head_fails(fixtures_dir: Path, change: Callable[[dict], Any], match: str) -> None:
+def test_tampered_head_fails(
+    fixtures_dir: Path, change: Callable[[dict[str, Any]], Any], match: str
+) -> None:
     node = dag_json.decode((fixtures_dir / "storetheindex-doc" / "signed-head.json").read_bytes())
     change(node)
     with pytest.raises(VerificationError, match=match):
@@ -187,7 +189,7 @@ def sha256_mh(data: bytes) -> bytes:
     return b"\x12\x20" + hashlib.sha256(data).digest()
 
 
-def sign_ad(ad: dict, keys: KeyPair, legacy: bool = False) -> dict:
+def sign_ad(ad: dict[str, Any], keys: KeyPair, legacy: bool = False) -> dict[str, Any]:
     prev = bytes(ad["PreviousID"]) if "PreviousID" in ad else b""
     buf = prev + bytes(ad["Entries"]) + ad["Provider"].encode() + "".join(ad["Addresses"]).encode()
     buf += ad["Metadata"] + (b"\x01" if ad["IsRm"] else b"\x00")
@@ -224,13 +226,16 @@ def signed_head(keys: KeyPair, head: CID, topic: str | None = "/indexer/ingest/m
     message = bytes(head) + (topic or "").encode()
     node = {"head": head, "pubkey": keys.public_key.serialize()}
     node |= {"sig": keys.private_key.sign(message)} | ({"topic": topic} if topic else {})
-    return dag_json.encode(node)
+    raw: bytes = dag_json.encode(node)
+    return raw
 
 
 MHS = [sha256_mh(bytes([i])) for i in range(5)]
 
 
-def new_ad(keys: KeyPair, entries: CID, previous: CID | None = None, **fields: Any) -> dict:
+def new_ad(
+    keys: KeyPair, entries: CID, previous: CID | None = None, **fields: Any
+) -> dict[str, Any]:
     ad = {"Provider": peer(keys), "Addresses": ["/ip4/127.0.0.1/tcp/3104"], "Entries": entries}
     ad |= {"ContextID": b"ctx", "Metadata": b"\x80\x12", "IsRm": False}
     return ad | ({"PreviousID": previous} if previous else {}) | fields
@@ -327,11 +332,17 @@ def test_signer_may_differ_from_provider_and_is_reported() -> None:
     assert verify_ad_node(ad) == peer(publisher)
 
 
-def with_extended(ad: dict, signers: list[KeyPair], main: KeyPair, override: bool) -> dict:
+def with_extended(
+    ad: dict[str, Any], signers: list[KeyPair], main: KeyPair, override: bool
+) -> dict[str, Any]:
     previous = bytes(ad["PreviousID"]) if "PreviousID" in ad else b""
     providers = []
     for keys in signers:
-        p = {"ID": peer(keys), "Addresses": ["/ip4/10.0.0.1/tcp/1"], "Metadata": b"\x90\x12"}
+        p: dict[str, Any] = {
+            "ID": peer(keys),
+            "Addresses": ["/ip4/10.0.0.1/tcp/1"],
+            "Metadata": b"\x90\x12",
+        }
         buf = previous + bytes(ad["Entries"]) + ad["Provider"].encode() + ad["ContextID"]
         buf += p["ID"].encode() + "".join(p["Addresses"]).encode() + p["Metadata"]
         buf += b"\x01" if override else b"\x00"
@@ -369,7 +380,7 @@ def test_extended_provider_signatures() -> None:
         ({"Metadata": bytes(1025)}, "too long"),
     ],
 )
-def test_schema_violations_fail(fields: dict, match: str) -> None:
+def test_schema_violations_fail(fields: dict[str, Any], match: str) -> None:
     keys = create_new_key_pair()
     with pytest.raises(VerificationError, match=match):
         verify_ad_node(sign_ad(new_ad(keys, NO_ENTRIES), keys) | fields)

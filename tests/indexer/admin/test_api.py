@@ -7,8 +7,9 @@ test can look at the node while a sync or a worker is mid-way, then let it finis
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -87,12 +88,13 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
     n.kv.close()
 
 
-async def _until(predicate: object, client: httpx.AsyncClient, path: str) -> dict[str, object]:
+async def _until(predicate: Callable[[Any], object], client: httpx.AsyncClient, path: str) -> Any:
+    """The first JSON body at ``path`` that satisfies ``predicate``."""
     with trio.fail_after(20):
         while True:
             body = (await client.get(path)).json()
-            if predicate(body):  # type: ignore[operator]
-                return body  # type: ignore[no-any-return]
+            if predicate(body):
+                return body
             await trio.sleep(0.02)
 
 
@@ -102,7 +104,7 @@ async def test_sync_shows_staged_work_then_indexes_it(node: tuple[Node, httpx.As
     assert r.status_code == 202, r.text
     # The walk commits (ads are not gated); the worker then waits on the first entry chunk.
     rows = await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
-    [row] = rows  # type: ignore[misc]
+    [row] = rows
     assert row["provider"] == n.peer and row["stacks"] == 1 and row["working"] is True
     assert row["publishers"] == [n.peer]
     oldest = n.pub.chain()[-1].cid

@@ -46,12 +46,13 @@ def fill(template: str, **values: object) -> bytes:
 
 
 def test_fixtures_parse_into_our_types_and_reencode_byte_for_byte(fixtures_dir: Path) -> None:
-    for name, kind in [
+    cases: list[tuple[str, type[object]]] = [
         ("pcache-providers-response-ProviderInfo.json", ProviderInfo),
         ("pcache-chain-level-ep-expected-ProviderResults.json", list[ProviderResult]),
-    ]:
+    ]
+    for name, kind in cases:
         raw = (fixtures_dir / "go-libipni" / name).read_bytes()
-        value = decode(raw, kind)  # type: ignore[var-annotated]
+        value = decode(raw, kind)
         assert encode(value) == compact(raw), name
     assert b64(bitswap()) == "gBI=" and b64(ipfs_gateway_http()) == "oBIA"
 

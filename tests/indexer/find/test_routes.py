@@ -40,8 +40,16 @@ def chains() -> tuple[ChainBuilder, ChainBuilder]:
     return one, two
 
 
-async def status(rig: FindRig, method: str, path: str, **kw: object) -> tuple[int, bytes]:
-    r = await rig.client.request(method, path, **kw)  # type: ignore[arg-type]
+async def status(
+    rig: FindRig,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    json: object = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    r = await rig.client.request(method, path, content=content, json=json, headers=headers)
     assert r.headers["access-control-allow-origin"] == "*"
     return r.status_code, r.content
 

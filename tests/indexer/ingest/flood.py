@@ -150,7 +150,8 @@ async def _main(count: int, trace: bool, data: Path, tuning: Tuning) -> None:
     chain = ChainBuilder()
     legit = key(0)
     chain.add(legit, [multihash(i) for i in range(10)])
-    assert chain.head_link is not None
+    head = chain.head_link
+    assert head is not None
     with KV(data / "db", tuning=tuning) as kv:
         ingester = Ingester(kv, fetcher_factory(timeout=5), config=IngestConfig())
         intake = AnnounceIntake(ingester)
@@ -166,7 +167,7 @@ async def _main(count: int, trace: bool, data: Path, tuning: Tuning) -> None:
                 took.append(round(time.perf_counter() - since, 3))
 
             async def legit_announce() -> None:
-                message = Message.create(chain.head_link, [addr], legit.peer_id())  # type: ignore[arg-type]
+                message = Message.create(head, [addr], legit.peer_id())
                 assert intake.accept(message, source="legit").status == 204
                 nursery.start_soon(watch, time.perf_counter())
 

@@ -19,6 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import msgspec
 import pytest
@@ -153,13 +154,26 @@ def junk_link(n: int) -> Link:
     return Link.make(0x0129, b"no such head %d" % n)
 
 
+class Tuning(TypedDict, total=False):
+    """The ``IngestConfig`` fields these tests set."""
+
+    slow_sync_after: float
+    stall_after: float
+    sync_timeout: float
+    history: int
+    max_syncs: int
+    max_slow_syncs: int
+
+
 @asynccontextmanager
-async def ingesting(kv: KV, **config: float) -> AsyncIterator[tuple[Ingester, trio.Nursery]]:
+async def ingesting(
+    kv: KV, **config: Unpack[Tuning]
+) -> AsyncIterator[tuple[Ingester, trio.Nursery]]:
     """A running ``Ingester`` over ``kv``; its nursery (cancelled on exit) for servers too."""
     ingester = Ingester(
         kv,
         fetcher_factory(timeout=FETCH_TIMEOUT),
-        config=IngestConfig(**config),  # type: ignore[arg-type]
+        config=IngestConfig(**config),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(ingester.run)
@@ -246,7 +260,16 @@ async def test_slow_publishers_do_not_starve_an_honest_one(tmp_path: Path) -> No
 
 # --- spoofing --------------------------------------------------------------------------------
 
-SPOOFS = {
+
+class Spoof(TypedDict, total=False):
+    """How a ``ChainServer`` at a spoofed address serves."""
+
+    pause: float
+    pieces: int
+    stall: bool
+
+
+SPOOFS: dict[str, Spoof] = {
     # the spoofed address answers the head's request, then sends nothing more
     "stall": {"stall": True},
     # it serves 40 fake ads (provider X, signed by a stranger), one every 0.25 s: never silent
@@ -264,7 +287,7 @@ async def test_a_spoofed_announce_cannot_delay_or_redirect_a_known_publisher(
     x = key(200)
     chain = chain_of(x, 2, 0, per_ad=5)
     fake = fake_chain(x.peer_id(), 40)
-    spoofer = ChainServer(fake, **SPOOFS[spoof])  # type: ignore[arg-type]
+    spoofer = ChainServer(fake, **SPOOFS[spoof])
     with servers(spoofer), KV(tmp_path / "db") as kv:
         async with ingesting(kv, slow_sync_after=0.5, stall_after=1, sync_timeout=60) as (
             ingester,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from structlog.testing import capture_logs
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.publisher.chain import Publisher
 from indexer.publisher.store import PublisherConfig
+from staging import Entry
 from store import KV, value_key
 from sync import Link
 from sync.ipnisync.fetch import fetcher_factory
@@ -50,9 +52,9 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Rig:
+def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
-    yield r  # type: ignore[misc]
+    yield r
     r.pub.close()
     r.kv.close()
 
@@ -86,7 +88,9 @@ async def test_chain_is_indexed_and_resyncs_walk_only_new_ads(rig: Rig) -> None:
         old = Link.parse(pub.chain()[3].cid)
         await rig.sync(old)  # re-announcing an old ad never rescans
         assert rig.ingester.results[-1].walked == 0
-        assert rig.ingester.staging.latest_processed(pub.peer_id.raw) == pub.head().raw  # type: ignore[union-attr]
+        head = pub.head()
+        assert head is not None
+        assert rig.ingester.staging.latest_processed(pub.peer_id.raw) == head.raw
         nursery.cancel_scope.cancel()
 
 
@@ -126,7 +130,7 @@ async def test_a_worker_that_dies_on_a_bug_is_restarted_and_the_error_recorded(
     staging = rig.ingester.staging
     real, failures = staging.next_entry, [1]
 
-    def flaky(provider: bytes):  # type: ignore[no-untyped-def]
+    def flaky(provider: bytes) -> Entry | None:
         entry = real(provider)
         if entry is not None and failures[0] > 0:
             failures[0] -= 1
@@ -142,6 +146,8 @@ async def test_a_worker_that_dies_on_a_bug_is_restarted_and_the_error_recorded(
         restarts = [e for e in logs if e["event"] == "worker failed; restarting"]
         assert len(restarts) == 1 and isinstance(restarts[0]["exc_info"], KeyError)
         assert not [e for e in logs if e["event"] == "cannot record a worker failure"]
-        done = staging.done(rig.pub.head().raw)  # type: ignore[union-attr]
+        head = rig.pub.head()
+        assert head is not None
+        done = staging.done(head.raw)
         assert done is not None and done.ok
         nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,20 @@ def allow(*pairs: tuple[PrivateKey, PrivateKey]) -> OwnProviderPolicy:
 
 
 @pytest.fixture
-def kv(tmp_path: Path) -> KV:
+def kv(tmp_path: Path) -> Iterator[KV]:
     db = KV(tmp_path / "db")
-    yield db  # type: ignore[misc]
+    yield db
     db.close()
 
 
 async def ingest(
-    kv: KV, policy: OwnProviderPolicy, *targets: tuple[PrivateKey, str], **cfg: float
+    kv: KV,
+    policy: OwnProviderPolicy,
+    *targets: tuple[PrivateKey, str],
+    retry_base: float = IngestConfig.retry_base,
 ) -> Ingester:
-    ingester = Ingester(kv, http_fetcher, policy=policy, config=IngestConfig(segment=2, **cfg))  # type: ignore[arg-type]
+    config = IngestConfig(segment=2, retry_base=retry_base)
+    ingester = Ingester(kv, http_fetcher, policy=policy, config=config)
     async with trio.open_nursery() as nursery:
         await nursery.start(ingester.run)
         for publisher, addr in targets:
@@ -181,7 +186,7 @@ async def test_transient_failures_retry_and_missing_entries_become_permanent(kv:
     assert failures["flaky"] == 0
     done = [ingester.staging.done(c.raw) for c, _ in chain.order]
     assert [d is not None and d.ok for d in done] == [True, False, True]
-    assert "BlockNotFound" in (done[1].error or "")  # type: ignore[union-attr]
+    assert done[1] is not None and "BlockNotFound" in (done[1].error or "")
     record = ingester.index.provider(pub.peer_id().raw)
     assert record is not None and "BlockNotFound" in (record.last_error or "")
     assert owner(ingester, multihash(0)) == [pub.peer_id()]

@@ -98,9 +98,7 @@ async def test_policy_rate_limit_and_capacity(tmp_path: Path, chain: ChainBuilde
             nursery.cancel_scope.cancel()
 
 
-def multihash_link() -> object:
-    from sync import Link
-
+def multihash_link() -> Link:
     return Link.make(0x0129, b"another head")
 
 

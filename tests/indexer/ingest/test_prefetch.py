@@ -15,8 +15,8 @@ from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.publisher.chain import Publisher
 from staging import StagingArea
 from store import KV
-from sync import Link
-from sync.ipnisync.fetch import fetcher_factory
+from sync import Link, PeerId, SignedHead
+from sync.ipnisync.fetch import BlockFetcher, SchemaKind, fetcher_factory
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
@@ -91,9 +91,15 @@ class _CountingFetcher:
     def __init__(self, blocks: dict[Link, bytes]) -> None:
         self.blocks, self.fetched = blocks, Counter[Link]()
 
-    async def block(self, link: Link, kind: str | None = None) -> bytes:
+    async def head(self) -> SignedHead | None:
+        raise AssertionError("a prefetcher fetches blocks only")
+
+    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
         self.fetched[link] += 1
         return self.blocks[link]
+
+    async def aclose(self) -> None:
+        pass
 
 
 async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
@@ -110,11 +116,11 @@ async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
         staged.append((link, StagedAd(ad_link.raw, ad_raw)))
     source = _CountingFetcher(blocks)
 
-    async def get_fetcher(publisher: object, addrs: object) -> _CountingFetcher:
+    async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
         return source
 
     async with trio.open_nursery() as nursery:
-        prefetcher = Prefetcher(nursery, get_fetcher, depth=2)  # type: ignore[arg-type]
+        prefetcher = Prefetcher(nursery, get_fetcher, depth=2)
         prefetcher.want([ad for _, ad in staged], key.peer_id(), [])
         await trio.testing.wait_all_tasks_blocked()
         assert set(source.fetched) == {staged[0][0], staged[1][0]}  # depth 2: the third waits
@@ -125,7 +131,7 @@ async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert source.fetched[staged[2][0]] == 1
         assert await prefetcher.take(staged[0][0]) is None  # the dropped ones are gone
-        raw = await prefetcher.take(staged[2][0])
-        assert raw == blocks[staged[2][0]]
-        parsed = prefetcher.parsed(staged[2][0], raw)
-        assert parsed is not None and parsed.raw is raw
+        taken = await prefetcher.take(staged[2][0])
+        assert taken is not None and taken == blocks[staged[2][0]]
+        parsed = prefetcher.parsed(staged[2][0], taken)
+        assert parsed is not None and parsed.raw is taken

@@ -24,7 +24,8 @@ async def test_a_newcomer_waits_only_until_a_holder_is_old(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     slots = FairSlots(fast=2, slow=8, slow_after=30.0)
-    forever, holding = trio.Event(), []
+    forever = trio.Event()
+    holding: list[str] = []
     async with trio.open_nursery() as nursery:
         for i in range(2):
             nursery.start_soon(_hold, slots, forever, holding, f"slow{i}")
@@ -54,7 +55,8 @@ async def test_a_full_slow_pool_means_waiting_for_a_release(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     slots = FairSlots(fast=1, slow=1, slow_after=5.0)
-    first_done, second_done, holding = trio.Event(), trio.Event(), []
+    first_done, second_done = trio.Event(), trio.Event()
+    holding: list[str] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_hold, slots, first_done, holding, "a")
         await trio.testing.wait_all_tasks_blocked()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from indexer.publisher.store import PublisherConfig
 from sync import (
     DAG_CBOR,
     NO_ENTRIES,
+    Advertisement,
     BadCid,
     FieldTooLarge,
     SchemaError,
@@ -25,13 +27,13 @@ from tests.builders import key, multihash
 
 
 @pytest.fixture
-def pub(tmp_path: Path) -> Publisher:
+def pub(tmp_path: Path) -> Iterator[Publisher]:
     p = Publisher.init(tmp_path / "pub", ["/ip4/127.0.0.1/tcp/4001"])
-    yield p  # type: ignore[misc]
+    yield p
     p.close()
 
 
-def walk(pub: Publisher) -> list[tuple[object, list[bytes]]]:
+def walk(pub: Publisher) -> list[tuple[Advertisement, list[bytes]]]:
     """Every ad from the head back, verified, with the multihashes of its entry chain."""
     out = []
     link = pub.head()
@@ -56,11 +58,11 @@ def test_chain_of_three_verifies_back_to_genesis(pub: Publisher) -> None:
     pub.add(b"b", [multihash(i) for i in range(5, 7)], bitswap())
     third = pub.remove(b"a")
     chain = walk(pub)
-    assert [ad.context_id for ad, _ in chain] == [b"a", b"b", b"a"]  # type: ignore[attr-defined]
+    assert [ad.context_id for ad, _ in chain] == [b"a", b"b", b"a"]
     removal, _ = chain[0]
-    assert removal.is_rm and removal.entries == NO_ENTRIES  # type: ignore[attr-defined]
+    assert removal.is_rm and removal.entries == NO_ENTRIES
     assert chain[2][1] == [multihash(i) for i in range(5)]
-    assert chain[2][0].previous_id is None  # type: ignore[attr-defined]
+    assert chain[2][0].previous_id is None
     assert pub.head() == third.cid and first.seq == 1 and third.seq == 3
     head = SignedHead.decode(pub.signed_head() or b"")
     assert head.head == third.cid and head.verify() == pub.peer_id
@@ -76,7 +78,7 @@ def test_entries_are_chunked_in_order(pub: Publisher) -> None:
     assert result.chunks == 4 and sum(seen) == 10
     [(ad, mhs)] = walk(pub)
     assert mhs == [multihash(i) for i in range(10)]
-    assert ad.addresses == ("/ip4/1.2.3.4/tcp/1",)  # type: ignore[attr-defined]
+    assert ad.addresses == ("/ip4/1.2.3.4/tcp/1",)
 
 
 def test_metadata_update_and_extended_providers(pub: Publisher) -> None:
@@ -90,10 +92,11 @@ def test_metadata_update_and_extended_providers(pub: Publisher) -> None:
         extended=[ExtraProvider(other, ("/ip4/9.9.9.9/tcp/9",), b"\x80\x12")],
     )
     chain = walk(pub)
-    ep = chain[0][0].extended_provider  # type: ignore[attr-defined]
+    ep = chain[0][0].extended_provider
+    assert ep is not None
     assert [p.id for p in ep.providers] == [str(pub.peer_id), str(other.peer_id())]
     update = chain[1][0]
-    assert update.entries == NO_ENTRIES and update.metadata == b"\xa0\x12\x00"  # type: ignore[attr-defined]
+    assert update.entries == NO_ENTRIES and update.metadata == b"\xa0\x12\x00"
 
 
 @pytest.mark.parametrize(
@@ -109,12 +112,12 @@ def test_metadata_update_and_extended_providers(pub: Publisher) -> None:
     ],
 )
 def test_refused_operations_leave_the_chain_unchanged(
-    pub: Publisher, call: object, error: type
+    pub: Publisher, call: Callable[[Publisher], object], error: type[Exception]
 ) -> None:
     pub.add(b"keep", [multihash(1)], bitswap())
     before = (pub.head(), pub.signed_head(), pub.chain())
     with pytest.raises(error):
-        call(pub)  # type: ignore[operator]
+        call(pub)
     assert (pub.head(), pub.signed_head(), pub.chain()) == before
 
 
@@ -147,7 +150,7 @@ def test_dag_cbor_publisher(tmp_path: Path) -> None:
     result = pub.add(b"c", [multihash(i) for i in range(4)], bitswap())
     assert result.cid.codec == DAG_CBOR
     [(ad, mhs)] = walk(pub)
-    assert mhs == [multihash(i) for i in range(4)] and ad.entries.codec == DAG_CBOR  # type: ignore[attr-defined]
+    assert mhs == [multihash(i) for i in range(4)] and ad.entries.codec == DAG_CBOR
     head = SignedHead.decode(pub.signed_head() or b"")  # heads are always dag-json
     assert head.head == result.cid
     pub.close()

@@ -46,9 +46,11 @@ def expected(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return normalized(list(records.values()))
 
 
-async def get(base: str, path: str, **kw: Any) -> httpx.Response:
+async def get(
+    base: str, path: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        return await client.request(kw.pop("method", "GET"), path, **kw)
+        return await client.request(method, path, headers=headers)
 
 
 def providers_path(mh: bytes) -> str:

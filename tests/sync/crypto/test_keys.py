@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_pair
+from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.rsa import create_new_key_pair as rsa_pair
 from libp2p.crypto.secp256k1 import create_new_key_pair as secp256k1_pair
 from libp2p.peer.envelope import Envelope as P2PEnvelope
@@ -27,7 +30,11 @@ from sync.crypto.envelope import AD_SIGNATURE_TYPE, EP_SIGNATURE_TYPE, open_enve
 from sync.crypto.keys import _SECP256K1_N as SECP256K1_N
 from sync.crypto.protobuf import encode_fields
 
-PAIRS = {"ed25519": ed25519_pair, "secp256k1": secp256k1_pair, "rsa": rsa_pair}
+PAIRS: dict[str, Callable[[], KeyPair]] = {
+    "ed25519": ed25519_pair,
+    "secp256k1": secp256k1_pair,
+    "rsa": rsa_pair,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(PAIRS))
@@ -93,7 +100,7 @@ def test_rsa_keys_below_2048_bits_are_refused() -> None:
 
 def test_uncompressed_secp256k1_key_gets_the_canonical_peer_id() -> None:
     key = PrivateKey.generate(KeyType.SECP256K1)
-    uncompressed = key._impl.public_key().public_bytes(  # type: ignore[union-attr]
+    uncompressed = key._impl.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     pub = PublicKey.unmarshal(encode_fields([(1, 2), (2, uncompressed)]))

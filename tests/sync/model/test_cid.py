@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -64,10 +65,10 @@ def test_malformed_cids_raise_bad_cid(text: str) -> None:
         (BLAKE2B_256, lambda b: hashlib.blake2b(b, digest_size=32).digest()),
     ],
 )
-def test_check_block_hashes_the_bytes_received(code: int, hasher: object) -> None:
+def test_check_block_hashes_the_bytes_received(code: int, hasher: Callable[[bytes], bytes]) -> None:
     data = b'{"a":1}'
     link = Link.make(DAG_JSON, data, code)
-    assert link.multihash.digest == hasher(data)  # type: ignore[operator]
+    assert link.multihash.digest == hasher(data)
     check_block(link, data)
     with pytest.raises(HashMismatch):
         check_block(link, data + b" ")

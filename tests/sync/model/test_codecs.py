@@ -12,6 +12,7 @@ import dag_cbor
 import dag_json
 import msgspec
 import pytest
+from dag_cbor.ipld import IPLDKind
 from hypothesis import given
 from hypothesis import strategies as st
 from multiformats import CID
@@ -30,7 +31,7 @@ from tests.builders import multihash
 from tests.strategies import links
 
 
-def _to_ref(node: object) -> object:
+def _to_ref(node: object) -> IPLDKind:
     """Our data model -> the reference libraries' (multiformats CIDs)."""
     if isinstance(node, Link):
         return CID.decode(str(node))
@@ -38,6 +39,7 @@ def _to_ref(node: object) -> object:
         return {k: _to_ref(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_to_ref(v) for v in node]
+    assert node is None or isinstance(node, bool | int | float | str | bytes), node
     return node
 
 
@@ -148,7 +150,8 @@ def _nested(depth: int, leaf: object = 1) -> object:
 def test_depth_up_to_the_limit_decodes_and_one_more_is_a_decode_error(codec: str) -> None:
     assert dagcbor.MAX_DEPTH == dagjson.MAX_DEPTH == 256
     module = dagcbor if codec == "cbor" else dagjson
-    for leaf in (1, [], {}, b"x", Link.make(0x71, b"leaf")):
+    kinds: tuple[object, ...] = (1, [], {}, b"x", Link.make(0x71, b"leaf"))
+    for leaf in kinds:
         at_limit = _nested(dagjson.MAX_DEPTH - (leaf in ([], {})), leaf)
         assert module.decode(module.encode(at_limit)) == at_limit
         over = module.encode([at_limit])

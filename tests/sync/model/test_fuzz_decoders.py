@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -47,7 +47,12 @@ from tests.conftest import FIXTURES
 from tests.vectors import DOC_AD, DOC_HEAD, NFT_AD, NFT_HEAD
 
 _LONG = int(os.environ.get("FUZZ_EXAMPLES", "0"))
-fuzz = settings(max_examples=_LONG) if _LONG else (lambda f: f)
+_Test = TypeVar("_Test", bound=Callable[..., None])
+
+
+def fuzz(test: _Test) -> _Test:
+    """``test`` with ``FUZZ_EXAMPLES`` examples when set, else the suite's profile decides."""
+    return settings(max_examples=_LONG)(test) if _LONG else test
 
 
 @cache
@@ -148,7 +153,7 @@ def inputs(draw: st.DrawFn, kind: str) -> bytes:
     return bytes(data)
 
 
-def typed_only(decode: Callable[[bytes], Any], raw: bytes) -> None:
+def typed_only(decode: Callable[[bytes], object], raw: bytes) -> None:
     """``decode(raw)`` returns or raises a ``SyncError``; any other exception fails the test."""
     with contextlib.suppress(SyncError):
         decode(raw)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -78,9 +80,11 @@ def test_optional_fields_are_omitted_not_null() -> None:
         (lambda n: n.update(ExtendedProvider={"Providers": [], "Override": "no"}), "Override"),
     ],
 )
-def test_schema_violations_name_the_field(change: object, message: str) -> None:
+def test_schema_violations_name_the_field(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
     node = make_ad(key(0)).to_node()
-    change(node)  # type: ignore[operator]
+    change(node)
     with pytest.raises(SchemaError, match=message):
         Advertisement.from_node(node)
     with pytest.raises(SchemaError):

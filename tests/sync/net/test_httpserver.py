@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -108,9 +107,9 @@ async def test_malformed_request_gets_400_not_a_crash() -> None:
 
 
 @pytest.fixture
-def publisher(tmp_path: Path) -> Publisher:
+def publisher(tmp_path: Path) -> Iterator[Publisher]:
     pub = Publisher.init(tmp_path / "pub")
-    yield pub  # type: ignore[misc]
+    yield pub
     pub.close()
 
 
@@ -368,7 +367,9 @@ async def drain(stream: trio.abc.Stream) -> bytes:
     return bytes(data)
 
 
-async def test_head_deadline_runs_from_accept_not_from_the_last_byte(autojump_clock: Any) -> None:
+async def test_head_deadline_runs_from_accept_not_from_the_last_byte(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     client, server = trio.testing.memory_stream_pair()
     limits = Limits(head_timeout=10, idle_timeout=1000)
     async with trio.open_nursery() as nursery:
@@ -384,7 +385,9 @@ async def test_head_deadline_runs_from_accept_not_from_the_last_byte(autojump_cl
     assert 10 <= sent <= 12  # 10 s of one byte a second, then the 1 s lingering close
 
 
-async def test_silent_connection_closed_at_the_head_deadline(autojump_clock: Any) -> None:
+async def test_silent_connection_closed_at_the_head_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     client, server = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         await served_on_memory(nursery, server, Limits(head_timeout=10, idle_timeout=1000))
@@ -392,7 +395,9 @@ async def test_silent_connection_closed_at_the_head_deadline(autojump_clock: Any
         assert trio.current_time() == 10
 
 
-async def test_idle_keep_alive_closed_silently_at_the_idle_timeout(autojump_clock: Any) -> None:
+async def test_idle_keep_alive_closed_silently_at_the_idle_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     client, server = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         await served_on_memory(nursery, server, Limits(head_timeout=10, idle_timeout=100))
@@ -404,7 +409,7 @@ async def test_idle_keep_alive_closed_silently_at_the_idle_timeout(autojump_cloc
 
 @pytest.mark.parametrize(("rate", "status"), [(50, 408), (200, 200)])
 async def test_body_must_keep_up_the_minimum_rate(
-    autojump_clock: Any, rate: int, status: int
+    autojump_clock: trio.testing.MockClock, rate: int, status: int
 ) -> None:
     client, server = trio.testing.memory_stream_pair()
     limits = Limits(body_timeout=10, min_rate=100, max_body=10_000)
@@ -424,7 +429,9 @@ async def test_body_must_keep_up_the_minimum_rate(
         nursery.cancel_scope.cancel()
 
 
-async def test_send_deadline_grows_with_the_response(autojump_clock: Any) -> None:
+async def test_send_deadline_grows_with_the_response(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     client, server = trio.testing.lockstep_stream_pair()  # a send waits for the peer to read
     body = b"z" * 100_000
 

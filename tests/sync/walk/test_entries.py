@@ -734,7 +734,7 @@ def test_every_error_is_a_model_error() -> None:
 def test_budget_values_are_checked() -> None:
     for bad in ({"max_idle": 0}, {"seconds": -1.0}, {"seconds_per_multihash": -0.1}):
         with pytest.raises(ValueError, match="budget"):
-            EntriesBudget(**bad)  # type: ignore[arg-type]
+            EntriesBudget(**bad)
 
 
 async def test_the_ingester_marks_an_ad_with_a_repeating_hamt_processed_with_error(

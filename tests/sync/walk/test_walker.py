@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Unpack
 
 import pytest
 
 from sync import HashMismatch, Link, PeerId, PrivateKey, encode_block
 from sync.model.schema import Advertisement
 from sync.walk.chain import ChainWalk, StopReason, WalkedAd
-from tests.builders import key, link, make_ad
+from tests.builders import AdOptions, key, link, make_ad
 
 
 @dataclass
@@ -37,20 +39,31 @@ class Chain:
         self.order.append(cid)
         return cid
 
-    def ad(self, signer: PrivateKey, **kw: object) -> Link:
-        return self.add(make_ad(signer, previous=self.head, **kw))  # type: ignore[arg-type]
+    def ad(self, signer: PrivateKey, **kw: Unpack[AdOptions]) -> Link:
+        return self.add(make_ad(signer, previous=self.head, **kw))
+
+
+def nothing_known(_: Link) -> bool:
+    return False
 
 
 def walk(
-    chain: Chain, publisher: PrivateKey, policy: Allow = NOBODY, **kw: object
+    chain: Chain,
+    publisher: PrivateKey,
+    policy: Allow = NOBODY,
+    *,
+    is_known: Callable[[Link], bool] = nothing_known,
+    latest: Link | None = None,
+    depth_limit: int = 0,
 ) -> tuple[list[WalkedAd], ChainWalk]:
     assert chain.head is not None
     walker = ChainWalk(
         chain.head,
         publisher.peer_id(),
-        is_known=kw.pop("is_known", lambda _: False),  # type: ignore[arg-type]
+        is_known=is_known,
         policy=policy,
-        **kw,  # type: ignore[arg-type]
+        latest=latest,
+        depth_limit=depth_limit,
     )
     out = []
     while (need := walker.next_block()) is not None:
@@ -138,7 +151,8 @@ def test_broken_blocks_end_the_walk_and_bad_bytes_raise() -> None:
     assert ads == [] and walker.stop_reason is StopReason.BROKEN
     good = Chain()
     good.ad(pub)
-    walker = ChainWalk(good.head, pub.peer_id(), is_known=lambda _: False, policy=NOBODY)  # type: ignore[arg-type]
+    assert good.head is not None
+    walker = ChainWalk(good.head, pub.peer_id(), is_known=lambda _: False, policy=NOBODY)
     need = walker.next_block()
     assert need is not None
     with pytest.raises(HashMismatch):
