@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from staging import keys
-from staging.publishers import PublisherRecords
+from staging import keys, publishers
 from staging.records import (
+    AnnounceRecord,
     DoneRecord,
     KnownRecord,
     PublisherRecord,
@@ -61,8 +61,10 @@ class Entry:
     ad: StagedAd
 
 
-class StagingArea(PublisherRecords):
-    """Walks, stacks and done markers over one ``KV`` (publisher records: ``PublisherRecords``)."""
+class StagingArea:
+    """Walks, stacks and done markers over one ``KV``, and publisher records
+    (``staging.publishers``).  It holds nothing but the ``KV`` and the clock: any number of
+    them over one ``KV`` read and write the same state."""
 
     def __init__(self, kv: KV, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
@@ -180,6 +182,33 @@ class StagingArea(PublisherRecords):
         for walk_id in open_walks:
             self.abandon_walk(walk_id)
         return open_walks
+
+    # --- publishers (``staging.publishers``) ---------------------------------------------------
+
+    def publisher(self, publisher: bytes) -> PublisherRecord:
+        return publishers.publisher(self.kv, publisher)
+
+    def known_publishers(self) -> list[tuple[bytes, list[str]]]:
+        return publishers.known_publishers(self.kv)
+
+    def has_publisher(self, publisher: bytes) -> bool:
+        return publishers.has_publisher(self.kv, publisher)
+
+    def set_publisher_error(self, publisher: bytes, error: str | None) -> bool:
+        return publishers.set_publisher_error(self.kv, publisher, error, self.clock())
+
+    def latest_processed(self, publisher: bytes) -> bytes | None:
+        return publishers.latest_processed(self.kv, publisher)
+
+    def record_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> None:
+        publishers.record_announce(self.kv, publisher, head, addrs, self.clock())
+
+    def unsynced_announces(self) -> list[tuple[bytes, AnnounceRecord]]:
+        """Recorded announces whose head is not yet staged or done: to replay after a restart."""
+        return [(p, r) for p, r in publishers.announces(self.kv) if not self.is_known(r.head)]
+
+    def clear_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> bool:
+        return publishers.clear_announce(self.kv, publisher, head, addrs)
 
     # --- the worker side -------------------------------------------------------------------
 

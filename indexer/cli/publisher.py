@@ -19,9 +19,9 @@ import msgspec
 
 from indexer.cli.mhfile import read_multihashes
 from indexer.errors import CliError
-from indexer.publisher.chain import Publisher
+from indexer.publisher.chain import Published, Publisher
 from indexer.publisher.node import socket_path
-from indexer.publisher.ops import PublishRequest, PublishResult, apply, error_from_json
+from indexer.publisher.ops import PublishRequest, apply, error_from_json
 from indexer.publisher.store import ChainRecord
 from store import StoreLocked
 from sync import BadCid, Link
@@ -63,7 +63,7 @@ def _emit(as_json: bool, doc: dict[str, Any], title: str) -> None:
     Console().print(table)
 
 
-def _result_doc(result: PublishResult) -> dict[str, Any]:
+def _result_doc(result: Published) -> dict[str, Any]:
     doc = msgspec.to_builtins(result)
     doc["context_id"] = result.context_id.decode(errors="replace")
     return dict(doc)
@@ -114,14 +114,12 @@ def _read_lines(path: str) -> list[str]:
         raise CliError(f"cannot read {path}: {exc}") from None
 
 
-def _submit(data_dir: Path, request: PublishRequest, show_progress: bool) -> PublishResult:
+def _submit(data_dir: Path, request: PublishRequest, show_progress: bool) -> Published:
     """Apply locally, or through the running ``publisher serve`` when it holds the database."""
     try:
         pub = Publisher.open(data_dir)
     except StoreLocked:
-        return _via_socket(
-            data_dir, "POST", "/publish", msgspec.json.encode(request), PublishResult
-        )
+        return _via_socket(data_dir, "POST", "/publish", msgspec.json.encode(request), Published)
     try:
         if not (show_progress and request.op == "add" and sys.stderr.isatty()):
             return apply(pub, request)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import msgspec
+
 from indexer.publisher.store import ChainRecord, ContextRecord, PublisherConfig, PublisherStore, b64
 from store import KV
 from sync.crypto.keys import PrivateKey
@@ -48,16 +50,20 @@ DB_DIR = "publisher.db"
 Progress = Callable[[int], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What one publish produced."""
+class Published(msgspec.Struct, frozen=True):
+    """What one publish produced: returned by ``Publisher``, and the JSON a serving publisher
+    answers a publish request with (``indexer.publisher.ops``; bytes as base64)."""
 
-    cid: Link
+    cid: str  # the new ad's CID (``link``)
     seq: int
     kind: str
     context_id: bytes
     count: int
     chunks: int
+
+    @property
+    def link(self) -> Link:
+        return Link.parse(self.cid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,4 +261,4 @@ class Publisher:
         self.store.commit_ad(
             link, raw, signed_head=head.encode(), chain=record, context=(ad.context_id, context)
         )
-        return Published(link, seq, kind, ad.context_id, count, chunks)
+        return Published(str(link), seq, kind, ad.context_id, count, chunks)

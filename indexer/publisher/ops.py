@@ -6,8 +6,9 @@ database it applies the request itself; when a running ``publisher serve`` holds
 socket, and the serving process applies it and announces the new head.  Either way the same
 ``apply`` runs, so behaviour cannot drift between the two paths.
 
-Rules: requests and results encode with msgspec (bytes as base64); errors cross the socket as
-``{"error": kind, "message": text}`` and are re-raised as the same ``SyncError`` class.
+Rules: requests and results (``chain.Published``, the one record of a publish) encode with
+msgspec (bytes as base64); errors cross the socket as ``{"error": kind, "message": text}`` and
+are re-raised as the same ``SyncError`` class.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import msgspec
 
 from indexer.publisher.chain import Progress, Published, Publisher
 from sync import errors
-from sync.model.cid import Link
 
-__all__ = ["PublishRequest", "PublishResult", "apply", "error_from_json", "error_to_json"]
+__all__ = ["PublishRequest", "apply", "error_from_json", "error_to_json"]
 
 
 class PublishRequest(msgspec.Struct, frozen=True):
@@ -31,39 +31,20 @@ class PublishRequest(msgspec.Struct, frozen=True):
     addresses: list[str] | None = None
 
 
-class PublishResult(msgspec.Struct, frozen=True):
-    cid: str
-    seq: int
-    kind: str
-    context_id: bytes
-    count: int
-    chunks: int
-
-    @classmethod
-    def of(cls, p: Published) -> PublishResult:
-        return cls(str(p.cid), p.seq, p.kind, p.context_id, p.count, p.chunks)
-
-    @property
-    def link(self) -> Link:
-        return Link.parse(self.cid)
-
-
 def apply(
     publisher: Publisher, request: PublishRequest, progress: Progress | None = None
-) -> PublishResult:
+) -> Published:
     if request.op == "add":
-        published = publisher.add(
+        return publisher.add(
             request.context_id,
             request.multihashes,
             request.metadata,
             request.addresses,
             progress=progress,
         )
-    elif request.op == "remove":
-        published = publisher.remove(request.context_id)
-    else:
-        published = publisher.update_metadata(request.context_id, request.metadata)
-    return PublishResult.of(published)
+    if request.op == "remove":
+        return publisher.remove(request.context_id)
+    return publisher.update_metadata(request.context_id, request.metadata)
 
 
 def error_to_json(exc: errors.SyncError) -> bytes:

@@ -72,7 +72,7 @@ def build_chain(pub: Publisher) -> list[tuple[Link, set[bytes]]]:
         else:
             mhs = {multihash(i) for i in what}
             result = pub.add(ctx, sorted(mhs), bitswap())
-        out.append((result.cid, mhs))
+        out.append((result.link, mhs))
     return out
 
 

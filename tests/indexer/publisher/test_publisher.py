@@ -63,9 +63,9 @@ def test_chain_of_three_verifies_back_to_genesis(pub: Publisher) -> None:
     assert removal.is_rm and removal.entries == NO_ENTRIES
     assert chain[2][1] == [multihash(i) for i in range(5)]
     assert chain[2][0].previous_id is None
-    assert pub.head() == third.cid and first.seq == 1 and third.seq == 3
+    assert pub.head() == third.link and first.seq == 1 and third.seq == 3
     head = SignedHead.decode(pub.signed_head() or b"")
-    assert head.head == third.cid and head.verify() == pub.peer_id
+    assert head.head == third.link and head.verify() == pub.peer_id
     assert head.topic == "/indexer/ingest/mainnet"
     assert [r.kind for r in pub.chain()] == ["remove", "add", "add"]
     assert [r.seq for r in pub.chain(2)] == [3, 2]
@@ -148,11 +148,11 @@ def test_state_survives_reopen_and_init_is_once(tmp_path: Path) -> None:
 def test_dag_cbor_publisher(tmp_path: Path) -> None:
     pub = Publisher.init(tmp_path / "cbor", codec="dag-cbor")
     result = pub.add(b"c", [multihash(i) for i in range(4)], bitswap())
-    assert result.cid.codec == DAG_CBOR
+    assert result.link.codec == DAG_CBOR
     [(ad, mhs)] = walk(pub)
     assert mhs == [multihash(i) for i in range(4)] and ad.entries.codec == DAG_CBOR
     head = SignedHead.decode(pub.signed_head() or b"")  # heads are always dag-json
-    assert head.head == result.cid
+    assert head.head == result.link
     pub.close()
     with pytest.raises(PublisherError, match="codec"):
         Publisher.init(tmp_path / "other", codec="json")

@@ -147,11 +147,11 @@ async def test_fetch_from_a_real_publisher(publisher: Publisher) -> None:
                 assert await fetcher.head() is None  # 204: nothing published yet
                 published = publisher.add(b"c", [multihash(i) for i in range(3000)], bitswap())
                 head = await fetcher.head()
-                assert head is not None and head.head == published.cid
-                raw = await fetcher.block(published.cid, "Advertisement")
-                assert raw == publisher.block(published.cid)
-                check_block(published.cid, raw)
-                entries = load_advertisement(published.cid, raw).entries
+                assert head is not None and head.head == published.link
+                raw = await fetcher.block(published.link, "Advertisement")
+                assert raw == publisher.block(published.link)
+                check_block(published.link, raw)
+                entries = load_advertisement(published.link, raw).entries
                 chunk = await fetcher.block(entries, "EntryChunk")
                 check_block(entries, chunk)
                 unknown, _ = encode_block({"not": "stored"})

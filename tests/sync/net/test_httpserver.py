@@ -127,7 +127,7 @@ async def test_ipnisync_routes(publisher: Publisher) -> None:
             r = await client.get("/head", headers={"if-none-match": r.headers["etag"]})
             assert r.status_code == 304 and not r.content
             r = await client.get(f"/{published.cid}")
-            assert r.status_code == 200 and r.content == publisher.block(published.cid)
+            assert r.status_code == 200 and r.content == publisher.block(published.link)
             assert r.headers["cache-control"] == "public, max-age=29030400, immutable"
             unknown, _ = encode_block({"x": 1})
             assert (await client.get(f"/{unknown}")).status_code == 404
@@ -136,7 +136,7 @@ async def test_ipnisync_routes(publisher: Publisher) -> None:
             assert (await client.get("/a/b")).status_code == 404
         async with httpx.AsyncClient(base_url=base) as client:
             assert (await client.get("/other")).status_code == 404
-            ad = load_advertisement(published.cid, publisher.block(published.cid) or b"")
+            ad = load_advertisement(published.link, publisher.block(published.link) or b"")
             chunk = await client.get(
                 f"/ipni/v1/ad/{ad.entries}", headers={"accept-encoding": "gzip"}
             )
