@@ -55,7 +55,7 @@ async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
         ingester = Ingester(kv, _fetcher)
         await nursery.start(ingester.run)
         start = time.perf_counter()
-        ingester.announce(peer, [addr])
+        ingester.request_sync(peer, [addr])
         await ingester.wait_idle()
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
@@ -139,7 +139,7 @@ def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pub = Publisher.init(Path(tmp) / "pub")
         for a in range(ads):
-            head = pub.add(f"c{a}".encode(), [_mh(a)], bitswap()).cid
+            head = pub.add(f"c{a}".encode(), [_mh(a)], bitswap()).link
         pub.close()
         with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
             elapsed = trio.run(_ingest, pub.peer_id, addr, kv)

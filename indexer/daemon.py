@@ -10,6 +10,8 @@ closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
 ``StoreLocked``); announces from HTTP and gossipsub go through the same ``AnnounceIntake``.
+The ingester writes the staging area; what shows it (the admin API, ``/sync/status``, the
+metrics) is handed a ``StagingArea`` over the same ``KV`` and reads it there.
 Before it opens or binds anything it runs ``security.warn_exposed``: an admin API beyond
 loopback without a token is a ``ConfigError``, and every server listening beyond loopback is
 logged as a warning naming what it exposes.  ``admin_token`` (``""``: none) guards every admin
@@ -42,6 +44,7 @@ from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
 from indexer.policy import LivePolicy
 from indexer.security import warn_exposed
+from staging import StagingArea
 from store import KV, IndexStore
 from sync import BadPeerId, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -106,7 +109,8 @@ class Daemon:
                     policy=policy,
                     config=config.ingest,  # the [ingest] section, as decoded
                 )
-                metrics = Metrics(ingester.staging, lambda: ingester.syncing)
+                staging = StagingArea(kv)  # what the views read; the ingester writes its own
+                metrics = Metrics(staging, lambda: ingester.syncing)
                 ingester.observer = metrics
                 intake = AnnounceIntake(
                     ingester,
@@ -121,7 +125,8 @@ class Daemon:
                 await nursery.start(ingester.run)
                 ingest = await nursery.start(
                     functools.partial(serve_tcp, limits=ingest_limits, name="ingest"),
-                    self._ingest_handler(intake, ingester), *_split(config.server.ingest_addr),
+                    self._ingest_handler(intake, ingester, staging),
+                    *_split(config.server.ingest_addr),
                 )  # fmt: skip
                 find = await nursery.start(
                     functools.partial(serve_tcp, limits=find_limits, name="find"),
@@ -133,7 +138,7 @@ class Daemon:
                     )
                 )
                 admin_api = AdminApi(
-                    ingester, policy, metrics, self.key.peer_id(), self.data_dir,
+                    ingester, staging, policy, metrics, self.key.peer_id(), self.data_dir,
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                 )  # fmt: skip
                 admin = await nursery.start(
@@ -190,7 +195,9 @@ class Daemon:
                     "gossip announce", sender=sender, status=result.status, note=result.message
                 )
 
-    def _ingest_handler(self, intake: AnnounceIntake, ingester: Ingester) -> Handler:
+    def _ingest_handler(
+        self, intake: AnnounceIntake, ingester: Ingester, staging: StagingArea
+    ) -> Handler:
         async def handle(request: Request) -> Response:
             if request.path in ANNOUNCE_PATHS:
                 return await intake.handle(request)
@@ -202,7 +209,7 @@ class Daemon:
                 return Response.text(405, "method not allowed", headers=(("allow", "GET, HEAD"),))
             if not status:
                 return Response.text(200, f"ready {__version__}")
-            return sync_status(ingester, request)
+            return sync_status(ingester, staging, request)
 
         return handle
 
@@ -240,7 +247,7 @@ def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
 STATUS_PAGE = 1000  # rows of /sync/status per page unless ?limit= says fewer
 
 
-def sync_status(ingester: Ingester, request: Request) -> Response:
+def sync_status(ingester: Ingester, staging: StagingArea, request: Request) -> Response:
     """Both cursors, last sync, last error and staged work of one or every known publisher.
 
     The list is paged: ``?limit=N`` (at most ``STATUS_PAGE``) rows ordered by peer ID, from the
@@ -254,7 +261,7 @@ def sync_status(ingester: Ingester, request: Request) -> Response:
         if not 0 < limit <= STATUS_PAGE:
             raise ValueError(f"limit must be 1 to {STATUS_PAGE}")
         rows = publisher_rows(
-            ingester.staging, ingester.syncing, ingester.progress, only,
+            staging, ingester.syncing, ingester.progress, only,
             after=after.raw if after and not only else None,
             limit=None if only else limit + 1,  # one more: is there a next page?
         )  # fmt: skip

@@ -46,6 +46,7 @@ from indexer.admin.views import UnknownPeer, publisher_rows, staging_detail, sta
 from indexer.errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
 from indexer.ingest.engine import Ingester
 from indexer.policy import LivePolicy
+from staging import StagingArea
 from sync import BadPeerId, PeerId, SyncError
 from sync.errors import AddressRefused
 from sync.ipnisync.maurl import publisher_endpoint
@@ -86,7 +87,8 @@ def _methods(request: Request, *allowed: str) -> None:
 
 @dataclass
 class AdminApi:
-    ingester: Ingester
+    ingester: Ingester  # live state, and where sync requests go
+    staging: StagingArea  # the durable state the views show (the ingester writes it)
     policy: LivePolicy
     metrics: Metrics
     peer_id: PeerId
@@ -174,7 +176,7 @@ class AdminApi:
             raise _BadRequest(403, f"publisher {publisher} is not allowed")
         if self.ingester.is_syncing(publisher.raw):
             raise _BadRequest(409, f"Peer {publisher} has already a sync in progress")
-        self.ingester.announce(
+        self.ingester.request_sync(
             publisher, addrs, depth=int(depth_text or 0) or None, resync=resync_text in _TRUE
         )
         return Response(202)
@@ -200,7 +202,7 @@ class AdminApi:
             except SyncError as exc:
                 raise _BadRequest(400, f"bad multiaddr: {exc}") from None
             return [addr.rsplit("/p2p/", 1)[0]] if "/p2p/" in addr else [addr]
-        for raw, addrs in self.ingester.staging.known_publishers():
+        for raw, addrs in self.staging.known_publishers():
             if raw == publisher.raw and addrs:
                 return addrs
         raise _BadRequest(400, f"no address known for publisher {publisher}: send one")
@@ -226,7 +228,7 @@ class AdminApi:
         return _json({"Frozen": False, "ID": str(self.peer_id), "Usage": percent})
 
     def _healthcheck(self, request: Request, rest: str) -> Response:
-        self.ingester.staging.commit_seq()  # a read: the database is open and answers
+        self.staging.commit_seq()  # a read: the database is open and answers
         return Response(200, b'"OK"', "application/json; charset=utf-8")
 
     def _metrics(self, request: Request, rest: str) -> Response:
@@ -235,11 +237,10 @@ class AdminApi:
     # --- ours ---------------------------------------------------------------------------
 
     def _staging(self, request: Request, rest: str) -> Response:
-        staging = self.ingester.staging
         if not rest:
-            return _json(staging_rows(staging, self.ingester.working))
+            return _json(staging_rows(self.staging, self.ingester.working))
         try:
-            return _json(staging_detail(staging, self.ingester.index, _peer(rest)))
+            return _json(staging_detail(self.staging, self.ingester.index, _peer(rest)))
         except UnknownPeer as exc:
             raise _BadRequest(404, str(exc)) from None
 
@@ -247,7 +248,7 @@ class AdminApi:
         ingester = self.ingester
         only = _peer(rest) if rest else None
         try:
-            rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress, only)
+            rows = publisher_rows(self.staging, ingester.syncing, ingester.progress, only)
         except UnknownPeer as exc:
             raise _BadRequest(404, str(exc)) from None
         return _json(rows[0] if only else rows)

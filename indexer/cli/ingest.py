@@ -69,6 +69,6 @@ async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(ingester.run)
         for peer, addr in targets:
-            ingester.announce(peer, [addr])
+            ingester.request_sync(peer, [addr])
         await ingester.wait_idle()
         nursery.cancel_scope.cancel()

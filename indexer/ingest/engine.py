@@ -1,48 +1,42 @@
 """The ingest engine: one sync handler per publisher, one worker per provider, one nursery.
 
+``Ingester`` is the one object the daemon's services talk to about ingest: they request syncs
+(``request_sync``), record accepted announces (``record_announce``), ask what is known
+(``is_known_ad``, ``is_known_publisher``) and read the live state (``syncing``, ``working``,
+``progress``, ``results``).  Its staging area is its own; code that shows the durable state
+(the admin views, the metrics) reads it through a ``StagingArea`` of its own over the same
+``KV``, which the daemon passes in.  The sync side is ``indexer.ingest.syncs`` (waiting
+requests, addresses, preemption, sync slots), the worker side ``indexer.ingest.worker``.
+
 Rules this module keeps:
 
-- ``announce`` (from HTTP, gossipsub, the admin API or the poller) wakes the publisher's
-  handler.  While a sync runs, the newest request per address set is kept (at most
-  ``ADDR_SETS`` sets per publisher, oldest dropped) and they run in arrival order.  Each sync's
-  live progress (``SyncProgress``) is kept per publisher for the admin API, in a bounded history
-  (``history``); ``observer`` hears of every finished sync and processed ad (the metrics).
-  Handlers exit when they have nothing to do and are started again on the next announce.
+- ``request_sync`` (from an HTTP or gossipsub announce, the admin API or the poller) wakes the
+  publisher's handler, which runs the publisher's waiting requests in turn (``syncs.Waiting``).
+  Each sync's live progress (``SyncProgress``) is kept per publisher for the admin API, in a
+  bounded history (``progress``); ``observer`` hears of every finished sync and processed ad
+  (the metrics).  Handlers exit when they have nothing to do and are started again on the next
+  request.
 - **Supervision.** A handler or a worker serves one publisher or provider: any failure of it,
   a ``SyncError`` in an exception group or not, or a bug, is caught (``indexer.ingest.supervise``),
   logged (a bug with its traceback) and recorded where an operator looks (the publisher's sync
   progress and record, the provider's stacks and record); a worker that dies on a bug is started
   again with backoff while its provider has staged work.  Only cancellation ends them, so no
   publisher or provider can stop the daemon, and start-up replay cannot stop the start.
-- **Addresses.** An announce is unauthenticated.  A sync of a publisher that has synced before
-  tries its last verified addresses first (those of its last successful sync) and the announced
-  ones only if those fail (with a ``SyncError``: a sync past ``sync_timeout`` is over, and the
-  deadline is for all attempts together); only the addresses that served a successful sync
-  that proved them (its signed head or a valid head ad, ``sync.walk.syncer``) become the
-  publisher's verified addresses.  So a spoofed announce cannot redirect or delay a known
-  publisher.  A sync at unverified addresses yields (``SyncPreempted``) to a waiting request of
-  the same publisher with other addresses once it has received nothing for ``stall_after``
-  seconds, or, when it is the fallback after the verified addresses failed, once it has run
-  ``slow_sync_after`` seconds (a spoof cannot hold a publisher it has never synced, nor drip
-  blocks to hold a known one).  A sync at verified addresses never yields: a waiting request
-  would try those same addresses first.  An announced head the verified addresses answer 404
-  for is replaced by the head the publisher signed there (a spoofed announce that replaced or
-  evicted the publisher's own waiting request cannot lose its head); the announced addresses
-  are tried after that only if it found nothing new.
-- **Fairness.** Syncs and workers take ``FairSlots`` (``indexer.ingest.slots``): at most
-  ``max_syncs`` syncs (``max_workers`` workers) hold a slot; when all are taken, one held for
-  ``slow_sync_after`` seconds is moved to a pool of at most ``max_slow_syncs``
-  (``max_slow_workers``) slow ones to make way, so slow publishers cannot starve fast ones.
-  Syncs at a publisher's verified addresses take their own ``FairSlots`` (as many again), so a
-  flood of strangers with addresses that hold every connection cannot delay a known publisher.
-  Every sync ends by ``sync_timeout``; each request by the fetcher's own timeout.
+- **Fairness.** Syncs take ``FairSlots`` (``indexer.ingest.syncs``), and so do workers: at most
+  ``max_workers`` hold a slot, one held for ``slow_sync_after`` seconds is moved to a pool of at
+  most ``max_slow_workers`` slow ones to make way.
 - **Bounded state.** A publisher that never synced successfully leaves nothing durable after its
   sync was tried (its announce record is dropped, no publisher record is written); the
   in-memory history of syncs and results is bounded, so an announce flood cannot grow memory,
   disk or restart time without bound.
-- After every commit, and at start-up, every provider with staged work gets a worker unless it has
-  one: never two workers for one provider, and work for a busy provider waits in its queue.
-  At most ``max_workers`` providers apply an ad at once.
+- After every sync that committed (one that failed after its commit too: timed out or preempted
+  while closing), and at start-up, every provider with staged work gets a worker unless it has
+  one: never two workers for one provider, and work for a busy provider waits in its queue; a
+  worker ends only once its provider has no staged work, with no checkpoint between that look and
+  its end.  So staged work always has a worker.  At most ``max_workers`` providers apply an ad
+  at once.
+- Every change of what ``wait_idle`` waits for (a request, a handler or worker ending, an ad
+  processed) sets the change event, so ``wait_idle`` waits on events alone.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
   every recorded announce whose head is not yet staged is replayed.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
@@ -52,34 +46,30 @@ Rules this module keeps:
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 import trio
 
-from indexer.errors import IndexerError, SyncPreempted, SyncTimedOut
+from indexer.errors import IndexerError
 from indexer.ingest.apply import FetcherFactory
-from indexer.ingest.progress import IngestObserver, NullObserver, SyncProgress
+from indexer.ingest.progress import IngestObserver, NullObserver, SyncHistory, SyncProgress
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
 from indexer.ingest.supervise import backoff, describe, survivable
+from indexer.ingest.syncs import ADDR_SETS, SyncRequest, SyncRunner, Waiting
 from indexer.ingest.worker import Worker
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
-from sync.errors import BlockNotFound, unwrap_group
-from sync.ipnisync.fetch import BlockFetcher, SchemaKind
-from sync.ipnisync.head import SignedHead
 from sync.walk.chain import Policy, StopReason
-from sync.walk.syncer import SyncResult, sync_publisher
+from sync.walk.syncer import SyncResult
 
 __all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
 
 log = structlog.get_logger("ingest")
-
-ADDR_SETS = 4  # requests with distinct address sets kept waiting per publisher
 
 
 @dataclass(frozen=True)
@@ -92,69 +82,14 @@ class OwnProviderPolicy:
         return publisher == provider or (publisher.raw, provider.raw) in self.allowed
 
 
-@dataclass(frozen=True)
-class SyncRequest:
-    addrs: list[str]
-    head: Link | None
-    depth: int | None = None  # None: the configured depth limit
-    resync: bool = False
-
-
-@dataclass
-class _Running:
-    """A sync in flight: what the watchdog needs to demote or preempt it."""
-
-    addrs: tuple[str, ...]  # the request's (announced) addresses
-    scope: trio.CancelScope
-    heard: float  # trio time of the last block received
-    started: float  # trio time the attempt began
-    trusted: bool = False  # this attempt is at the publisher's verified addresses
-    fallback: bool = False  # the verified addresses failed; this attempt is at announced ones
-    preempted: bool = False
-
-
-class _Watched:
-    """A fetcher that notes when each block arrives (the stall watchdog reads it)."""
-
-    def __init__(self, inner: BlockFetcher, running: _Running) -> None:
-        self._inner, self._running = inner, running
-
-    async def head(self) -> SignedHead | None:
-        head = await self._inner.head()
-        self._running.heard = trio.current_time()
-        return head
-
-    async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
-        raw = await self._inner.block(link, kind)
-        self._running.heard = trio.current_time()
-        return raw
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _History(OrderedDict[bytes, SyncProgress]):
-    """The newest sync progress per publisher, at most ``limit`` publishers (oldest go)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key: bytes, value: SyncProgress) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            oldest = next(iter(self))
-            if self[oldest].running:  # never forget a sync in flight
-                self.move_to_end(oldest)
-                if all(p.running for p in self.values()):
-                    break
-                continue
-            del self[oldest]
-
-
 @dataclass
 class Ingester:
+    """Syncs publishers and indexes what their syncs staged (see the module's rules).
+
+    ``policy``, ``config``, ``observer`` may be replaced before ``run`` starts (the daemon plugs
+    the metrics in as the observer once they exist); the slots are sized at construction.
+    """
+
     kv: KV
     open_fetcher: FetcherFactory
     policy: Policy = field(default_factory=OwnProviderPolicy)
@@ -163,22 +98,16 @@ class Ingester:
     observer: IngestObserver = field(default_factory=NullObserver)
 
     def __post_init__(self) -> None:
-        self.staging = StagingArea(self.kv, self.clock)
+        self._staging = StagingArea(self.kv, self.clock)
         self.index = IndexStore(self.kv)
-        self._pending: dict[bytes, OrderedDict[tuple[str, ...], SyncRequest]] = {}
+        self._waiting = Waiting()
+        self._syncs = SyncRunner(self, self._staging, self._waiting)
         self._handlers: set[bytes] = set()
-        self._running: dict[bytes, _Running] = {}
         self._workers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
-        self.progress: _History = _History(self.config.history)
+        self.progress = SyncHistory(self.config.history)
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
         config = self.config
-        self._sync_slots = FairSlots(
-            config.max_syncs, config.max_slow_syncs, config.slow_sync_after
-        )
-        self._known_slots = FairSlots(  # for syncs at verified addresses only
-            config.max_syncs, config.max_slow_syncs, config.slow_sync_after
-        )
         self._work_slots = FairSlots(
             config.max_workers, config.max_slow_workers, config.slow_sync_after
         )
@@ -190,16 +119,16 @@ class Ingester:
         self._changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        abandoned = self.staging.cleanup_open_walks()
+        abandoned = self._staging.cleanup_open_walks()
         if abandoned:
             log.info("abandoned walks a crash left open", walks=abandoned)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._wake_workers()
             replayed = 0
-            for publisher, record in self.staging.unsynced_announces():
+            for publisher, record in self._staging.unsynced_announces():
                 try:
-                    self.announce(PeerId(publisher), record.addrs, Link(record.head))
+                    self.request_sync(PeerId(publisher), record.addrs, Link(record.head))
                     replayed += 1
                 except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
                     log.error("an announce record cannot be replayed", error=describe(exc))
@@ -214,15 +143,30 @@ class Ingester:
 
     def poll_known_publishers(self) -> int:
         """Re-check every publisher the staging area knows, at its last addresses."""
-        known = self.staging.known_publishers()
+        known = self._staging.known_publishers()
         for publisher, addrs in known:
-            if addrs and publisher not in self._pending:
-                self.announce(PeerId(publisher), addrs)
+            if addrs and publisher not in self._waiting:
+                self.request_sync(PeerId(publisher), addrs)
         return len(known)
+
+    # --- announces -------------------------------------------------------------------------
+
+    def record_announce(self, publisher: PeerId, head: Link, addrs: Sequence[str]) -> None:
+        """Make an accepted announce durable (a synced write) before it is acknowledged: a
+        restarted ingester replays it until a sync of it was tried."""
+        self._staging.record_announce(publisher.raw, head.raw, addrs)
+
+    def is_known_ad(self, cid: Link) -> bool:
+        """The ad is staged (by a committed walk) or done."""
+        return self._staging.is_known(cid.raw)
+
+    def is_known_publisher(self, publisher: PeerId) -> bool:
+        """The publisher synced successfully at least once (it has a durable record)."""
+        return self._staging.has_publisher(publisher.raw)
 
     # --- syncs -----------------------------------------------------------------------------
 
-    def announce(
+    def request_sync(
         self,
         publisher: PeerId,
         addrs: Sequence[str],
@@ -235,172 +179,35 @@ class Ingester:
         assert self._nursery is not None, "Ingester.run must be started first"
         if not self.is_syncing(publisher.raw):
             self.progress[publisher.raw] = SyncProgress(self.clock(), depth or 0, resync)
-        waiting = self._pending.setdefault(publisher.raw, OrderedDict())
-        key = tuple(addrs)
-        waiting.pop(key, None)
-        waiting[key] = SyncRequest(list(addrs), head, depth, resync)
-        while len(waiting) > ADDR_SETS:
-            waiting.popitem(last=False)
+        self._waiting.add(publisher.raw, SyncRequest(list(addrs), head, depth, resync))
         self._notify()
         if publisher.raw not in self._handlers:
             self._handlers.add(publisher.raw)
             self._nursery.start_soon(self._handler, publisher)
         else:
-            self._maybe_preempt(publisher.raw)
-
-    def _next_request(self, publisher: bytes) -> SyncRequest | None:
-        waiting = self._pending.get(publisher)
-        if not waiting:
-            self._pending.pop(publisher, None)
-            return None
-        _, request = waiting.popitem(last=False)
-        if not waiting:
-            del self._pending[publisher]
-        return request
-
-    def _maybe_preempt(self, publisher: bytes) -> None:
-        """Cancel a stalled (or slow fallback) sync when a request with other addresses waits."""
-        running = self._running.get(publisher)
-        waiting = self._pending.get(publisher)
-        if running is None or not waiting or running.preempted or running.trusted:
-            return  # a waiting request would try the verified addresses first anyway
-        now = trio.current_time()
-        stalled = now - running.heard >= self.config.stall_after
-        slow = running.fallback and now - running.started >= self.config.slow_sync_after
-        if (stalled or slow) and any(key != running.addrs for key in waiting):
-            running.preempted = True
-            running.scope.cancel()
+            self._syncs.maybe_preempt(publisher.raw)
 
     async def _handler(self, publisher: PeerId) -> None:
         try:
-            while (request := self._next_request(publisher.raw)) is not None:
+            while (request := self._waiting.pop(publisher.raw)) is not None:
                 progress = self.progress.get(publisher.raw)
                 if progress is None or not progress.running:
                     progress = SyncProgress(self.clock(), request.depth or 0, request.resync)
                     self.progress[publisher.raw] = progress
                 progress.started = self.clock()
+                seq = None
                 try:
-                    result = await self._sync(publisher, request, progress)
+                    seq = self._staging.commit_seq()
+                    result = await self._syncs.run(publisher, request, progress)
                 except BaseException as exc:  # noqa: BLE001 -- a handler serves one publisher: record, go on
                     self._sync_failed(publisher, request, progress, survivable(exc))
+                    if seq is not None and self._staging.commit_seq() != seq:
+                        self._wake_workers()  # it committed, then failed (timed out, preempted)
                     continue
                 self._sync_done(publisher, request, progress, result)
         finally:
             self._handlers.discard(publisher.raw)
-            self._running.pop(publisher.raw, None)
             self._notify()
-
-    def _attempts(self, publisher: PeerId, addrs: list[str]) -> list[tuple[list[str], bool]]:
-        """Address sets to try in turn, each with whether it is the verified one: verified
-        addresses first, unverified announced ones after."""
-        verified = self.staging.publisher(publisher.raw).addrs
-        if not addrs:
-            return [(verified, True)] if verified else [([], False)]
-        if not verified or set(addrs) <= set(verified):
-            return [(addrs, bool(verified))]
-        return [(verified, True), (addrs, False)]
-
-    async def _sync(
-        self, publisher: PeerId, request: SyncRequest, progress: SyncProgress
-    ) -> SyncResult:
-        attempts = self._attempts(publisher, request.addrs)
-        deadline = trio.current_time() + self.config.sync_timeout  # for the whole sync
-        for i, (addrs, trusted) in enumerate(attempts):
-            progress.walked = 0
-            try:
-                return await self._sync_at(
-                    publisher, request, progress, addrs, deadline, trusted=trusted, fallback=i > 0
-                )
-            except SyncError as exc:  # not SyncAborted: a timed-out sync is over
-                failure: SyncError = exc
-            if (
-                trusted
-                and request.head
-                and isinstance(failure, BlockNotFound)
-                and not progress.walked
-            ):
-                # The announced head is not where the publisher serves (a spoof's, or not there
-                # yet): sync to the head it signed there; the announced addresses only if that
-                # finds nothing new.
-                try:
-                    signed = replace(request, head=None)
-                    result = await self._sync_at(
-                        publisher, signed, progress, addrs, deadline, trusted=True, fallback=False
-                    )
-                    if result.walked or i + 1 == len(attempts):
-                        return result
-                except SyncError as exc:
-                    failure = exc
-            if i + 1 == len(attempts):
-                raise failure
-            log.info(
-                "sync at verified addresses failed; trying the announced ones",
-                publisher=str(publisher),
-                addrs=addrs,
-                error=describe(failure),
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _sync_at(
-        self,
-        publisher: PeerId,
-        request: SyncRequest,
-        progress: SyncProgress,
-        addrs: list[str],
-        deadline: float,
-        *,
-        trusted: bool,
-        fallback: bool,
-    ) -> SyncResult:
-
-        def walked(count: int) -> None:
-            progress.walked = count
-
-        depth = self.config.depth_limit if request.depth is None else request.depth
-        async with (self._known_slots if trusted else self._sync_slots).hold():
-            now = trio.current_time()  # a slot is held: the attempt starts now
-            scope = trio.CancelScope()
-            running = _Running(tuple(request.addrs), scope, now, now, trusted, fallback)
-            self._running[publisher.raw] = running
-            try:
-                with unwrap_group():
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._watchdog, publisher.raw)
-                        with running.scope, trio.move_on_at(deadline) as timeout:
-                            async with self.open_fetcher(publisher, addrs) as fetcher:
-                                result = await sync_publisher(
-                                    publisher,
-                                    addrs,
-                                    _Watched(fetcher, running),
-                                    self.staging,
-                                    policy=self.policy,
-                                    head=request.head,
-                                    segment=self.config.segment,
-                                    depth_limit=depth,
-                                    resync=request.resync,
-                                    on_walked=walked,
-                                )
-                        nursery.cancel_scope.cancel()
-            finally:
-                self._running.pop(publisher.raw, None)
-        if running.preempted and running.scope.cancelled_caught:
-            why = (
-                f"no block for {self.config.stall_after:g} s"
-                if trio.current_time() - running.heard >= self.config.stall_after
-                else f"unverified and still running after {self.config.slow_sync_after:g} s"
-            )
-            raise SyncPreempted(f"{why} from {addrs} while an announce with other addresses waited")
-        if timeout.cancelled_caught:
-            raise SyncTimedOut(f"the sync did not finish in {self.config.sync_timeout:g} s")
-        return result
-
-    async def _watchdog(self, publisher: bytes) -> None:
-        """Preempt the publisher's sync if it stalls (or is a slow fallback) while other
-        addresses wait (see above)."""
-        tick = max(0.05, min(self.config.stall_after, self.config.slow_sync_after) / 4)
-        while True:
-            await trio.sleep(tick)
-            self._maybe_preempt(publisher)
 
     def _sync_failed(
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, exc: BaseException
@@ -412,9 +219,9 @@ class Ingester:
             log.error("sync failed on a bug", publisher=str(publisher), exc_info=exc)
         progress.error, progress.finished = error, self.clock()
         self.observer.sync_finished(progress, ok=False)
-        if not self.staging.set_publisher_error(publisher.raw, error) and request.head:
+        if not self._staging.set_publisher_error(publisher.raw, error) and request.head:
             # Never synced: nothing durable is kept for it once its announce was tried.
-            self.staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
+            self._staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
 
     def _sync_done(
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress, result: SyncResult
@@ -427,7 +234,7 @@ class Ingester:
         self.observer.sync_finished(progress, ok=True)
         self.results.append(result)
         if request.head is not None:
-            self.staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
+            self._staging.clear_announce(publisher.raw, request.head.raw, request.addrs)
         log.info(
             "synced",
             publisher=str(publisher),
@@ -443,7 +250,7 @@ class Ingester:
 
     def _wake_workers(self) -> None:
         assert self._nursery is not None
-        for provider in self.staging.providers():
+        for provider in self._staging.providers():
             if provider not in self._workers:
                 self._workers.add(provider)
                 self._nursery.start_soon(self._worker, provider)
@@ -454,7 +261,7 @@ class Ingester:
             while True:
                 worker = Worker(
                     provider,
-                    self.staging,
+                    self._staging,
                     self.index,
                     self.open_fetcher,
                     self.config,
@@ -465,7 +272,12 @@ class Ingester:
                 )
                 try:
                     await worker.run()
-                    return
+                    # A sync may have committed for this provider while the run was closing (it
+                    # saw this worker and started none): look again, with no checkpoint before
+                    # the ``finally`` that lets the next commit start a worker.
+                    if self._staging.next_entry(provider) is None:
+                        return
+                    continue
                 except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: record, restart
                     failure = survivable(exc)
                 failures += 1
@@ -484,9 +296,9 @@ class Ingester:
 
     def _record_worker_failure(self, provider: bytes, error: str) -> None:
         try:
-            entry = self.staging.next_entry(provider)
+            entry = self._staging.next_entry(provider)
             if entry is not None:
-                self.staging.record_attempt(entry, error)
+                self._staging.record_attempt(entry, error)
         except Exception as exc:  # noqa: BLE001 -- the supervisor's record; the store may have failed
             log.error("cannot record a worker failure", error=describe(exc))
 
@@ -507,12 +319,12 @@ class Ingester:
 
     def is_syncing(self, publisher: bytes) -> bool:
         """A sync of ``publisher`` is running or waiting to run."""
-        return publisher in self._handlers or publisher in self._pending
+        return publisher in self._handlers or publisher in self._waiting
 
     @property
     def syncing(self) -> list[bytes]:
         """Publishers with a sync running or waiting."""
-        return sorted(self._pending.keys() | self._handlers)
+        return sorted(self._waiting.publishers() | self._handlers)
 
     @property
     def working(self) -> frozenset[bytes]:
@@ -522,17 +334,19 @@ class Ingester:
     @property
     def pending_publishers(self) -> int:
         """Publishers with a sync waiting or running."""
-        return len(self._pending.keys() | self._handlers)
+        return len(self._waiting.publishers() | self._handlers)
 
     @property
     def idle(self) -> bool:
-        return not (self._pending or self._handlers or self._workers)
+        return not (self._waiting or self._handlers or self._workers)
 
     async def wait_idle(self) -> None:
-        """Return once no sync is pending or running and no worker has work."""
-        while not self.idle or self.staging.providers():
-            changed = self._changed
-            if self.idle:
-                self._wake_workers()  # staged work and no worker (committed by another path)
-            with trio.move_on_after(1):  # staging can change under us: look again now and then
-                await changed.wait()
+        """Return once no sync is pending or running and no provider has staged work.
+
+        It waits on the change event alone: every change of what it looks at sets it (see the
+        rules), and staged work always has a worker, which notifies when it ends.
+        """
+        while not self.idle or self._staging.providers():
+            if self.idle:  # staged work and no worker: a path that commits did not wake one
+                raise AssertionError("staged work has no worker: wait_idle would never return")
+            await self._changed.wait()

@@ -146,8 +146,7 @@ class AnnounceIntake:
         joined = b"\0".join([publisher.raw, message.cid.raw, *(a.encode() for a in addrs)])
         key = hashlib.blake2b(joined, digest_size=16).digest()  # 16 bytes, however long
         if now - self._seen.get(key, -1e18) < self.dedupe_window and (
-            self.ingester.is_syncing(publisher.raw)
-            or self.ingester.staging.is_known(message.cid.raw)
+            self.ingester.is_syncing(publisher.raw) or self.ingester.is_known_ad(message.cid)
         ):
             return IntakeResult(204, "already accepted")
         by_source = _source_key(source or (str(sender) if sender else ""))
@@ -159,12 +158,12 @@ class AnnounceIntake:
         if (
             self.ingester.pending_publishers >= self.max_publishers
             and not self.ingester.is_syncing(publisher.raw)
-            and not self.ingester.staging.has_publisher(publisher.raw)
+            and not self.ingester.is_known_publisher(publisher)
         ):
             return IntakeResult(503, "too many syncs pending; announce again later")
-        self.ingester.staging.record_announce(publisher.raw, message.cid.raw, addrs)
+        self.ingester.record_announce(publisher, message.cid, addrs)
         self._seen.touch(key, now)
-        self.ingester.announce(publisher, addrs, message.cid)
+        self.ingester.request_sync(publisher, addrs, message.cid)
         return IntakeResult(204)
 
     async def handle(self, request: Request) -> Response:

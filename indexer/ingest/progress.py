@@ -6,15 +6,18 @@ Rules this module keeps:
   can say on top of it (how far a sync walked, what a worker applied since the sync started).
 - A publisher's ``SyncProgress`` is replaced when a new sync of it is requested, so a client
   that asked for a sync watches that sync and not an older one.
+- ``SyncHistory`` keeps the newest ``SyncProgress`` of at most ``limit`` publishers (the oldest
+  go first, never one whose sync is running), so an announce flood cannot grow it.
 - ``IngestObserver`` is the seam the metrics plug into; ``NullObserver`` does nothing.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["IngestObserver", "NullObserver", "SyncProgress"]
+__all__ = ["IngestObserver", "NullObserver", "SyncHistory", "SyncProgress"]
 
 
 @dataclass
@@ -52,6 +55,26 @@ class SyncProgress:
             "ad_errors": self.ad_errors,
             "error": self.error,
         }
+
+
+class SyncHistory(OrderedDict[bytes, SyncProgress]):
+    """The newest sync progress per publisher, at most ``limit`` publishers (oldest go)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: bytes, value: SyncProgress) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            oldest = next(iter(self))
+            if self[oldest].running:  # never forget a sync in flight
+                self.move_to_end(oldest)
+                if all(p.running for p in self.values()):
+                    break
+                continue
+            del self[oldest]
 
 
 class IngestObserver(Protocol):

@@ -86,7 +86,7 @@ async def run_ingest(kv: KV, addr: str, pub: PeerId, *, announce: bool) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(ingester.run)
         if announce:
-            ingester.announce(pub, [addr])
+            ingester.request_sync(pub, [addr])
         with trio.fail_after(30):
             await ingester.wait_idle()
         nursery.cancel_scope.cancel()

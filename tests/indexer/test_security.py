@@ -212,7 +212,7 @@ async def test_an_ingester_with_refuse_private_never_dials_a_loopback_publisher(
             listeners = await nursery.start(serve_tcp, publisher, "127.0.0.1", 0)
             addr = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}/http"
             await nursery.start(ingester.run)
-            ingester.announce(peer, [addr])
+            ingester.request_sync(peer, [addr])
             with trio.fail_after(10):
                 await ingester.wait_idle()
             error = ingester.progress[peer.raw].error or ""

@@ -20,6 +20,7 @@ from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.policy import LivePolicy
 from indexer.publisher.chain import Publisher
 from indexer.publisher.store import PublisherConfig
+from staging import StagingArea
 from store import KV
 from sync import PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -39,7 +40,8 @@ class Node:
         self.ingester = Ingester(self.kv, fetcher_factory(timeout=10), config=IngestConfig())
         self.policy = LivePolicy()
         self.ingester.policy = self.policy
-        self.metrics = Metrics(self.ingester.staging, lambda: self.ingester.syncing)
+        self.staging = StagingArea(self.kv)  # what the views read, as the daemon passes it
+        self.metrics = Metrics(self.staging, lambda: self.ingester.syncing)
         self.ingester.observer = self.metrics
         self.gate = trio.Event()
         self.hold_all = False
@@ -63,8 +65,8 @@ class Node:
         )
         self.addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
         await nursery.start(self.ingester.run)
-        api = AdminApi(self.ingester, self.policy, self.metrics, PrivateKey.generate().peer_id(),
-                       Path("."))  # fmt: skip
+        api = AdminApi(self.ingester, self.staging, self.policy, self.metrics,
+                       PrivateKey.generate().peer_id(), Path("."))  # fmt: skip
         admin = await nursery.start(serve_tcp, api.handler(), "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{admin[0].socket.getsockname()[1]}"
 

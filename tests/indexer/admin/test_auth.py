@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from indexer.admin import AdminApi, Metrics
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.policy import LivePolicy
+from staging import StagingArea
 from store import KV
 from sync import PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -39,11 +40,12 @@ async def admin_rig(
 ) -> AsyncIterator[Rig]:
     kv = KV(tmp_path / "indexer")
     ingester = Ingester(kv, fetcher_factory(timeout=5), config=IngestConfig())
-    metrics = Metrics(ingester.staging, lambda: ingester.syncing)
+    staging = StagingArea(kv)
+    metrics = Metrics(staging, lambda: ingester.syncing)
     now = [0.0]
     peer = PrivateKey.generate().peer_id()
     api = AdminApi(
-        ingester, LivePolicy(), metrics, peer, tmp_path, token=token,
+        ingester, staging, LivePolicy(), metrics, peer, tmp_path, token=token,
         refuse_private=refuse_private, clock=lambda: now[0],
     )  # fmt: skip
     try:

@@ -20,6 +20,7 @@ import trio
 from indexer.admin import AdminApi, Metrics
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.policy import LivePolicy
+from staging import StagingArea
 from store import KV
 from sync import PeerId, PrivateKey
 from sync.errors import FetchFailed
@@ -96,10 +97,13 @@ async def test_random_requests_never_get_a_5xx_nor_pass_without_the_token(tmp_pa
     rng = random.Random(SEED)
     kv = KV(tmp_path / "indexer")
     ingester = Ingester(kv, no_dialling, config=IngestConfig())
-    metrics = Metrics(ingester.staging, lambda: ingester.syncing)
+    staging = StagingArea(kv)
+    metrics = Metrics(staging, lambda: ingester.syncing)
     peer = PrivateKey.generate().peer_id()
     apis = [  # the same node, with refuse_private_addrs off and on
-        AdminApi(ingester, LivePolicy(), metrics, peer, tmp_path, token=TOKEN, refuse_private=on)
+        AdminApi(
+            ingester, staging, LivePolicy(), metrics, peer, tmp_path, token=TOKEN, refuse_private=on
+        )
         for on in (False, True)
     ]
     answered: Counter[tuple[str, int]] = Counter()

@@ -65,7 +65,7 @@ async def find_rig(tmp_path: Path, chains: Sequence[ChainBuilder]) -> AsyncItera
                 assert chain.head_key is not None
                 publisher = chain.head_key.peer_id()
                 addrs[str(publisher)] = addr
-                ingester.announce(publisher, [addr])
+                ingester.request_sync(publisher, [addr])
             with trio.fail_after(10):
                 await ingester.wait_idle()
             listeners = await nursery.start(serve_find, ingester.index, "127.0.0.1", 0)

@@ -37,6 +37,7 @@ import trio.lowlevel
 from indexer.daemon import STATUS_PAGE, sync_status
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.ingest.intake import AnnounceIntake
+from staging import StagingArea
 from store import KV, Tuning
 from sync import Link, Message, PeerId
 from sync.ipnisync.fetch import fetcher_factory
@@ -132,7 +133,9 @@ def status_pages(ingester: Ingester, limit: int = STATUS_PAGE) -> tuple[int, int
     rows = pages = largest = 0
     query: dict[str, list[str]] = {"limit": [str(limit)]}
     while True:
-        response = sync_status(ingester, Request("GET", "/sync/status", query, {}))
+        response = sync_status(
+            ingester, StagingArea(ingester.kv), Request("GET", "/sync/status", query, {})
+        )
         assert response.status == 200 and isinstance(response.body, bytes)
         pages += 1
         rows += len(msgspec.json.decode(response.body))
@@ -176,7 +179,9 @@ async def _main(count: int, trace: bool, data: Path, tuning: Tuning) -> None:
             ):
                 print(json.dumps(quarter), flush=True)
             rows, pages, largest = status_pages(ingester)
-            whole = sync_status(ingester, Request("GET", "/sync/status", {}, {}))
+            whole = sync_status(
+                ingester, StagingArea(ingester.kv), Request("GET", "/sync/status", {}, {})
+            )
             assert isinstance(whole.body, bytes)
             # junk accepted but never tried (the daemon stops before their syncs run)
             for i in range(count, count + 300):

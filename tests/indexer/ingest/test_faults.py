@@ -34,6 +34,7 @@ from structlog.testing import capture_logs
 
 from indexer.admin.views import publisher_rows, staging_detail, staging_rows
 from indexer.ingest.engine import IngestConfig, Ingester
+from staging import StagingArea
 from store import KV
 from sync import Link, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -189,12 +190,12 @@ def _indexed(ingester: Ingester, peer: PeerId, mhs: list[bytes]) -> bool:
 
 
 def _ad_indexed(ingester: Ingester, case: Case, ad: int) -> bool:
-    done = ingester.staging.done(case.ad(ad).raw)
+    done = StagingArea(ingester.kv).done(case.ad(ad).raw)
     return done is not None and done.ok and _indexed(ingester, case.peer, fault_mhs(case.base, ad))
 
 
 def _attempts(ingester: Ingester, peer: PeerId) -> int:
-    stacks = ingester.staging.stacks(peer.raw)
+    stacks = StagingArea(ingester.kv).stacks(peer.raw)
     return stacks[0][1].attempts if stacks else 0
 
 
@@ -204,7 +205,7 @@ def _settled(ingester: Ingester, case: Case, attempts: int) -> bool:
         progress = ingester.progress.get(case.peer.raw)
         return progress is not None and not progress.running and progress.error is not None
     if case.permanent:
-        done = ingester.staging.done(case.ad(1).raw)
+        done = StagingArea(ingester.kv).done(case.ad(1).raw)
         return done is not None and not done.ok and _ad_indexed(ingester, case, 2)
     return _attempts(ingester, case.peer) >= attempts
 
@@ -238,23 +239,24 @@ def _names(entry: Log) -> str:
 def _check_views(ingester: Ingester, case: Case) -> None:
     """Where an operator looks, the bad publisher's error names its class."""
     name, cls = case.name, case.expected
+    staging = StagingArea(ingester.kv)
     [row] = [r for r in _publisher_rows(ingester) if r["publisher"] == str(case.peer)]
-    rows = cast(list[dict[str, Any]], staging_rows(ingester.staging, ingester.working))
+    rows = cast(list[dict[str, Any]], staging_rows(staging, ingester.working))
     staged = {r["provider"]: r for r in rows}
     if case.at_walk:
         # Never synced: nothing durable; the live sync status says why (publisher_rows).
         assert row["sync"]["error"].startswith(cls), (name, row)
         assert row["last_error"] == row["sync"]["error"], (name, row)
         assert row["latest_scanned"] is None, (name, row)
-        assert not ingester.staging.has_publisher(case.peer.raw), name
+        assert not staging.has_publisher(case.peer.raw), name
         assert str(case.peer) not in staged, name
-        assert all(p != case.peer.raw for p, _ in ingester.staging.unsynced_announces()), name
-        assert not any(ingester.staging.is_known(case.ad(a).raw) for a in range(ADS)), name
+        assert all(p != case.peer.raw for p, _ in staging.unsynced_announces()), name
+        assert not any(staging.is_known(case.ad(a).raw) for a in range(ADS)), name
         return
     assert row["latest_scanned"] == str(case.chain.head_link), (name, row)
-    detail: dict[str, Any] = staging_detail(ingester.staging, ingester.index, case.peer)
+    detail: dict[str, Any] = staging_detail(staging, ingester.index, case.peer)
     if case.permanent:
-        done = ingester.staging.done(case.ad(1).raw)
+        done = staging.done(case.ad(1).raw)
         assert done is not None and (done.error or "").startswith(cls), (name, done)
         record = ingester.index.provider(case.peer.raw)
         assert record is not None and (record.last_error or "").startswith(cls), (name, record)
@@ -266,11 +268,11 @@ def _check_views(ingester: Ingester, case: Case) -> None:
     assert srow["attempts"] >= 2 and srow["last_error"].startswith(cls), (name, srow)
     assert detail["stacks"][0]["last_error"].startswith(cls), name  # read later: maybe newer
     assert row["pending_ads"] >= 2, (name, row)  # this ad and the next wait, in order
-    assert ingester.staging.done(case.ad(2).raw) is None, name
+    assert staging.done(case.ad(2).raw) is None, name
 
 
 def _publisher_rows(ingester: Ingester) -> list[dict[str, Any]]:
-    rows = publisher_rows(ingester.staging, ingester.syncing, ingester.progress)
+    rows = publisher_rows(StagingArea(ingester.kv), ingester.syncing, ingester.progress)
     return cast(list[dict[str, Any]], rows)
 
 
@@ -311,9 +313,9 @@ async def test_every_fault_at_every_position_while_good_publishers_ingest(
             async with trio.open_nursery() as nursery:
                 await nursery.start(_run, ingester, exited)
                 for case in cases:
-                    ingester.announce(case.peer, [case.addr], case.announced)
+                    ingester.request_sync(case.peer, [case.addr], case.announced)
                 for key, chain, addr in good:
-                    ingester.announce(key.peer_id(), [addr], chain.head_link)
+                    ingester.request_sync(key.peer_id(), [addr], chain.head_link)
 
                 def waiting() -> list[str]:
                     left = [str(p) for p, ms in good_mhs if not _indexed(ingester, p, ms)]
@@ -339,7 +341,7 @@ async def test_every_fault_at_every_position_while_good_publishers_ingest(
         for case in replayed:  # what the intake writes before it answers 204
             head = case.announced
             assert head is not None
-            ingester.staging.record_announce(case.peer.raw, head.raw, [case.addr])
+            StagingArea(ingester.kv).record_announce(case.peer.raw, head.raw, [case.addr])
         exited = trio.Event()
         with kv, capture_logs() as logs:
             async with trio.open_nursery() as nursery:
@@ -399,7 +401,7 @@ async def test_a_bug_fetching_a_block_the_walk_never_needs_does_not_fail_the_syn
             listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
             addr = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}/http"
             await nursery.start(ingester.run)
-            ingester.announce(key.peer_id(), [addr], chain.head_link)
+            ingester.request_sync(key.peer_id(), [addr], chain.head_link)
             with trio.fail_after(20):
                 await ingester.wait_idle()
             known = chain.head_link
@@ -407,7 +409,7 @@ async def test_a_bug_fetching_a_block_the_walk_never_needs_does_not_fail_the_syn
             bugs[str(known)] = RuntimeError("a bug on a block the walk does not need")
             chain.add(key, fault_mhs(0, 2), context_id=b"ctx-2")  # its PreviousID: the known ad
             with capture_logs() as logs:
-                ingester.announce(key.peer_id(), [addr], chain.head_link)
+                ingester.request_sync(key.peer_id(), [addr], chain.head_link)
                 with trio.fail_after(20):
                     await ingester.wait_idle()
             progress = ingester.progress[key.peer_id().raw]

@@ -28,6 +28,7 @@ import trio
 from indexer.daemon import STATUS_PAGE, sync_status
 from indexer.ingest.engine import ADDR_SETS, IngestConfig, Ingester
 from indexer.ingest.intake import MAX_ADDRS, AnnounceIntake
+from staging import StagingArea
 from store import KV
 from sync import Link, Message, PeerId, PrivateKey, encode_block
 from sync.errors import BadCid
@@ -207,7 +208,7 @@ def servers(*made: ChainServer) -> Iterator[None]:
 
 
 def verified(ingester: Ingester, publisher: PeerId) -> list[str]:
-    return ingester.staging.publisher(publisher.raw).addrs
+    return StagingArea(ingester.kv).publisher(publisher.raw).addrs
 
 
 # --- starvation ------------------------------------------------------------------------------
@@ -508,7 +509,8 @@ async def test_the_same_announce_after_a_failed_sync_is_acted_on(tmp_path: Path,
             await until(lambda: not ingester.is_syncing(pub.raw))
             failed = ingester.progress[pub.raw]
             assert failed.error is not None and not ingester.index.lookup(multihash(9))
-            assert ingester.staging.unsynced_announces() == []  # tried: nothing durable left
+            staging = StagingArea(ingester.kv)
+            assert staging.unsynced_announces() == []  # tried: nothing durable left
             if down == "refused":
                 await serve(nursery, switch, port)
             switch.up = True
@@ -576,7 +578,9 @@ async def test_an_announce_flood_plateaus_and_leaves_nothing_durable(tmp_path: P
             print(f"  /sync/status: {rows} rows in {pages} pages, the largest {largest} bytes")
             assert rows <= HISTORY + BACKLOG + 1 and pages == -(-rows // 100)
             assert largest < 100 * 2048
-            first = sync_status(ingester, Request("GET", "/sync/status", {}, {}))
+            first = sync_status(
+                ingester, StagingArea(ingester.kv), Request("GET", "/sync/status", {}, {})
+            )
             assert isinstance(first.body, bytes)
             assert len(msgspec.json.decode(first.body)) == min(rows, STATUS_PAGE)
 
@@ -635,7 +639,7 @@ async def test_junk_publishers_answered_with_junk_ads_leave_nothing_durable(tmp_
             errors = {str(p.error).split(":")[0] for p in ingester.progress.values()}
             assert errors == {"PolicyError"}
             assert durable(kv) == {"A": 0, "P": 0, "all": 1}
-            assert ingester.staging.providers() == []
+            assert StagingArea(ingester.kv).providers() == []
 
 
 async def test_pending_strangers_do_not_lock_out_or_delay_a_known_publisher(

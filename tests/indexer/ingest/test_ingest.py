@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.publisher.chain import Publisher
 from indexer.publisher.store import PublisherConfig
-from staging import Entry
+from staging import Entry, StagingArea
 from store import KV, value_key
 from sync import Link
 from sync.ipnisync.fetch import fetcher_factory
@@ -43,7 +43,7 @@ class Rig:
         await nursery.start(self.ingester.run)
 
     async def sync(self, head: Link | None = None) -> None:
-        self.ingester.announce(self.pub.peer_id, [self.addr], head)
+        self.ingester.request_sync(self.pub.peer_id, [self.addr], head)
         with trio.fail_after(30):
             await self.ingester.wait_idle()
 
@@ -75,7 +75,7 @@ async def test_chain_is_indexed_and_resyncs_walk_only_new_ads(rig: Rig) -> None:
         assert rig.providers_of(multihash(22)) == [(b"B", bitswap())]
         assert rig.providers_of(multihash(35)) == [(b"C", ipfs_gateway_http())]
         for record in pub.chain():
-            done = rig.ingester.staging.done(Link.parse(record.cid).raw)
+            done = StagingArea(rig.ingester.kv).done(Link.parse(record.cid).raw)
             assert done is not None and done.ok
         provider = rig.ingester.index.provider(pub.peer_id.raw)
         assert provider is not None and provider.addresses == ["/ip4/10.0.0.1/tcp/4001"]
@@ -90,7 +90,7 @@ async def test_chain_is_indexed_and_resyncs_walk_only_new_ads(rig: Rig) -> None:
         assert rig.ingester.results[-1].walked == 0
         head = pub.head()
         assert head is not None
-        assert rig.ingester.staging.latest_processed(pub.peer_id.raw) == head.raw
+        assert StagingArea(rig.ingester.kv).latest_processed(pub.peer_id.raw) == head.raw
         nursery.cancel_scope.cancel()
 
 
@@ -127,17 +127,17 @@ async def test_a_worker_that_dies_on_a_bug_is_restarted_and_the_error_recorded(
     supervisor logs it, records it on the stack and starts the worker again with backoff."""
     rig.pub.add(b"W", [multihash(i) for i in range(3)], bitswap())
     rig.ingester.config = IngestConfig(segment=3, retry_base=0.01)
-    staging = rig.ingester.staging
-    real, failures = staging.next_entry, [1]
+    staging = StagingArea(rig.kv)
+    real, failures = StagingArea.next_entry, [1]
 
-    def flaky(provider: bytes) -> Entry | None:
-        entry = real(provider)
+    def flaky(self: StagingArea, provider: bytes) -> Entry | None:
+        entry = real(self, provider)
         if entry is not None and failures[0] > 0:
             failures[0] -= 1
             raise KeyError("a bug reading the next entry")
         return entry
 
-    monkeypatch.setattr(staging, "next_entry", flaky)
+    monkeypatch.setattr(StagingArea, "next_entry", flaky)  # the ingester's too
     async with trio.open_nursery() as nursery:
         await rig.start(nursery)
         with capture_logs() as logs:

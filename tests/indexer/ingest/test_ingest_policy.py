@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from indexer.ingest.engine import IngestConfig, Ingester, OwnProviderPolicy
+from staging import StagingArea
 from store import KV
 from sync import Link, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -51,7 +52,7 @@ async def ingest(
     async with trio.open_nursery() as nursery:
         await nursery.start(ingester.run)
         for publisher, addr in targets:
-            ingester.announce(publisher.peer_id(), [addr])
+            ingester.request_sync(publisher.peer_id(), [addr])
         with trio.fail_after(30):
             await ingester.wait_idle()
         nursery.cancel_scope.cancel()
@@ -112,7 +113,7 @@ async def test_two_publishers_announcing_one_chain_at_once_apply_each_ad_once(kv
     assert len(ingester.results) == 2 and all(r.walked == 6 for r in ingester.results)
     staged = sum(n for r in ingester.results for n in r.staged.values())
     assert staged == 6  # the second commit kept nothing: every ad is applied exactly once
-    assert all(ingester.staging.done(c.raw) for c, _ in chain.order)
+    assert all(StagingArea(ingester.kv).done(c.raw) for c, _ in chain.order)
     assert all(owner(ingester, m) == [provider.peer_id()] for _, ms in chain.order for m in ms)
 
 
@@ -139,7 +140,9 @@ async def test_malicious_chain_into_another_providers_chain(kv: KV) -> None:
         assert owner(ingester, multihash(0)) == [] and owner(ingester, multihash(20)) == [
             evil.peer_id()
         ]
-        assert "provider" in (ingester.staging.publisher(evil.peer_id().raw).last_error or "")
+        assert "provider" in (
+            StagingArea(ingester.kv).publisher(evil.peer_id().raw).last_error or ""
+        )
         victim_addr = await serve(nursery, ipnisync_handler(victim_source), victim)
         ingester = await ingest(kv, OwnProviderPolicy(), (victim, victim_addr))
         assert owner(ingester, multihash(0)) == [victim.peer_id()]
@@ -155,7 +158,7 @@ async def test_publisher_not_allowed_for_a_provider(kv: KV) -> None:
         addr = await serve(nursery, ipnisync_handler(chain), pub)
         ingester = await ingest(kv, OwnProviderPolicy(), (pub, addr))
         assert ingester.results[0].stop is StopReason.NOT_ALLOWED
-        assert ingester.staging.publisher(pub.peer_id().raw).latest_scanned is not None
+        assert StagingArea(ingester.kv).publisher(pub.peer_id().raw).latest_scanned is not None
         assert owner(ingester, multihash(0)) == []
         nursery.cancel_scope.cancel()
 
@@ -184,7 +187,7 @@ async def test_transient_failures_retry_and_missing_entries_become_permanent(kv:
         ingester = await ingest(kv, OwnProviderPolicy(), (pub, addr), retry_base=0.01)
         nursery.cancel_scope.cancel()
     assert failures["flaky"] == 0
-    done = [ingester.staging.done(c.raw) for c, _ in chain.order]
+    done = [StagingArea(ingester.kv).done(c.raw) for c, _ in chain.order]
     assert [d is not None and d.ok for d in done] == [True, False, True]
     assert done[1] is not None and "BlockNotFound" in (done[1].error or "")
     record = ingester.index.provider(pub.peer_id().raw)

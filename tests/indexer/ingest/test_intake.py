@@ -13,6 +13,7 @@ import trio.testing
 
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import AnnounceIntake
+from staging import StagingArea
 from store import KV
 from sync import Link, Message, PeerId
 from sync.errors import FetchFailed
@@ -130,7 +131,7 @@ async def test_an_accepted_announce_survives_a_restart(tmp_path: Path, chain: Ch
                 await ingester.wait_idle()
             assert [str(r.head) for r in ingester.results] == [str(chain.head_link)]
             assert ingester.index.lookup(multihash(7))
-            assert ingester.staging.unsynced_announces() == []
+            assert StagingArea(ingester.kv).unsynced_announces() == []
         nursery.cancel_scope.cancel()
 
 
@@ -145,10 +146,10 @@ async def test_refuse_private_answers_403_when_no_address_is_public(tmp_path: Pa
             private = ["/ip4/127.0.0.1/tcp/3104/http", "/ip4/10.1.2.3/tcp/80/http"]
             result = intake.accept(Message.create(head, private, pub), source="198.51.100.7")
             assert result.status == 403 and "127.0.0.1" in result.message
-            assert ingester.staging.unsynced_announces() == []  # nothing recorded
+            assert StagingArea(ingester.kv).unsynced_announces() == []  # nothing recorded
             mixed = [*private, "/dns4/ipni.example.net/tcp/443/https"]
             assert intake.accept(Message.create(head, mixed, pub)).status == 204
-            [(_, record)] = ingester.staging.unsynced_announces()
+            [(_, record)] = StagingArea(ingester.kv).unsynced_announces()
             assert record.addrs == ["/dns4/ipni.example.net/tcp/443/https"]  # private dropped
             nursery.cancel_scope.cancel()
 

@@ -43,7 +43,7 @@ async def _ingest(tmp_path: Path, prefetch: int, fail_first: int = -1) -> tuple[
         handler = counting(ipnisync_handler(pub), seen, failing)
         served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
         await nursery.start(ingester.run)
-        ingester.announce(
+        ingester.request_sync(
             pub.peer_id, [f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"]
         )
         with trio.fail_after(30):

@@ -29,6 +29,7 @@ import trio
 
 from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.routing import routing_handler
+from staging import StagingArea
 from store import KV, IndexStore
 from sync import Link, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -164,13 +165,13 @@ async def _ingest(kv: KV, chains: list[ChainBuilder]) -> None:
             listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
             port = listeners[0].socket.getsockname()[1]
             assert chain.head_key is not None
-            ingester.announce(chain.head_key.peer_id(), [f"/ip4/127.0.0.1/tcp/{port}/http"])
+            ingester.request_sync(chain.head_key.peer_id(), [f"/ip4/127.0.0.1/tcp/{port}/http"])
         with trio.fail_after(30):
             await ingester.wait_idle()
         nursery.cancel_scope.cancel()
     for chain in chains:
         for ad, _ in chain.order:
-            done = ingester.staging.done(ad.raw)
+            done = StagingArea(ingester.kv).done(ad.raw)
             assert done is not None and done.ok, f"ad {ad} was not indexed: {done}"
 
 

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from indexer.ingest.engine import IngestConfig, Ingester
+from staging import StagingArea
 from store import KV
 from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, PrivateKey, encode_block
 from sync.errors import (
@@ -766,10 +767,10 @@ async def test_the_ingester_marks_an_ad_with_a_repeating_hamt_processed_with_err
             )
             addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
             await nursery.start(ingester.run)
-            ingester.announce(signer.peer_id(), [addr], None)
+            ingester.request_sync(signer.peer_id(), [addr], None)
             await ingester.wait_idle()
             nursery.cancel_scope.cancel()
-    done = [ingester.staging.done(cid.raw) for cid in ads]
+    done = [StagingArea(ingester.kv).done(cid.raw) for cid in ads]
     assert [d is not None and d.ok for d in done] == [True, False, True]
     assert done[1] is not None and "RepeatedLink" in (done[1].error or "")
     assert seen[str(bad_root)] == 1 and seen[str(leaf)] == 0
