@@ -4,7 +4,10 @@ Rules this module keeps:
 
 - Cancellation and interpreter exits always propagate: anything that is not an ``Exception``
   (``trio.Cancelled``, ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``...), bare or
-  anywhere inside an exception group, is re-raised by ``survivable`` with its traceback.
+  anywhere inside an exception group, is re-raised by ``survivable`` with its traceback, and
+  only it: the failures beside it in the group are dropped (the task is ending).  Re-raised
+  with them, a ``Cancelled`` would be caught by its cancel scope and the failures escape it
+  (a worker's shutdown while a block fetch failed and its progress write was cancelled).
 - Everything else is a failure of the one publisher or provider being served: ``survivable``
   returns it (an exception group is reduced to its first leaf, a ``SyncError`` preferred, so the
   record names the real cause), the caller logs it and records it where an operator looks, and
@@ -29,6 +32,10 @@ def survivable(exc: BaseException) -> BaseException:
     """``exc`` reduced to the failure to record; re-raises it if it must end the task."""
     leaves = _leaves(exc)
     if not all(isinstance(leaf, Exception) for leaf in leaves):
+        if isinstance(exc, BaseExceptionGroup):
+            _, ending = exc.split(Exception)
+            assert ending is not None
+            raise ending
         raise exc
     for leaf in leaves:
         if isinstance(leaf, SyncError):
