@@ -5,7 +5,8 @@ Rules this module keeps:
 - Cancellation and interpreter exits always propagate: anything that is not an ``Exception``
   (``trio.Cancelled``, ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``...), bare or
   anywhere inside an exception group, is re-raised by ``survivable`` with its traceback, and
-  only it: the failures beside it in the group are dropped (the task is ending).  Re-raised
+  only it: the failures beside it in the group are logged, not re-raised (the task is ending;
+  the work they failed is still staged and is retried on the next start).  Re-raised
   with them, a ``Cancelled`` would be caught by its cancel scope and the failures escape it
   (a worker's shutdown while a block fetch failed and its progress write was cancelled).
 - Everything else is a failure of the one publisher or provider being served: ``survivable``
@@ -17,9 +18,13 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import structlog
+
 from sync import SyncError
 
 __all__ = ["backoff", "describe", "survivable"]
+
+log = structlog.get_logger(__name__)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -33,8 +38,10 @@ def survivable(exc: BaseException) -> BaseException:
     leaves = _leaves(exc)
     if not all(isinstance(leaf, Exception) for leaf in leaves):
         if isinstance(exc, BaseExceptionGroup):
-            _, ending = exc.split(Exception)
+            failures, ending = exc.split(Exception)
             assert ending is not None
+            for failure in _leaves(failures) if failures is not None else []:
+                log.warning("failure while cancelled", error=describe(failure), exc_info=failure)
             raise ending
         raise exc
     for leaf in leaves:

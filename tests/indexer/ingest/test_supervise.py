@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from indexer.ingest.supervise import survivable
 from sync.errors import FetchFailed
@@ -27,10 +28,13 @@ def test_a_failure_is_returned_and_a_group_reduced_to_its_cause() -> None:
         survivable(KeyboardInterrupt())
 
 
-def test_a_group_with_an_exit_re_raises_only_the_exit() -> None:
-    with pytest.raises(BaseExceptionGroup) as raised:
+def test_a_group_with_an_exit_re_raises_only_the_exit_and_logs_the_rest() -> None:
+    with capture_logs() as logs, pytest.raises(BaseExceptionGroup) as raised:
         survivable(BaseExceptionGroup("g", [RuntimeError("a bug"), KeyboardInterrupt()]))
     assert [type(e) for e in raised.value.exceptions] == [KeyboardInterrupt]
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("failure while cancelled", "RuntimeError: a bug")
+    ]
 
 
 async def test_a_failure_beside_a_cancellation_does_not_escape_the_cancelled_scope() -> None:
