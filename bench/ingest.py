@@ -56,7 +56,7 @@ async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
         await nursery.start(ingester.run)
         start = time.perf_counter()
         ingester.announce(peer, [addr])
-        await ingester.wait_idle(poll=0.001)
+        await ingester.wait_idle()
         elapsed = time.perf_counter() - start
         nursery.cancel_scope.cancel()
     return elapsed
