@@ -52,6 +52,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -269,6 +270,7 @@ class Response:
         self._chunks: AsyncIterator[bytes] | None = None
         self._max_body = max_body
         self._read = 0
+        self._done = False  # the body was read to its end
 
     def __aiter__(self) -> Response:
         return self
@@ -279,6 +281,9 @@ class Response:
             self._chunks = aiter(cast("AsyncIterator[bytes]", self._response.stream))
         try:
             chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._done = True
+            raise
         except _HTTPCORE_ERRORS as exc:
             raise TransportFailed(f"{self.url}: {_why(exc)}") from None
         self._read += len(chunk)
@@ -306,7 +311,7 @@ class Response:
 
     async def aclose(self) -> None:
         """Hand the connection back (read to the end) or drop it (not)."""
-        if self._chunks is not None and hasattr(self._chunks, "aclose"):
+        if self._chunks is not None and not self._done and hasattr(self._chunks, "aclose"):
             await self._chunks.aclose()  # an unfinished generator ends here, not in the GC
         await self._response.aclose()
 
@@ -341,6 +346,7 @@ class HttpClient:
         self._proxies = proxies
         self._direct = self._pool(backend or TcpBackend(connect))
         self._via: dict[Proxy, httpcore.AsyncConnectionPool] = {}
+        self._origins: dict[str, _Origin] = {}  # "scheme://netloc" of URLs already fetched
         self._closed = False
 
     def _pool(
@@ -424,6 +430,30 @@ class HttpClient:
     ) -> tuple[httpcore.Request, httpcore.AsyncConnectionPool]:
         """The request for an absolute http(s) URL and the pool it goes through; FetchFailed if
         this client cannot fetch it."""
+        slash = url.find("/", url.find("//") + 2)
+        origin_text, target = (url[:slash], url[slash:]) if slash > 0 else (url, "/")
+        origin = self._origins.get(origin_text)
+        if origin is None or "#" in target:
+            return self._prepare_slowly(url, headers)
+        try:
+            request = httpcore.Request(
+                b"GET",
+                httpcore.URL(
+                    scheme=origin.scheme,
+                    host=origin.host,
+                    port=origin.port,
+                    target=target.encode("ascii"),
+                ),
+                headers=[origin.host_header, *self._headers, *headers.items()],
+            )
+        except ValueError as exc:  # UnicodeError too
+            raise FetchFailed(f"{url}: cannot fetch: {exc}") from None
+        return request, origin.pool
+
+    def _prepare_slowly(
+        self, url: str, headers: Mapping[str, str]
+    ) -> tuple[httpcore.Request, httpcore.AsyncConnectionPool]:
+        """``_prepare`` for a URL whose origin is not known yet (or with a fragment)."""
         try:
             parts = urlsplit(url)
             scheme, host = parts.scheme.lower(), parts.hostname
@@ -432,6 +462,7 @@ class HttpClient:
             port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port  # :0 is not :80
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             netloc = parts.netloc.rpartition("@")[2]
+            host_header = (b"host", _ascii(netloc))
             request = httpcore.Request(
                 b"GET",
                 httpcore.URL(
@@ -440,16 +471,32 @@ class HttpClient:
                     port=port,
                     target=target.encode("ascii"),
                 ),
-                headers=[(b"host", _ascii(netloc)), *self._headers, *headers.items()],
+                headers=[host_header, *self._headers, *headers.items()],
             )
         except ValueError as exc:  # UnicodeError too
             raise FetchFailed(f"{url}: cannot fetch: {exc}") from None
         if port == 0:  # httpcore would read it as the default port
             raise TransportFailed(f"{url}: ConnectError: connect to {host}:0 failed: no port 0")
         proxy = self._proxies.proxy_for(scheme, host, port)
-        if proxy is None:
-            return request, self._direct
-        pool = self._via.get(proxy)
+        pool = self._direct if proxy is None else self._via.get(proxy)
         if pool is None:
+            assert proxy is not None
             pool = self._via[proxy] = self._pool(TcpBackend(), proxy)
+        if "@" not in parts.netloc and "#" not in url and len(self._origins) < 64:
+            origin_text = url[: url.find("/", url.find("//") + 2)] if parts.path else None
+            if origin_text and origin_text.lower().startswith(scheme + "://"):
+                self._origins[origin_text] = _Origin(
+                    request.url.scheme, request.url.host, port, host_header, pool
+                )
         return request, pool
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """What ``_prepare`` parsed of a URL's ``scheme://host:port`` once, for the next URLs."""
+
+    scheme: bytes
+    host: bytes
+    port: int
+    host_header: tuple[bytes, bytes]
+    pool: httpcore.AsyncConnectionPool
