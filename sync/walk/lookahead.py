@@ -17,7 +17,10 @@ Rules this module keeps:
   be fetched for nothing per sync, never more than one at a time.  Any failure of a guess is
   forgotten, a bug too (logged with its traceback): a block the walk never needed cannot fail it.
 - ``entries_after``: a valid ad's first entries block (its ``Entries``, unless ``NO_ENTRIES``)
-  is fetched, at most 4 at a time and only while the store has room, into ``AheadBlocks``:
+  is fetched while the store has room, and only while such blocks are small: the first one
+  alone, then up to 4 at a time while each is at most 64 KiB; after a larger one, none for the
+  rest of the walk (a big block costs its transfer, not its round trip, and the worker's own
+  prefetch covers it).  Fetched blocks go into ``AheadBlocks``:
   bounded in bytes (1 MiB; a block that does not fit is dropped), a block is handed out once
   (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
   bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
@@ -54,6 +57,7 @@ _JSON_LINKS = {
     for name in ("PreviousID", "Entries")
 }
 _ENTRIES_IN_FLIGHT = 4
+_SMALL_ENTRIES = 64 << 10
 
 
 def _peek(link: Link, raw: bytes, name: str) -> Link | None:
@@ -138,6 +142,8 @@ class Lookahead:
         self._fetcher = fetcher
         self._publisher, self._entries = publisher, entries
         self._entries_in_flight = 0
+        self._entries_small = False  # an entries block came, and was small: go on 4 at a time
+        self._entries_stopped = False  # a big one came: no more
         self._guess: Link | None = None
         self._raw: bytes | None = None
         self._done = trio.Event()
@@ -167,7 +173,10 @@ class Lookahead:
     def entries_after(self, link: Link, raw: bytes) -> None:
         """Start fetching the first entries block of the (checked, valid) ad at ``link``."""
         store, publisher = self._entries, self._publisher
-        if store is None or publisher is None or self._entries_in_flight >= _ENTRIES_IN_FLIGHT:
+        limit = _ENTRIES_IN_FLIGHT if self._entries_small else 1
+        if store is None or publisher is None or self._entries_stopped:
+            return
+        if self._entries_in_flight >= limit:
             return
         entries = peek_entries(link, raw)
         if entries is None or entries == NO_ENTRIES or not store.has_room():
@@ -177,7 +186,12 @@ class Lookahead:
 
     async def _fetch_entries(self, store: AheadBlocks, publisher: PeerId, link: Link) -> None:
         try:
-            store.put(publisher, link, await self._fetcher.block(link, "EntryChunk"))
+            raw = await self._fetcher.block(link, "EntryChunk")
+            if len(raw) > _SMALL_ENTRIES:
+                self._entries_stopped = True
+            else:
+                self._entries_small = True
+            store.put(publisher, link, raw)
         except Exception as exc:  # the worker's own fetch will say what is wrong
             if not isinstance(exc, SyncError):
                 log.error("entries fetch ahead failed on a bug", block=str(link), exc_info=exc)
