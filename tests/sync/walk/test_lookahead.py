@@ -126,3 +126,24 @@ async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) ->
     assert got >= 5  # at most 4 at a time, and the walk cancels the last ones when it ends
     pub.close()
     kv.close()
+
+
+async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) -> None:
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(5):  # a first entries block of 3,000 multihashes is over 64 KiB
+        pub.add(b"c%d" % i, [multihash(10_000 * i + j) for j in range(3000)], bitswap())
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    staging = StagingArea(kv)
+    async with trio.open_nursery() as nursery:
+        handler = counting(ipnisync_handler(pub), seen)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            await sync_publisher(pub.peer_id, [addr], fetcher, staging, policy=_Anyone())
+        nursery.cancel_scope.cancel()
+    ads = {r.cid for r in pub.chain()}
+    entries = [name for name in seen if name not in ads and name != "head"]
+    assert len(entries) <= 1  # the first, alone: then none
+    pub.close()
+    kv.close()
