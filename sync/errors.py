@@ -166,11 +166,8 @@ class BlockTooLarge(ModelError):
 
 
 class ResponseTooLarge(BlockTooLarge):
-    """A libp2p HTTP response whose body went past the transport's buffer cap.
-
-    ``p2phttp.Libp2pTransport`` raises it; the fetcher's httpx opener reports it as
-    ``BlockTooLarge`` naming the URL.
-    """
+    """An HTTP response whose raw body is over the client's cap (``HttpClient(max_body=)``),
+    by its ``Content-Length`` (nothing of the body read) or as it streams; names the URL."""
 
 
 class ChainTooLong(ModelError):

@@ -18,6 +18,9 @@ Rules this module keeps:
   failure, a bug too (logged with its traceback): a prefetch of a later ad's block must never
   stop the worker applying the ad before it.  So a prefetch can make ingest faster, never
   different.
+- A block the walk already fetched ahead (``ahead``: ``sync.walk.lookahead.entries_ahead`` of
+  the staging area) is taken from there instead of fetched, by a prefetch or by the worker's
+  own fetch (``wrap``, with ``depth`` 0 too), and checked the same way.
 - The background fetches run in the worker's nursery and stop with it.
 """
 
@@ -35,6 +38,7 @@ from sync import Advertisement, Link, PeerId, SyncError, decode_node
 from sync.ipnisync.fetch import BlockFetcher, SchemaKind
 from sync.ipnisync.head import SignedHead
 from sync.walk.entries import ParsedBlock, parse_block
+from sync.walk.lookahead import AheadBlocks
 
 __all__ = ["Prefetcher"]
 
@@ -53,6 +57,7 @@ class Prefetcher:
     nursery: trio.Nursery
     get_fetcher: GetFetcher
     depth: int = 4
+    ahead: AheadBlocks | None = None  # blocks the walk fetched ahead (``entries_ahead``)
     _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
     _seen: set[bytes] = field(default_factory=set)
     _handed: dict[Link, ParsedBlock] = field(default_factory=dict)
@@ -81,8 +86,11 @@ class Prefetcher:
 
     async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
         try:
-            fetcher = await self.get_fetcher(publisher, addrs)
-            slot.parsed = parse_block(link, await fetcher.block(link, "EntryChunk"))
+            raw = self.take_ahead(publisher, link)
+            if raw is None:
+                fetcher = await self.get_fetcher(publisher, addrs)
+                raw = await fetcher.block(link, "EntryChunk")
+            slot.parsed = parse_block(link, raw)
         except Exception as exc:  # the worker's own fetch will say what is wrong
             if not isinstance(exc, SyncError):
                 log.error(
@@ -113,8 +121,15 @@ class Prefetcher:
         done = self._handed.pop(link, None)
         return done if done is not None and done.raw is raw else None
 
-    def wrap(self, fetcher: BlockFetcher) -> BlockFetcher:
-        return _Prefetched(fetcher, self)
+    def wrap(self, fetcher: BlockFetcher, publisher: PeerId | None = None) -> BlockFetcher:
+        """``fetcher`` taking what was fetched ahead first (``publisher``'s, from ``ahead``)."""
+        return _Prefetched(fetcher, self, publisher)
+
+    def take_ahead(self, publisher: PeerId | None, link: Link) -> bytes | None:
+        """The walk's bytes for ``link`` of ``publisher`` (``ahead``), handed out once."""
+        if self.ahead is None or publisher is None:
+            return None
+        return self.ahead.take(publisher, link)
 
 
 def _first_block(staged: StagedAd) -> Link | None:
@@ -130,12 +145,15 @@ def _first_block(staged: StagedAd) -> Link | None:
 class _Prefetched:
     inner: BlockFetcher
     prefetcher: Prefetcher
+    publisher: PeerId | None = None
 
     async def head(self) -> SignedHead | None:
         return await self.inner.head()
 
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
         raw = await self.prefetcher.take(link)
+        if raw is None:
+            raw = self.prefetcher.take_ahead(self.publisher, link)
         return raw if raw is not None else await self.inner.block(link, kind)
 
     async def aclose(self) -> None:

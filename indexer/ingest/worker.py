@@ -39,6 +39,7 @@ from store import IndexStore, ProviderRecord
 from sync import Link, PeerId, SyncError
 from sync.errors import Retry, retry_of
 from sync.ipnisync.fetch import BlockFetcher
+from sync.walk.lookahead import entries_ahead
 
 __all__ = ["Worker"]
 
@@ -70,10 +71,11 @@ class Worker:
                 return self._fetchers[key]
 
             async def prefetching(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
-                return prefetcher.wrap(await get_fetcher(publisher, addrs))
+                return prefetcher.wrap(await get_fetcher(publisher, addrs), publisher)
 
             async with trio.open_nursery() as background:
-                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch)
+                ahead = entries_ahead(self.staging)  # what the walk fetched for these ads
+                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch, ahead)
                 await self._work(prefetcher, prefetching)
                 background.cancel_scope.cancel()
 

@@ -8,7 +8,9 @@ Rules this module keeps:
   of the HTTP client, redirects included, resolves its host first and dials only the public
   addresses it resolved to (checked and dialled by IP, so DNS cannot answer differently between
   the two).  Nothing left to dial is ``AddressRefused``; an address refused at connect time
-  moves on to the next one, like a connection failure.
+  moves on to the next one, like a connection failure.  Through a proxy from the environment
+  (``HTTP_PROXY``/``HTTPS_PROXY``, the operator's choice) the proxy resolves and dials the
+  publisher: only the address check above applies then.
 - HTTP addresses are preferred; libp2p ones are used (HTTP over ``/http/1.1`` streams) only when
   there are none, and only with a libp2p host, else ``BadMultiaddr``.  A connection failure
   moves on to the publisher's next HTTP address, and the one that answered is kept.
@@ -16,28 +18,29 @@ Rules this module keeps:
   publisher (``SignatureError``).  ``block()`` returns the raw bytes: the caller checks the hash.
   ``block(link, kind)`` sends go-libipni's ``Ipni-Cid-Schema-Type: Advertisement|EntryChunk``.
 - Bodies are capped (4 MiB by default, the head at 64 KiB): a body is streamed (gzip decoded
-  here, output-limited) and reading stops past the cap with ``BlockTooLarge``.  Over libp2p the
-  transport buffers a whole body and stops past twice the cap: also ``BlockTooLarge``.
+  here, output-limited) and reading stops past the cap with ``BlockTooLarge``; a
+  ``Content-Length`` over the cap is refused before the body is read.  The client's own raw cap
+  (twice ours) is a backstop: its ``ResponseTooLarge`` is reported as ``BlockTooLarge``.
 - Errors: connect errors, timeouts (a total deadline per request, as Go's ``Client.Timeout``),
   broken transfers and unexpected statuses (5xx, 3xx loops, 204 for a block) are
-  ``FetchFailed``; 404 is ``BlockNotFound``.  No h11, trio, ssl, httpx or libp2p exception
+  ``FetchFailed``; 404 is ``BlockNotFound``.  No httpcore, h11, trio, ssl or libp2p exception
   escapes.
-- http(s) goes through one keep-alive ``httpclient.HttpClient`` per fetcher (redirects followed,
-  as Go's client does); libp2p through httpx and ``p2phttp.Libp2pTransport``.  Both are an
-  ``Opener`` ("open a GET; status, headers, body chunks"), so status, caps and gzip are one code.
-  Importing this module does not import py-libp2p; building a ``Libp2pFetcher`` does.
+- One keep-alive ``httpclient.HttpClient`` per fetcher (redirects followed and proxies taken
+  from the environment, as Go's client does): over TCP for http(s), over ``/http/1.1`` streams
+  (``p2phttp.libp2p_client``) for libp2p.  Either is an ``Opener`` ("open a GET; status,
+  headers, body chunks"), so status, caps and gzip are one code.  Importing this module does not
+  import py-libp2p; building a ``Libp2pFetcher`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
-import httpx
 import multiaddr
 import trio
 
@@ -86,6 +89,12 @@ class BlockFetcher(Protocol):
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes: ...
 
     async def aclose(self) -> None: ...
+
+
+def _max_raw(max_block: int) -> int:
+    """The client's cap on raw body bytes: a backstop past ours (a gzip body may be a little
+    larger than what it decodes to), so that ours, on decoded bytes, is the one that speaks."""
+    return 2 * max_block + (64 << 10)
 
 
 @functools.cache
@@ -139,6 +148,7 @@ class HttpFetcher:
             timeout=timeout,
             ssl_context=ssl_context or _tls_context(),
             headers=_ACCEPT_GZIP,
+            max_body=_max_raw(max_block),
             connect=public_tcp_stream if refuse_private else trio.open_tcp_stream,
         )
 
@@ -178,6 +188,8 @@ class HttpFetcher:
             try:
                 async with self._client.get(url, headers) as response:
                     body = await _body(response, url, cap, allow_empty)
+            except ResponseTooLarge as exc:  # the client's backstop: ours to report
+                raise BlockTooLarge(str(exc)) from None
             except (TransportFailed, AddressRefused) as exc:
                 failures.append(str(exc))
                 refused += isinstance(exc, AddressRefused)
@@ -193,10 +205,11 @@ async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -
     status = response.status
     if status != 200:
         read = 0
-        async for chunk in response:  # drained so that the connection can be reused; past
-            read += len(chunk)  # 64 KiB, closing the connection is cheaper
-            if read > _MAX_HEAD:
-                break
+        with contextlib.suppress(ResponseTooLarge):  # too big to drain: dropped
+            async for chunk in response:  # drained so that the connection can be reused; past
+                read += len(chunk)  # 64 KiB, closing the connection is cheaper
+                if read > _MAX_HEAD:
+                    break
         if status == 404:
             raise BlockNotFound(f"{url}: 404 not found")
         if status == 204 and allow_empty:
@@ -208,13 +221,13 @@ async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -
     gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding != "identity" else None
     length = response.headers.get("content-length", "")
     if gunzip is None and length.isdigit() and int(length) > cap:
-        raise BlockTooLarge(f"{url}: {length} bytes is over the {cap} byte cap")
+        raise BlockTooLarge(f"{url}: response body over the {cap} byte cap ({length} bytes)")
     body = bytearray()
     try:
         async for chunk in response:
             body += gunzip.decompress(chunk, cap + 1 - len(body)) if gunzip else chunk
             if len(body) > cap:
-                raise BlockTooLarge(f"{url}: body is over the {cap} byte cap")
+                raise BlockTooLarge(f"{url}: response body over the {cap} byte cap")
         if gunzip is not None:
             body += gunzip.flush()
             if not gunzip.eof:
@@ -222,44 +235,8 @@ async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -
     except zlib.error as exc:
         raise FetchFailed(f"{url}: bad gzip body: {exc}") from None
     if len(body) > cap:
-        raise BlockTooLarge(f"{url}: body is over the {cap} byte cap")
+        raise BlockTooLarge(f"{url}: response body over the {cap} byte cap")
     return bytes(body)
-
-
-class _HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self.status = response.status_code
-        self.headers = {k.lower(): v for k, v in response.headers.items()}
-        self._response = response
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._response.aiter_raw()
-
-
-class _HttpxOpener:
-    """The ``Opener`` over an httpx transport (the libp2p path), its errors translated."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: float) -> None:
-        self._timeout = timeout
-        self._client = httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=True, headers=_ACCEPT_GZIP
-        )
-
-    @asynccontextmanager
-    async def get(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[ResponseLike]:
-        try:
-            with trio.fail_after(self._timeout):
-                async with self._client.stream("GET", url, headers=headers) as response:
-                    yield _HttpxResponse(response)
-        except ResponseTooLarge as exc:  # the libp2p transport's cap
-            raise BlockTooLarge(f"{url}: {exc}") from None
-        except (httpx.TransportError, trio.TooSlowError) as exc:
-            raise TransportFailed(f"{url}: {exc!r}") from None
-        except httpx.HTTPError as exc:  # e.g. a redirect loop: the address answered
-            raise FetchFailed(f"{url}: {exc!r}") from None
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class Libp2pFetcher(HttpFetcher):
@@ -277,13 +254,13 @@ class Libp2pFetcher(HttpFetcher):
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
 
-        from sync.net.p2phttp import Libp2pTransport
+        from sync.net.p2phttp import libp2p_client
 
         info = PeerInfo(ID(publisher.raw), [multiaddr.Multiaddr(a) for a in addrs])
-        # It buffers whole bodies: leave room for one over the cap to reach our BlockTooLarge.
-        transport = Libp2pTransport(host, info, max_response=2 * max_block + (64 << 10))
+        opener = libp2p_client(
+            host, info, timeout=timeout, headers=_ACCEPT_GZIP, max_body=_max_raw(max_block)
+        )
         base = f"http://{publisher}{IPNI_PATH}"
-        opener = _HttpxOpener(transport, timeout)
         super().__init__(publisher, [base], max_block=max_block, opener=opener)
 
 

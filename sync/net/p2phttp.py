@@ -10,32 +10,39 @@ Rules this module keeps (go-libp2p ``p2p/http/libp2phttp.go``):
   ``{"path": prefix}``, every prefix ending in ``/``, keys sorted and compact, as Go's
   ``encoding/json`` writes ``PeerMeta``.  An ``Accept`` header naming neither
   ``application/json`` nor ``*/*`` gets 406, any other method 405, as Go's ``WellKnownHandler``.
-- The client does what Go's ``streamRoundTripper`` does: one request per stream, a
-  ``Connection: close`` header, the write side half-closed once the request is sent, the
-  response read to its end, then the stream closed.  Go's server ignores the half-close
-  (``gostream.IgnoreEOF``) and so does ours.
+- The client side is ``httpclient.HttpClient`` itself: ``Libp2pBackend`` is an httpcore
+  network backend whose ``connect_tcp`` opens a ``/http/1.1`` stream to its one peer (dialling
+  it first if need be), so the same httpcore HTTP/1.1 code speaks over TCP and over libp2p.
+  Each stream is one HTTP/1.1 connection, kept alive for further requests as a TCP connection
+  would be (Go's server serves streams with ``net/http``, which allows it; Go's own client
+  closes after one request, and the half-close it sends is ignored by Go's server and ours).
+  A URL's host must be the peer's ID (``http://<peer id>/path``); no TLS over streams (Noise
+  secures them).
 - libp2p errors never escape as libp2p types: the server adapter raises
-  ``trio.BrokenResourceError`` and the client raises httpx's own exceptions (``ConnectError``,
-  ``ReadError``, ``WriteError``, the ``*Timeout`` family, ``RemoteProtocolError``), and ours,
-  ``sync.errors.ResponseTooLarge``, for a body past ``max_response``.
+  ``trio.BrokenResourceError``; the client backend raises httpcore's, which the client turns
+  into ``sync.errors`` ones (``TransportFailed``, ``ResponseTooLarge``, ...).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
-from collections.abc import Mapping
+import ssl
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-import h11
-import httpx
+import httpcore
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.peerinfo import PeerInfo
 
-from sync.errors import ResponseTooLarge
+from sync.errors import FetchFailed
+from sync.net.httpclient import ClientStream, HttpClient
 from sync.net.httpmessage import STREAM_ERRORS
 from sync.net.httpserver import Handler, Request, Response, serve_connection
 from sync.net.p2p import peer_info
@@ -43,10 +50,10 @@ from sync.net.p2p import peer_info
 __all__ = [
     "HTTP_PROTOCOL",
     "WELL_KNOWN_PROTOCOLS",
-    "Libp2pTransport",
-    "ResponseTooLarge",
+    "Libp2pBackend",
     "StreamAdapter",
     "fetch_over_libp2p",
+    "libp2p_client",
     "serve_http_over_libp2p",
     "well_known_body",
 ]
@@ -138,115 +145,66 @@ def serve_http_over_libp2p(
     host.set_stream_handler(HTTP_PROTOCOL, on_stream)
 
 
-def _timeout(request: httpx.Request, which: str) -> float:
-    value = request.extensions.get("timeout", {}).get(which)
-    return float("inf") if value is None else float(value)
+class Libp2pBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network over libp2p: each connection a new ``/http/1.1`` stream to one peer."""
 
-
-class Libp2pTransport(httpx.AsyncBaseTransport):
-    """An httpx transport sending each request over a new ``/http/1.1`` stream to one peer."""
-
-    def __init__(
-        self, host: IHost, peer: PeerInfo | str, *, max_response: int = _MAX_RESPONSE
-    ) -> None:
+    def __init__(self, host: IHost, peer: PeerInfo | str) -> None:
         self._host = host
         self._peer = peer_info(peer) if isinstance(peer, str) else peer
-        self._max_response = max_response
 
-    async def _open(self, request: httpx.Request) -> INetStream:
-        with trio.move_on_after(_timeout(request, "connect")) as scope:
-            try:
-                await self._host.connect(self._peer)
-                return await self._host.new_stream(self._peer.peer_id, [HTTP_PROTOCOL])
-            except Exception as exc:  # py-libp2p may turn our timeout into its own error
-                msg = f"libp2p {self._peer.peer_id}: {exc!r}"
-                if scope.cancel_called:
-                    raise httpx.ConnectTimeout(msg, request=request) from exc
-                raise httpx.ConnectError(msg, request=request) from exc
-        raise httpx.ConnectTimeout(f"libp2p {self._peer.peer_id}: timed out", request=request)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        stream = await self._open(request)
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        peer = self._peer.peer_id
+        if host.lower() != str(peer).lower():  # URL hosts come lower-cased
+            raise httpcore.ConnectError(f"libp2p: {host} is not the peer {peer}")
         try:
-            response = await self._exchange(stream, request)
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.reset()
-            raise
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await StreamAdapter(stream).aclose()
-        return response
+            await self._host.connect(self._peer)
+            stream = await self._host.new_stream(peer, [HTTP_PROTOCOL])
+        except Exception as exc:  # py-libp2p raises many kinds (and may turn a cancel into one)
+            raise httpcore.ConnectError(f"libp2p {peer}: {exc!r}") from exc
+        return ClientStream(StreamAdapter(stream))
 
-    async def _write(self, stream: INetStream, request: httpx.Request, data: bytes) -> None:
-        if not data:
-            return
-        with trio.move_on_after(_timeout(request, "write")) as scope:
-            try:
-                await stream.write(data)
-            except Exception as exc:
-                raise httpx.WriteError(f"libp2p stream write: {exc!r}", request=request) from exc
-        if scope.cancelled_caught:
-            raise httpx.WriteTimeout("libp2p stream write timed out", request=request)
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("no unix sockets over libp2p")
 
-    async def _read(self, stream: INetStream, request: httpx.Request) -> bytes:
-        with trio.move_on_after(_timeout(request, "read")) as scope:
-            try:
-                return await stream.read(_RECV)
-            except StreamEOF:
-                return b""
-            except Exception as exc:
-                raise httpx.ReadError(f"libp2p stream read: {exc!r}", request=request) from exc
-        assert scope.cancelled_caught
-        raise httpx.ReadTimeout("libp2p stream read timed out", request=request)
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
 
-    async def _exchange(self, stream: INetStream, request: httpx.Request) -> httpx.Response:
-        conn = h11.Connection(h11.CLIENT)
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"connection"]
-        headers.append((b"connection", b"close"))
-        target = request.url.raw_path
-        try:
-            head = h11.Request(method=request.method, target=target, headers=headers)
-            await self._write(stream, request, conn.send(head) or b"")
-            body = await request.aread()
-            if body:
-                await self._write(stream, request, conn.send(h11.Data(data=body)) or b"")
-            await self._write(stream, request, conn.send(h11.EndOfMessage()) or b"")
-            try:
-                if isinstance(stream, NetStream):  # INetStream has no half-close
-                    await stream.close_write()
-            except Exception as exc:
-                raise httpx.WriteError(f"libp2p stream close: {exc!r}", request=request) from exc
-            return await self._receive(conn, stream, request)
-        except h11.ProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from None
 
-    async def _receive(
-        self, conn: h11.Connection, stream: INetStream, request: httpx.Request
-    ) -> httpx.Response:
-        head: h11.Response | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await self._read(stream, request))
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > self._max_response:
-                    raise ResponseTooLarge(f"response body over {self._max_response} bytes")
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("peer closed before responding", request=request)
-        assert head is not None
-        return httpx.Response(
-            head.status_code,
-            headers=list(head.headers),
-            stream=httpx.ByteStream(bytes(body)),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-            request=request,
-        )
+def libp2p_client(
+    host: IHost,
+    peer: PeerInfo | str,
+    *,
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+    max_body: int | None = _MAX_RESPONSE,
+) -> HttpClient:
+    """An ``HttpClient`` whose connections are ``/http/1.1`` streams to ``peer``: fetch
+    ``http://<peer id>/<path>``."""
+    return HttpClient(
+        timeout=timeout,
+        ssl_context=_no_tls(),
+        headers=headers,
+        max_body=max_body,
+        backend=Libp2pBackend(host, peer),
+    )
+
+
+@functools.cache
+def _no_tls() -> ssl.SSLContext:
+    """The client wants a context; libp2p streams never use it (Noise secures them)."""
+    return ssl.create_default_context()
 
 
 async def fetch_over_libp2p(
@@ -254,15 +212,26 @@ async def fetch_over_libp2p(
     peer_addr: str,
     path: str,
     *,
-    timeout: float = 30.0,  # noqa: ASYNC109 -- httpx's per-operation timeout, not a deadline
+    timeout: float = 30.0,  # noqa: ASYNC109 -- the client's per-request deadline
 ) -> tuple[int, dict[str, str], bytes]:
     """GET ``path`` from the peer at ``peer_addr`` (``.../p2p/<id>``): status, headers, body.
 
     Header names are lower-case; a repeated header's values are joined with ``", "``; a gzip
-    body is decoded.
+    body is decoded.  Errors are ``FetchFailed`` (``TransportFailed`` when the peer did not
+    answer in full).
     """
     info = peer_info(peer_addr)
-    transport = Libp2pTransport(host, info)
-    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
-        response = await client.get(f"http://{info.peer_id}{path}")
-        return response.status_code, dict(response.headers), response.content
+    client = libp2p_client(host, info, timeout=timeout, headers={"accept-encoding": "gzip"})
+    url = f"http://{info.peer_id}{path}"
+    try:
+        async with client.get(url, {}) as response:
+            body = b"".join([chunk async for chunk in response])
+            status, headers = response.status, dict(response.headers)
+    finally:
+        await client.aclose()
+    if headers.get("content-encoding", "").lower() in ("gzip", "x-gzip"):
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FetchFailed(f"{url}: bad gzip body: {exc}") from None
+    return status, headers, body

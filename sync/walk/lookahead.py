@@ -1,9 +1,12 @@
-"""Fetching a chain's next ad while the current one is checked: one speculative fetch ahead.
+"""Fetching a chain's next ad while the current one is checked, and its entries for later.
 
 A chain is a linked list, so a walk must learn an ad's ``PreviousID`` before it can fetch the
 next ad; done strictly in turn, every ad costs a round trip plus its own decoding and signature
 check.  ``Lookahead`` overlaps the two: as soon as an ad's bytes arrive its ``PreviousID`` is
 peeked (a byte search in DAG-JSON, a decode in DAG-CBOR) and fetched while the walker works.
+While that round trip is under way the walk would mostly wait, so each checked ad's first
+entries block is fetched too, for the ingest worker that applies the ad after the walk
+(``entries_ahead``): the apply phase then finds most of its round trips done.
 
 Rules this module keeps:
 
@@ -13,45 +16,134 @@ Rules this module keeps:
   guess the walker does not ask for (it stopped, at a known ad say) is cancelled: one block may
   be fetched for nothing per sync, never more than one at a time.  Any failure of a guess is
   forgotten, a bug too (logged with its traceback): a block the walk never needed cannot fail it.
+- ``entries_after``: a valid ad's first entries block (its ``Entries``, unless ``NO_ENTRIES``)
+  is fetched while the store has room, and only while such blocks are small: the first one
+  alone, then up to 4 at a time while each is at most 64 KiB; after a larger one, none for the
+  rest of the walk (a big block costs its transfer, not its round trip, and the worker's own
+  prefetch covers it).  Fetched blocks go into ``AheadBlocks``:
+  bounded in bytes (1 MiB; a block that does not fit is dropped), a block is handed out once
+  (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
+  bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
+  failed fetch is forgotten, as a guess's.  There is one store per staging area
+  (``entries_ahead(staging)``): the walk that stages an ad and the worker that applies it
+  share that area, and so the store, and nothing leaks between two indexers in one process.
 - The fetches run in the caller's nursery and stop with it.
 """
 
 from __future__ import annotations
 
 import re
+import time
+import weakref
+from collections import OrderedDict
 
 import structlog
 import trio
 
+from staging import StagingArea
 from sync.errors import SyncError
 from sync.ipnisync.fetch import BlockFetcher
 from sync.model.blocks import decode_node
 from sync.model.cid import DAG_JSON, Link
+from sync.model.peer import PeerId
+from sync.model.schema import NO_ENTRIES
 
-__all__ = ["Lookahead"]
+__all__ = ["AheadBlocks", "Lookahead", "entries_ahead", "peek_entries", "peek_previous"]
 
 log = structlog.get_logger("sync")
 
-_PREVIOUS_JSON = re.compile(rb'"PreviousID":\{"/":"([A-Za-z0-9]+)"\}')
+_JSON_LINKS = {
+    name: re.compile(rb'"' + name.encode() + rb'":\{"/":"([A-Za-z0-9]+)"\}')
+    for name in ("PreviousID", "Entries")
+}
+_ENTRIES_IN_FLIGHT = 4
+_SMALL_ENTRIES = 64 << 10
 
 
-def peek_previous(link: Link, raw: bytes) -> Link | None:
-    """The ``PreviousID`` an ad's bytes seem to carry, or None (never raises)."""
+def _peek(link: Link, raw: bytes, name: str) -> Link | None:
     try:
         if link.codec == DAG_JSON:
-            found = _PREVIOUS_JSON.search(raw)
+            found = _JSON_LINKS[name].search(raw)
             return Link.parse(found.group(1).decode()) if found else None
         node = decode_node(raw, link.codec)
-        previous = node.get("PreviousID") if isinstance(node, dict) else None
-        return previous if isinstance(previous, Link) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        return value if isinstance(value, Link) else None
     except (SyncError, ValueError):
         return None
 
 
+def peek_previous(link: Link, raw: bytes) -> Link | None:
+    """The ``PreviousID`` an ad's bytes seem to carry, or None (never raises)."""
+    return _peek(link, raw, "PreviousID")
+
+
+def peek_entries(link: Link, raw: bytes) -> Link | None:
+    """The ``Entries`` an ad's bytes seem to carry, or None (never raises)."""
+    return _peek(link, raw, "Entries")
+
+
+class AheadBlocks:
+    """Blocks fetched before they are needed, each waiting (bounded) for one ``take``."""
+
+    def __init__(self, max_bytes: int = 1 << 20, max_age: float = 120.0) -> None:
+        self.max_bytes, self.max_age = max_bytes, max_age
+        self._blocks: OrderedDict[tuple[bytes, bytes], tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def has_room(self) -> bool:
+        self._expire()
+        return self._bytes < self.max_bytes
+
+    def put(self, publisher: PeerId, link: Link, raw: bytes) -> None:
+        self._expire()
+        key = (publisher.raw, link.raw)
+        if key not in self._blocks and self._bytes + len(raw) <= self.max_bytes:
+            self._blocks[key] = (time.monotonic(), raw)
+            self._bytes += len(raw)
+
+    def take(self, publisher: PeerId, link: Link) -> bytes | None:
+        found = self._blocks.pop((publisher.raw, link.raw), None)
+        if found is None:
+            return None
+        self._bytes -= len(found[1])
+        return found[1]
+
+    def _expire(self) -> None:
+        oldest = time.monotonic() - self.max_age
+        while self._blocks:
+            key, (born, raw) = next(iter(self._blocks.items()))
+            if born >= oldest:
+                return
+            del self._blocks[key]
+            self._bytes -= len(raw)
+
+
+_STORES: weakref.WeakKeyDictionary[StagingArea, AheadBlocks] = weakref.WeakKeyDictionary()
+
+
+def entries_ahead(staging: StagingArea) -> AheadBlocks:
+    """The store of entries blocks fetched ahead for the ads staged in ``staging``."""
+    store = _STORES.get(staging)
+    if store is None:
+        store = _STORES[staging] = AheadBlocks()
+    return store
+
+
 class Lookahead:
-    def __init__(self, nursery: trio.Nursery, fetcher: BlockFetcher) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        fetcher: BlockFetcher,
+        publisher: PeerId | None = None,
+        entries: AheadBlocks | None = None,
+    ) -> None:
+        """With a ``publisher`` and a store, ``entries_after`` fetches entries into it."""
         self._nursery = nursery
         self._fetcher = fetcher
+        self._publisher, self._entries = publisher, entries
+        self._entries_in_flight = 0
+        self._entries_small = False  # an entries block came, and was small: go on 4 at a time
+        self._entries_stopped = False  # a big one came: no more
         self._guess: Link | None = None
         self._raw: bytes | None = None
         self._done = trio.Event()
@@ -77,6 +169,34 @@ class Lookahead:
         self._guess, self._raw, self._done = previous, None, trio.Event()
         self._scope = trio.CancelScope()
         self._nursery.start_soon(self._fetch, previous, self._scope, self._done)
+
+    def entries_after(self, link: Link, raw: bytes) -> None:
+        """Start fetching the first entries block of the (checked, valid) ad at ``link``."""
+        store, publisher = self._entries, self._publisher
+        limit = _ENTRIES_IN_FLIGHT if self._entries_small else 1
+        if store is None or publisher is None or self._entries_stopped:
+            return
+        if self._entries_in_flight >= limit:
+            return
+        entries = peek_entries(link, raw)
+        if entries is None or entries == NO_ENTRIES or not store.has_room():
+            return
+        self._entries_in_flight += 1
+        self._nursery.start_soon(self._fetch_entries, store, publisher, entries)
+
+    async def _fetch_entries(self, store: AheadBlocks, publisher: PeerId, link: Link) -> None:
+        try:
+            raw = await self._fetcher.block(link, "EntryChunk")
+            if len(raw) > _SMALL_ENTRIES:
+                self._entries_stopped = True
+            else:
+                self._entries_small = True
+            store.put(publisher, link, raw)
+        except Exception as exc:  # the worker's own fetch will say what is wrong
+            if not isinstance(exc, SyncError):
+                log.error("entries fetch ahead failed on a bug", block=str(link), exc_info=exc)
+        finally:
+            self._entries_in_flight -= 1
 
     def _forget(self) -> None:
         self._scope.cancel()

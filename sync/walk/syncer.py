@@ -35,7 +35,7 @@ from sync.ipnisync.fetch import BlockFetcher
 from sync.model.cid import Link
 from sync.model.peer import PeerId
 from sync.walk.chain import ChainWalk, Policy, StopReason
-from sync.walk.lookahead import Lookahead
+from sync.walk.lookahead import Lookahead, entries_ahead
 
 __all__ = ["SEGMENT_BYTES", "SyncResult", "sync_publisher"]
 
@@ -94,7 +94,7 @@ async def sync_publisher(
     try:
         with unwrap_group():
             async with trio.open_nursery() as ahead:
-                lookahead = Lookahead(ahead, fetcher)
+                lookahead = Lookahead(ahead, fetcher, publisher, entries_ahead(staging))
                 head_valid = await _walk(
                     walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
                 )
@@ -163,6 +163,8 @@ async def _walk(
             continue
         if walker.count == 1:
             head_valid = walked.error is None
+        if walked.error is None and not walked.skip_entries:
+            lookahead.entries_after(walked.cid, walked.raw)  # for the worker, after the walk
         provider = walked.provider.raw
         pos = counts.get(provider, 0)
         counts[provider] = pos + 1

@@ -1,5 +1,5 @@
-"""The fetcher's own HTTP/1.1 client (``sync.net.httpclient``): keep-alive, retries, redirects,
-bodies.
+"""The HTTP client stack (``sync.net.httpclient``, on httpcore) as the fetcher uses it:
+keep-alive, retries, redirects, bodies and their caps, proxies from the environment.
 
 Real servers on 127.0.0.1: ``sync.net.httpserver`` serving ipnisync, and tiny raw trio socket
 servers for what a well-behaved server never does.  Connections are counted where they are
@@ -8,22 +8,28 @@ accepted, on the server side.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import trio
+from cryptography import x509
 
 from sync import PrivateKey, encode_block
-from sync.errors import BlockNotFound, BlockTooLarge, FetchFailed
-from sync.ipnisync.fetch import open_fetcher
+from sync.errors import BlockNotFound, BlockTooLarge, FetchFailed, ResponseTooLarge
+from sync.ipnisync.fetch import HttpFetcher, _tls_context, open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.net.httpclient import HttpClient
 from sync.net.httpserver import Handler, Request, Response, serve_connection
 from tests.builders import MemorySource
+from tests.sync.ipnisync.test_fetcher_tls import BLOCKS as TLS_BLOCKS
+from tests.sync.ipnisync.test_fetcher_tls import self_signed, serve_tls
 
 KEY = PrivateKey.generate()
 PEER = KEY.peer_id()
@@ -77,6 +83,10 @@ async def read_request(stream: trio.SocketStream) -> bytes:
 
 def ok(body: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+
+
+def _tls() -> ssl.SSLContext:
+    return _tls_context()
 
 
 def source() -> MemorySource:
@@ -399,4 +409,147 @@ async def test_a_junk_redirect_and_port_zero_are_fetch_failed() -> None:
             async with open_fetcher(["/ip4/127.0.0.1/tcp/0/http"], PEER) as fetcher:
                 with pytest.raises(FetchFailed, match=r"127\.0\.0\.1:0 failed"):  # never :80
                     await fetcher.block(LINK)
+            nursery.cancel_scope.cancel()
+
+
+# --- the raw body cap -------------------------------------------------------------------------
+
+
+async def test_a_body_over_max_body_is_refused_by_its_length_and_as_it_streams() -> None:
+    async def answers(stream: trio.SocketStream, n: int) -> None:
+        assert await read_request(stream)
+        if n == 1:  # says how big first: refused before a byte of the body is read
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nxx")
+            await trio.sleep_forever()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        while True:
+            await stream.send_all(b"400\r\n" + b"x" * 1024 + b"\r\n")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            addr, _ = await serve_raw(nursery, answers)
+            url = f"http://127.0.0.1:{addr.split('/')[4]}/x"
+            client = HttpClient(timeout=5, ssl_context=_tls(), max_body=10_000)
+            for expected in (r"over 10000 bytes \(100000 bytes\)", "over 10000 bytes$"):
+                with pytest.raises(ResponseTooLarge, match=expected):
+                    async with client.get(url, {}) as response:
+                        assert response.status == 200
+                        async for _ in response:
+                            pass
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+# --- proxies from the environment ---------------------------------------------------------------
+
+
+async def serve_proxy(nursery: trio.Nursery) -> tuple[int, list[str]]:
+    """A tiny HTTP proxy on 127.0.0.1 (any host it is asked for is 127.0.0.1): absolute-form
+    requests forwarded one per connection, CONNECT tunnels spliced.  The port and the request
+    lines it saw."""
+    seen: list[str] = []
+
+    async def splice(src: trio.abc.Stream, sink: trio.abc.Stream, done: trio.CancelScope) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await src.receive_some(65536):
+                await sink.send_all(data)
+        done.cancel()
+
+    async def on_connection(client: trio.SocketStream) -> None:
+        head = await read_request(client)
+        if not head:
+            return
+        line, _, rest = head.partition(b"\r\n")
+        seen.append(line.decode())
+        method, target, _ = line.split(b" ")
+        if method == b"CONNECT":
+            upstream = await trio.open_tcp_stream("127.0.0.1", int(target.rsplit(b":", 1)[1]))
+            await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urlsplit(target.decode())
+            assert url.port is not None
+            upstream = await trio.open_tcp_stream("127.0.0.1", url.port)
+            path = url.path.encode() + (b"?" + url.query.encode() if url.query else b"")
+            await upstream.send_all(b"GET %b HTTP/1.1\r\nconnection: close\r\n%b" % (path, rest))
+        async with upstream, trio.open_nursery() as both:
+            both.start_soon(splice, client, upstream, both.cancel_scope)
+            both.start_soon(splice, upstream, client, both.cancel_scope)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, on_connection, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1], seen
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The machine's proxy settings out of the way; the test sets its own."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "proxied"),
+    [("", True), ("other.test", True), ("publisher.test:1", True), ("publisher.test", False),
+     (".test", False), ("*", False), ("PORT", False)],
+)  # fmt: skip
+async def test_http_goes_through_http_proxy_unless_no_proxy_matches(
+    no_proxy_env: pytest.MonkeyPatch, no_proxy: str, proxied: bool
+) -> None:
+    dialled: list[str] = []
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:  # stands in for DNS
+        dialled.append(host)
+        return await trio.open_tcp_stream("127.0.0.1" if host == "publisher.test" else host, port)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            addr, accepts = await serve_counted(nursery, ipnisync_handler(source()))
+            port = addr.split("/")[4]
+            proxy_port, seen = await serve_proxy(nursery)
+            no_proxy_env.setenv("HTTP_PROXY", f"127.0.0.1:{proxy_port}")  # no scheme: http://
+            no_proxy_env.setenv("NO_PROXY", no_proxy.replace("PORT", f"publisher.test:{port}"))
+            client = HttpClient(timeout=5, ssl_context=_tls(), connect=connect)
+            url = f"http://publisher.test:{port}/ipni/v1/ad"
+            async with HttpFetcher(PEER, [url], opener=client) as fetcher:
+                for link, raw in BLOCKS[:3]:
+                    assert await fetcher.block(link) == raw
+            if proxied:
+                assert seen == [f"GET {url}/{link} HTTP/1.1" for link, _ in BLOCKS[:3]]
+                assert dialled == [] and len(accepts) == 3  # the proxy's, one each
+            else:
+                assert seen == [] and dialled == ["publisher.test"] and len(accepts) == 1
+            # Loopback is never proxied, NO_PROXY or not (as Go's client).
+            no_proxy_env.delenv("NO_PROXY")
+            async with open_fetcher([addr], PEER) as fetcher:
+                assert await fetcher.block(LINK) == RAW
+            assert len(seen) == (3 if proxied else 0)
+            nursery.cancel_scope.cancel()
+
+
+async def test_https_tunnels_through_https_proxy_and_tls_is_checked_end_to_end(
+    no_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cert, key = self_signed([x509.DNSName("publisher.test")])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    accepts: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await serve_tls(
+                nursery, (tmp_path / "cert.pem", tmp_path / "key.pem", cert.decode()), accepts
+            )
+            proxy_port, seen = await serve_proxy(nursery)
+            no_proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_port}")
+            no_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:1")  # not for https
+            url = f"https://publisher.test:{port}/ipni/v1/ad"
+            trusted = ssl.create_default_context(cadata=cert.decode())
+            async with HttpFetcher(PEER, [url], ssl_context=trusted) as fetcher:
+                for link, raw in TLS_BLOCKS[:3]:
+                    assert await fetcher.block(link) == raw
+            assert seen == [f"CONNECT publisher.test:{port} HTTP/1.1"]  # one kept-alive tunnel
+            async with HttpFetcher(PEER, [url]) as fetcher:  # the system's CAs: refused
+                with pytest.raises(FetchFailed, match="CERTIFICATE_VERIFY_FAILED"):
+                    await fetcher.block(TLS_BLOCKS[0][0])
+            assert len(seen) == 2 and len(accepts) == 2
             nursery.cancel_scope.cancel()

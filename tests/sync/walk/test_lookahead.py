@@ -1,4 +1,5 @@
-"""The walk fetches each next ad while it checks the current one: faster, never different."""
+"""The walk fetches each next ad while it checks the current one, and the ads' entries blocks
+for the worker: faster, never different."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import trio
 from indexer.publisher.chain import Publisher
 from staging import StagingArea
 from store import KV
-from sync import DAG_CBOR, DAG_JSON, PeerId, PrivateKey, encode_block
+from sync import DAG_CBOR, DAG_JSON, Link, PeerId, PrivateKey, encode_block, load_advertisement
 from sync.ipnisync.fetch import open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from sync.walk.lookahead import peek_previous
+from sync.walk.lookahead import AheadBlocks, entries_ahead, peek_entries, peek_previous
 from sync.walk.syncer import sync_publisher
 from tests.builders import counting, make_ad, multihash
 
@@ -67,5 +68,82 @@ async def test_each_ad_is_fetched_once_and_a_wrong_guess_at_most_once(tmp_path: 
         assert seen[ads[0]] - before[ads[0]] <= 1
         assert all(seen[cid] == before[cid] for cid in ads[1:])
         nursery.cancel_scope.cancel()
+    pub.close()
+    kv.close()
+
+
+def test_peek_entries_and_the_store_bounds() -> None:
+    key = PrivateKey.generate()
+    entries, _ = encode_block({"entries": 1})
+    for codec in (DAG_JSON, DAG_CBOR):
+        link, raw = encode_block(make_ad(key, entries=entries).to_node(), codec)
+        assert peek_entries(link, raw) == entries
+        assert peek_entries(link, b"junk") is None
+    store = AheadBlocks(max_bytes=10)
+    peer, other = key.peer_id(), PrivateKey.generate().peer_id()
+    store.put(peer, entries, b"12345678")
+    store.put(peer, LINK_B, b"123")  # does not fit: dropped
+    assert not store.has_room() or store.take(peer, LINK_B) is None
+    assert store.take(other, entries) is None  # by publisher and link
+    assert store.take(peer, entries) == b"12345678"
+    assert store.take(peer, entries) is None  # handed out once
+    assert store.has_room()
+    stale = AheadBlocks(max_age=0.0)
+    stale.put(peer, entries, b"x")
+    assert stale.has_room() and stale.take(peer, entries) is None  # too old: dropped
+
+
+LINK_B = encode_block({"b": 1})[0]
+
+
+async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) -> None:
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(10):
+        pub.add(b"c%d" % i, [multihash(i)], bitswap())
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    staging = StagingArea(kv)
+    async with trio.open_nursery() as nursery:
+        served = await nursery.start(
+            serve_tcp, counting(ipnisync_handler(pub), seen), "127.0.0.1", 0
+        )
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            await sync_publisher(pub.peer_id, [addr], fetcher, staging, policy=_Anyone())
+        nursery.cancel_scope.cancel()
+    store = entries_ahead(staging)
+    assert entries_ahead(staging) is store and entries_ahead(StagingArea(kv)) is not store
+    got = 0
+    for record in pub.chain():
+        raw = pub.block(Link.parse(record.cid))
+        assert raw is not None
+        entries = load_advertisement(Link.parse(record.cid), raw).entries
+        assert seen[str(entries)] <= 1  # never fetched twice
+        kept = store.take(pub.peer_id, entries)
+        if kept is not None:
+            got += 1
+            assert kept == pub.block(entries) and seen[str(entries)] == 1
+    assert got >= 5  # at most 4 at a time, and the walk cancels the last ones when it ends
+    pub.close()
+    kv.close()
+
+
+async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) -> None:
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(5):  # a first entries block of 3,000 multihashes is over 64 KiB
+        pub.add(b"c%d" % i, [multihash(10_000 * i + j) for j in range(3000)], bitswap())
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    staging = StagingArea(kv)
+    async with trio.open_nursery() as nursery:
+        handler = counting(ipnisync_handler(pub), seen)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            await sync_publisher(pub.peer_id, [addr], fetcher, staging, policy=_Anyone())
+        nursery.cancel_scope.cancel()
+    ads = {r.cid for r in pub.chain()}
+    entries = [name for name in seen if name not in ads and name != "head"]
+    assert len(entries) <= 1  # the first, alone: then none
     pub.close()
     kv.close()
