@@ -1,15 +1,17 @@
 """The one HTTP client stack: GETs over TCP, TLS, proxies and libp2p streams, on httpcore.
 
-httpcore's connection pool and its HTTP/1.1 code (h11) do every exchange; what is ours is the
-network under it (``TcpBackend`` here, ``p2phttp.Libp2pBackend`` for libp2p streams, both
-yielding ``ClientStream``) and the rules on top (``HttpClient``), the fetcher's (``fetch.py``).
+httpcore's HTTP/1.1 code (h11) does every exchange; what is ours is the network under it
+(``TcpBackend`` here, ``p2phttp.Libp2pBackend`` for libp2p streams, both yielding
+``ClientStream``), which connection a request goes out on (``keepalive.KeepAlivePool`` for direct
+connections, httpcore's proxy pools through a proxy) and the rules on top (``HttpClient``), the
+fetcher's (``fetch.py``).
 
 Rules this module keeps:
 
 - ``http`` and ``https`` URLs only; https is ``trio.SSLStream`` with the caller's verifying
   ``ssl.SSLContext`` (server name sent and checked).  An explicit port is used as given (``:0``
   too: it fails to connect, it is never read as the default port).
-- One httpcore pool per client (and one per proxy it uses): a request takes an idle keep-alive
+- One pool per client (and one httpcore pool per proxy it uses): a request takes an idle keep-alive
   connection to its origin or opens a new one, so concurrent requests each get their own.  A
   connection goes back to the pool only when its response was read to the end and neither side
   asked to close; it is dropped on ``Connection: close``, on any I/O, TLS or protocol error, when
@@ -61,6 +63,7 @@ import trio
 
 from sync.errors import FetchFailed, ResponseTooLarge, TransportFailed
 from sync.net.httpmessage import ByteStream
+from sync.net.keepalive import KeepAlivePool
 from sync.net.proxyenv import Proxy, ProxyEnv
 
 __all__ = [
@@ -125,6 +128,14 @@ class Opener(Protocol):
     def get(
         self, url: str, headers: Mapping[str, str]
     ) -> AbstractAsyncContextManager[ResponseLike]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Pool(Protocol):
+    """What a request goes through: a direct keep-alive pool or httpcore's proxy pool."""
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response: ...
 
     async def aclose(self) -> None: ...
 
@@ -345,20 +356,13 @@ class HttpClient:
             proxies = ProxyEnv() if backend is not None else ProxyEnv.from_environ()
         self._proxies = proxies
         self._direct = self._pool(backend or TcpBackend(connect))
-        self._via: dict[Proxy, httpcore.AsyncConnectionPool] = {}
+        self._via: dict[Proxy, _Pool] = {}
         self._origins: dict[str, _Origin] = {}  # "scheme://netloc" of URLs already fetched
         self._closed = False
 
-    def _pool(
-        self, backend: httpcore.AsyncNetworkBackend, proxy: Proxy | None = None
-    ) -> httpcore.AsyncConnectionPool:
+    def _pool(self, backend: httpcore.AsyncNetworkBackend, proxy: Proxy | None = None) -> _Pool:
         if proxy is None:
-            return httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl,
-                max_connections=None,
-                max_keepalive_connections=self._max_idle,
-                network_backend=backend,
-            )
+            return KeepAlivePool(backend, self._ssl, self._max_idle)
         url = httpcore.URL(scheme=proxy.scheme, host=proxy.host, port=proxy.port, target="/")
         return httpcore.AsyncHTTPProxy(
             proxy_url=url,
@@ -425,9 +429,7 @@ class HttpClient:
             return Response(response, url, self._max_body)
         raise AssertionError("unreachable")
 
-    def _prepare(
-        self, url: str, headers: Mapping[str, str]
-    ) -> tuple[httpcore.Request, httpcore.AsyncConnectionPool]:
+    def _prepare(self, url: str, headers: Mapping[str, str]) -> tuple[httpcore.Request, _Pool]:
         """The request for an absolute http(s) URL and the pool it goes through; FetchFailed if
         this client cannot fetch it."""
         slash = url.find("/", url.find("//") + 2)
@@ -452,7 +454,7 @@ class HttpClient:
 
     def _prepare_slowly(
         self, url: str, headers: Mapping[str, str]
-    ) -> tuple[httpcore.Request, httpcore.AsyncConnectionPool]:
+    ) -> tuple[httpcore.Request, _Pool]:
         """``_prepare`` for a URL whose origin is not known yet (or with a fragment)."""
         try:
             parts = urlsplit(url)
@@ -499,4 +501,4 @@ class _Origin:
     host: bytes
     port: int
     host_header: tuple[bytes, bytes]
-    pool: httpcore.AsyncConnectionPool
+    pool: _Pool
