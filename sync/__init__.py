@@ -1,7 +1,11 @@
-"""Sync: the IPNI data model (advertisements, entry chunks, signed heads, announces, signatures).
+"""Sync: everything IPNI says on the wire, and the walk of one publisher's chain.
 
-Later it also holds the per-publisher sync handlers and the chain walker; this package may import
-``staging`` and ``store`` but never ``indexer``.
+Subpackages: ``model`` (CIDs, codecs, schema, metadata, peer IDs), ``crypto`` (keys, envelopes,
+signatures), ``announce`` (the message, HTTP sender, gossipsub), ``ipnisync`` (head, fetch,
+routes, multiaddr URLs), ``walk`` (chain and entries walkers, lookahead, one sync), ``net``
+(HTTP server and client, libp2p; no IPNI in it); ``errors`` is the one error tree.  This module
+re-exports the model's and the crypto's most used names.  The package may import ``staging``
+and ``store`` but never ``indexer``.
 """
 
 from sync.announce.message import Message
