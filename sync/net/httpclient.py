@@ -73,6 +73,7 @@ __all__ = [
     "Opener",
     "Response",
     "ResponseLike",
+    "StreamBackend",
     "TcpBackend",
     "TransportFailed",
 ]
@@ -232,7 +233,23 @@ class ClientStream(httpcore.AsyncNetworkStream):
         return None
 
 
-class TcpBackend(httpcore.AsyncNetworkBackend):
+class StreamBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network for a kind of stream: subclasses open ``connect_tcp``; there are no
+    unix sockets, and sleeping is trio's."""
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError(f"no unix sockets on {type(self).__name__}")
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+class TcpBackend(StreamBackend):
     """httpcore's network over TCP: connections opened by ``connect(host, port)``."""
 
     def __init__(self, connect: Connect = trio.open_tcp_stream) -> None:
@@ -252,17 +269,6 @@ class TcpBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(_why(exc)) from exc
         socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         return ClientStream(stream, socket)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("no unix sockets here")
-
-    async def sleep(self, seconds: float) -> None:
-        await trio.sleep(seconds)
 
 
 class Response:

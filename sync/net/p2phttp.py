@@ -42,7 +42,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import PeerInfo
 
 from sync.errors import FetchFailed
-from sync.net.httpclient import ClientStream, HttpClient
+from sync.net.httpclient import ClientStream, HttpClient, StreamBackend
 from sync.net.httpmessage import STREAM_ERRORS
 from sync.net.httpserver import Handler, Request, Response, serve_connection
 from sync.net.p2p import peer_info
@@ -145,7 +145,7 @@ def serve_http_over_libp2p(
     host.set_stream_handler(HTTP_PROTOCOL, on_stream)
 
 
-class Libp2pBackend(httpcore.AsyncNetworkBackend):
+class Libp2pBackend(StreamBackend):
     """httpcore's network over libp2p: each connection a new ``/http/1.1`` stream to one peer."""
 
     def __init__(self, host: IHost, peer: PeerInfo | str) -> None:
@@ -169,17 +169,6 @@ class Libp2pBackend(httpcore.AsyncNetworkBackend):
         except Exception as exc:  # py-libp2p raises many kinds (and may turn a cancel into one)
             raise httpcore.ConnectError(f"libp2p {peer}: {exc!r}") from exc
         return ClientStream(StreamAdapter(stream))
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("no unix sockets over libp2p")
-
-    async def sleep(self, seconds: float) -> None:
-        await trio.sleep(seconds)
 
 
 def libp2p_client(
