@@ -9,6 +9,7 @@ delete.  Rules it keeps:
   short backoff, until the call's ``deadline``: then ``EtcdUnavailable`` with the last failure.
   The endpoint that answered stays current.  A call that failed may have been applied (a timeout
   after the write): every txn the ownership sends is safe to repeat.
+- Plain HTTP to the endpoints as given, no proxy from the environment (no TLS or auth yet).
 - Every third-party failure is translated here: an httpx error, a body that is not the gateway's
   JSON (``EtcdBadResponse``), an error etcd answered (``EtcdRefused`` with its gRPC code;
   ``LeaseNotFound`` for a lease that expired or was revoked).  Nothing else escapes.
@@ -217,7 +218,6 @@ class EtcdClient:
         *,
         request_timeout: float = 2.0,
         deadline: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint")
@@ -231,7 +231,8 @@ class EtcdClient:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.deadline = deadline
         self.current = 0
-        self._http = httpx.AsyncClient(timeout=request_timeout, transport=transport)
+        # etcd sits on the operator's own network: proxy variables (HTTP_PROXY) are not used.
+        self._http = httpx.AsyncClient(timeout=request_timeout, trust_env=False)
 
     async def __aenter__(self) -> EtcdClient:
         return self

@@ -191,7 +191,9 @@ class Ownership:
         await self.keep_alive()
 
     async def leave(self) -> None:
-        """Revoke the lease: this node's claims and registration vanish at once."""
+        """Revoke the lease: this node's claims and registration vanish at once.  Its claims are
+        void from the first line on; if etcd cannot be reached (``EtcdUnavailable``), the lease
+        expires by itself within its TTL."""
         if not self.lease:
             return
         self._lose("left")
@@ -225,7 +227,10 @@ class Ownership:
         return self._claim(kind, kvs[0])
 
     async def release(self, claim: Claim) -> bool:
-        """Hand ``claim`` back: delete the key if it is still that claim (same token)."""
+        """Hand ``claim`` back: delete the key if it is still that claim (same token).
+
+        True if this call deleted it; False if it was gone already (released, expired, or
+        deleted by an earlier try whose answer was lost).  The claim is void either way."""
         if not claim.mine:
             raise ValueError(f"not this node's claim: {claim}")
         key = self.owner_key(claim.kind, claim.resource)
