@@ -10,6 +10,14 @@ The tree::
     │                   control flow inside ``indexer.admin.handlers``, never leaves it
     ├── UnknownPeer     neither staging nor the registry knows this peer (the admin API's 404)
     ├── BadFilter       an IPIP-484 filter parameter that cannot be applied (the routing 400)
+    ├── ClusterError    the ownership service (etcd, ``indexer.cluster``) failed or refused
+    │   ├── EtcdUnavailable no endpoint answered within the call's deadline (down, frozen,
+    │   │                   no leader, 5xx); the last failure is in the message
+    │   ├── EtcdBadResponse an endpoint answered what is not the v3 JSON gateway's (junk, shape)
+    │   ├── EtcdRefused     etcd answered an error of its own (``code``: the gRPC code)
+    │   │   └── LeaseNotFound  the lease named does not exist (expired or revoked)
+    │   └── LeaseLost       this node's lease expired, was revoked or could not be renewed in
+    │                       time: every claim it holds is void, no fenced write may follow
     └── SyncAborted     the ingester ended a sync; the next announce or poll tries again
         ├── SyncTimedOut    it ran past ``sync_timeout``
         └── SyncPreempted   it received nothing for ``stall_after`` seconds (or, as the
@@ -26,9 +34,15 @@ __all__ = [
     "BadFilter",
     "BadRequest",
     "CliError",
+    "ClusterError",
     "CommandFailed",
     "ConfigError",
+    "EtcdBadResponse",
+    "EtcdRefused",
+    "EtcdUnavailable",
     "IndexerError",
+    "LeaseLost",
+    "LeaseNotFound",
     "SyncAborted",
     "SyncPreempted",
     "SyncTimedOut",
@@ -66,6 +80,34 @@ class UnknownPeer(IndexerError):
 
 class BadFilter(IndexerError):
     """A filter parameter that cannot be applied (the routing handler answers 400)."""
+
+
+class ClusterError(IndexerError):
+    """The ownership service (etcd) failed, answered wrongly or refused."""
+
+
+class EtcdUnavailable(ClusterError):
+    """No etcd endpoint answered within the call's deadline (the call may have been applied)."""
+
+
+class EtcdBadResponse(ClusterError):
+    """An endpoint answered something that is not the etcd v3 JSON gateway's answer."""
+
+
+class EtcdRefused(ClusterError):
+    """etcd answered an error of its own: ``code`` is its gRPC status code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"etcd refused (code {code}): {message}")
+        self.code = code
+
+
+class LeaseNotFound(EtcdRefused):
+    """The lease named does not exist at etcd: it expired or was revoked."""
+
+
+class LeaseLost(ClusterError):
+    """This node's lease is gone or may be: every claim it holds is void."""
 
 
 class SyncAborted(IndexerError):

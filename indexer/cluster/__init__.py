@@ -1,0 +1,29 @@
+"""Scale-out: ownership of providers and publishers among indexer nodes, on etcd.
+
+Not wired into the daemon yet (issue 12): the single node with its embedded LevelDB is the
+default and needs none of this.  Rules the subpackage keeps:
+- etcd is the only arbiter of ownership: a node owns a resource while its key holds the node's
+  name on the node's live lease; nothing here keeps ownership state of its own that could
+  disagree.
+- Every claim carries a fencing token (the key's create revision, strictly increasing across
+  re-claims); a node checks its lease (``Ownership.check``) before every fenced write and the
+  store refuses a write with a stale token, so a node that lost its lease cannot corrupt state
+  even if it has not noticed yet.
+- The etcd client speaks the v3 JSON gateway over httpx (runs under trio); every third-party
+  failure becomes a ``ClusterError`` of ``indexer.errors``.
+- Deciding shares (``share``) is pure and sans-I/O; only ``etcd`` and ``ownership`` do I/O.
+"""
+
+from indexer.cluster.etcd import EtcdClient
+from indexer.cluster.ownership import DEFAULT_TTL, Claim, Ownership
+from indexer.cluster.share import Rebalance, fair_share, plan_rebalance
+
+__all__ = [
+    "DEFAULT_TTL",
+    "Claim",
+    "EtcdClient",
+    "Ownership",
+    "Rebalance",
+    "fair_share",
+    "plan_rebalance",
+]
