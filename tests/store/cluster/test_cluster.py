@@ -3,6 +3,7 @@ bound, error translation, and a primary SIGKILLed mid-write (on the session's re
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import pytest
@@ -12,6 +13,7 @@ from store import AdOutOfOrder, ProviderRecord, StoreFenced, StoreRejected, Stor
 from store.cluster import AdCommit, ClusterBackend, PutValue, open_cluster
 from store.cluster import keys as ck
 from store.cluster.redis_cluster import COMMIT, EPOCH_CHECK
+from tests.cluster import valkey
 from tests.cluster.valkey import ValkeyCluster, resp_call
 from tests.store.cluster.conftest import Names
 
@@ -201,3 +203,11 @@ async def test_sigkill_of_a_primary_mid_write(valkey_cluster: ValkeyCluster, nam
         )
         assert all(len(records) == 1 for records in found)
     valkey_cluster.wait_ok()
+
+
+def test_a_missing_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(valkey.HarnessError, match="apt-get install redis-server") as missing:
+        valkey.server_binary()
+    assert "\n" not in str(missing.value)
