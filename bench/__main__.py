@@ -2,7 +2,9 @@
 
 Names: ``codecs``, ``ingest``, ``small_ads`` (2,000 one-multihash ads), ``store`` (bytes on
 disk, lookups), ``find`` (HTTP find API beside the same server's empty endpoint), ``memory``
-(slow: a 100k-ad chain), ``http`` (GETs through each layer of the HTTP client); default: all.
+(slow: a 100k-ad chain), ``http`` (GETs through each layer of the HTTP client),
+``cluster`` (a real Valkey cluster: the cluster store beside raw pipelined SADD and GET);
+default: all.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import codecs, find, http, ingest, store
+from bench import cluster, codecs, find, http, ingest, store
 from indexer.logs import configure_logging
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
@@ -24,6 +26,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "store": store.run,
     "find": find.run,
     "http": http.run,
+    "cluster": cluster.run,
 }
 
 

@@ -6,7 +6,18 @@ the other three packages.
 """
 
 from store.compaction import CompactionProgress
-from store.errors import StoreClosed, StoreCorrupted, StoreError, StoreLocked, StoreNotFound
+from store.errors import (
+    AdOutOfOrder,
+    NotReplicated,
+    StoreClosed,
+    StoreCorrupted,
+    StoreError,
+    StoreFenced,
+    StoreLocked,
+    StoreNotFound,
+    StoreRejected,
+    StoreUnavailable,
+)
 from store.index import IndexStore, ProviderRecord, ValueRecord, value_key
 from store.kv import KV, Tuning
 from store.memory import MemoryKV
@@ -14,6 +25,7 @@ from store.protocol import Add, AddEach, Discard, KVStore, Write
 
 __all__ = [
     "KV",
+    "AdOutOfOrder",
     "Add",
     "AddEach",
     "CompactionProgress",
@@ -21,12 +33,16 @@ __all__ = [
     "IndexStore",
     "KVStore",
     "MemoryKV",
+    "NotReplicated",
     "ProviderRecord",
     "StoreClosed",
     "StoreCorrupted",
     "StoreError",
+    "StoreFenced",
     "StoreLocked",
     "StoreNotFound",
+    "StoreRejected",
+    "StoreUnavailable",
     "Tuning",
     "ValueRecord",
     "Write",

@@ -1,0 +1,46 @@
+"""The index on a cluster: the ``IndexBackend`` seam, over LevelDB and over a Redis Cluster.
+
+Scale-out puts the value store and each provider's state on the Redis Cluster protocol (Valkey,
+Redis; Apache Kvrocks serves the same protocol from disk, untested here).  The seam is the
+``IndexStore`` write plans and reads, not the byte-level ``KVStore``: a cluster has no
+cross-slot batch, no cheap ordered global scan and no global version.
+
+Rules this package keeps (each module states its own; ``protocol.py`` the contract):
+
+- ``IndexBackend`` (``protocol.py``) is what ingest and find need; ``LevelDBBackend``
+  (``local.py``) implements it over today's ``IndexStore`` unchanged, ``ClusterBackend``
+  (``redis_cluster.py``) over a cluster through coredis.  One conformance suite
+  (``tests/store/cluster``) runs against both.
+- Index entries are idempotent, add-only set-adds, not fenced.  Everything else of a provider
+  lives in its hash slot (``keys.py``) and is written by one script that checks the provider's
+  fence epoch; an ad's final writes are one such script, which also refuses an ad whose
+  previous ad is not done.  Control writes wait for a replica (``WAIT``).
+- No coredis (or socket) exception leaves the package: ``StoreUnavailable`` is transient,
+  every other ``StoreError`` permanent.
+"""
+
+from store.cluster.local import LevelDBBackend
+from store.cluster.protocol import (
+    AdCommit,
+    CommitOutcome,
+    DoneMark,
+    IndexBackend,
+    PutValue,
+    RemoveValue,
+    ValueWrite,
+)
+from store.cluster.redis_cluster import ClusterBackend, open_cluster, parse_url
+
+__all__ = [
+    "AdCommit",
+    "ClusterBackend",
+    "CommitOutcome",
+    "DoneMark",
+    "IndexBackend",
+    "LevelDBBackend",
+    "PutValue",
+    "RemoveValue",
+    "ValueWrite",
+    "open_cluster",
+    "parse_url",
+]

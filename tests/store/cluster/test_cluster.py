@@ -1,0 +1,213 @@
+"""What only the cluster backend has: slots, two nodes fencing each other, the record cache's
+bound, error translation, and a primary SIGKILLed mid-write (on the session's real cluster)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import pytest
+import trio
+
+from store import AdOutOfOrder, ProviderRecord, StoreFenced, StoreRejected, StoreUnavailable
+from store.cluster import AdCommit, ClusterBackend, PutValue, open_cluster
+from store.cluster import keys as ck
+from store.cluster.redis_cluster import COMMIT, EPOCH_CHECK
+from tests.cluster import valkey
+from tests.cluster.valkey import ValkeyCluster, resp_call
+from tests.store.cluster.conftest import Names
+
+
+def _provider_keys(p: bytes) -> list[bytes]:
+    return [
+        ck.epoch(p),
+        ck.provider_sid(p),
+        ck.counter(p),
+        ck.alloc(p, b"ctx"),
+        ck.alloc(p, b"{}{"),
+        ck.value(p, b"12345678"),
+        ck.registry(p),
+        ck.done(p, b"ad}{"),
+        ck.latest(p),
+        ck.tag(p) + b"w",
+    ]
+
+
+def test_keys_of_one_provider_share_a_slot(valkey_cluster: ValkeyCluster, names: Names) -> None:
+    port = valkey_cluster.nodes[0].port
+    seen = set()
+    for n in range(8):
+        p = names.provider(n) + b"}{" * n  # braces in the peer ID bytes change nothing
+        slots = {resp_call(port, "CLUSTER", "KEYSLOT", key) for key in _provider_keys(p)}
+        assert len(slots) == 1, p
+        assert slots == {ck.slot_of(ck.epoch(p))}
+        seen |= slots
+    assert len(seen) > 1  # providers spread over slots
+    for key in [ck.index(names.mh(1)), b"i{x}y", b"i{}z", ck.barrier(9000)]:
+        assert resp_call(port, "CLUSTER", "KEYSLOT", key) == ck.slot_of(key)
+    assert ck.slot_of(ck.barrier(9000)) == 9000
+
+
+async def _zombie_is_refused(a: ClusterBackend, b: ClusterBackend, names: Names) -> None:
+    """Node A owns the provider (token 1); node B takes it over (token 2); A writes on."""
+    p = names.provider()
+    vk = await a.allocate(p, b"ctx")
+    await a.set_epoch(p, 1)
+    assert await a.commit_ad(AdCommit(p, names.ad(1), None, ProviderRecord(last_ad=b"1")), 1)
+    await b.set_epoch(p, 2)
+    second = AdCommit(p, names.ad(2), names.ad(1), ProviderRecord(last_ad=b"2"))
+    assert await b.commit_ad(second, 2) == "applied"
+    zombie = AdCommit(
+        p, names.ad(3), names.ad(2), ProviderRecord(last_ad=b"zombie"), [PutValue(vk, b"ctx", b"z")]
+    )
+    with pytest.raises(StoreFenced):
+        await a.commit_ad(zombie, 1)
+    with pytest.raises(StoreFenced):
+        await a.set_epoch(p, 1) if await a.epoch(p) < 1 else await a.set_epoch(p, 0)
+    assert await b.latest(p) == names.ad(2)
+    assert await b.provider(p) == ProviderRecord(last_ad=b"2")
+    assert await b.done(p, names.ad(3)) is None
+    assert await b.value(vk) is None
+
+
+async def test_a_zombie_owner_is_refused(valkey_cluster: ValkeyCluster, names: Names) -> None:
+    async with (
+        open_cluster(valkey_cluster.startup) as a,
+        open_cluster(valkey_cluster.startup) as b,
+    ):
+        await _zombie_is_refused(a, b, names)
+
+
+async def test_a_mutant_without_the_epoch_check_fails(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    mutant = COMMIT.replace(EPOCH_CHECK, "")
+    assert mutant != COMMIT
+    async with (
+        open_cluster(valkey_cluster.startup) as a,
+        open_cluster(valkey_cluster.startup) as b,
+    ):
+        a._commit = a.client.register_script(mutant)  # the zombie runs the mutant script
+        with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+            await _zombie_is_refused(a, b, names)
+        # The mutant wrote the zombie's ad over B's.
+        assert await b.latest(names.provider()) == names.ad(3)
+
+
+async def test_out_of_order_is_refused_across_nodes(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    p = names.provider()
+    async with open_cluster(valkey_cluster.startup) as a:
+        with pytest.raises(AdOutOfOrder):
+            await a.commit_ad(AdCommit(p, names.ad(2), names.ad(1), None), 0)
+        assert await a.latest(p) is None
+
+
+async def test_a_cached_record_is_bounded_in_age(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    now = [0.0]
+    p = names.provider()
+    async with (
+        open_cluster(valkey_cluster.startup) as a,
+        open_cluster(valkey_cluster.startup, record_ttl=1.0, clock=lambda: now[0]) as b,
+    ):
+        vk = await a.allocate(p, b"ctx")
+        await a.put_value(vk, p, b"ctx", b"m")
+        await a.add_multihashes(vk, [names.mh(0)])
+        assert len(await b.lookup(names.mh(0))) == 1
+        await a.remove_value(vk, p, b"ctx")  # another node removes the context
+        now[0] = 0.5
+        assert len(await b.lookup(names.mh(0))) == 1  # served from the cache, within the bound
+        now[0] = 1.01
+        assert await b.lookup(names.mh(0)) == []  # never past it
+        # A node's own write drops its cached record at once.
+        vk2 = await b.allocate(p, b"ctx")
+        await b.put_value(vk2, p, b"ctx", b"m")
+        await b.add_multihashes(vk2, [names.mh(1)])
+        assert len(await b.lookup(names.mh(1))) == 1
+        await b.remove_value(vk2, p, b"ctx")
+        assert await b.lookup(names.mh(1)) == []
+
+
+async def test_errors_are_translated_by_class(valkey_cluster: ValkeyCluster, names: Names) -> None:
+    with pytest.raises(StoreUnavailable):  # transient: nothing listens there (retried, bounded)
+        async with open_cluster([("127.0.0.1", 1)], retry_for=0.3):
+            pass
+    async with open_cluster(valkey_cluster.startup, retry_for=5.0) as b:
+        key = ck.index(names.mh(0))
+        port = valkey_cluster.primary_of_slot(ck.slot_of(key)).port
+        assert resp_call(port, "SET", key, b"not a set") == "OK"
+        start = trio.current_time()
+        with pytest.raises(StoreRejected, match="WrongType"):  # permanent: not retried
+            await b.add_multihashes(b"12345678", [names.mh(0)])
+        assert trio.current_time() - start < 2.0
+    # An exception of the body crosses the client's task group as itself, not in a group.
+    with pytest.raises(StoreFenced):
+        async with open_cluster(valkey_cluster.startup):
+            raise StoreFenced(b"p", 1, 2)
+
+
+async def test_sigkill_of_a_primary_mid_write(valkey_cluster: ValkeyCluster, names: Names) -> None:
+    """Ads committed in a chain while their provider's primary is SIGKILLed: the client recovers
+    (bounded), every acknowledged write survives, and the chain stays in order."""
+    p = names.provider()
+    primary = valkey_cluster.primary_of_slot(ck.slot_of(ck.epoch(p)))
+    acked: list[tuple[int, float]] = []
+    enough, restarted, stop = trio.Event(), trio.Event(), trio.Event()
+    after_restart: list[int] = []
+    async with open_cluster(valkey_cluster.startup, retry_for=40.0) as b:
+        vk = await b.allocate(p, b"ctx")
+        await b.set_epoch(p, 1)
+        await b.put_value(vk, p, b"ctx", b"m", token=1)
+
+        async def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                await b.add_multihashes(vk, [names.mh(i * 100 + j) for j in range(100)])
+                previous = names.ad(i - 1) if i > 1 else None
+                record = ProviderRecord(last_ad=names.ad(i))
+                assert await b.commit_ad(AdCommit(p, names.ad(i), previous, record), 1)
+                acked.append((i, trio.current_time()))
+                if len(acked) == 10:
+                    enough.set()
+                if restarted.is_set():
+                    after_restart.append(i)
+                    if len(after_restart) == 10:
+                        stop.set()
+
+        with trio.fail_after(90):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                await enough.wait()
+                killed_at = trio.current_time()
+                await trio.to_thread.run_sync(valkey_cluster.kill_primary, primary)
+                promoted_at = trio.current_time()
+                await trio.to_thread.run_sync(valkey_cluster.restart, primary)
+                restarted.set()
+        gaps = [t1 - t0 for (_, t0), (_, t1) in itertools.pairwise(acked)]
+        print(
+            f"failover: promoted {promoted_at - killed_at:.1f} s after the kill; "
+            f"longest gap between acknowledged ads {max(gaps):.1f} s; {len(acked)} ads"
+        )
+        assert max(gaps) < 40
+        last = acked[-1][0]
+        assert [i for i, _ in acked] == list(range(1, last + 1))
+        for i in range(1, last + 1):
+            assert await b.done(p, names.ad(i)) is not None, i
+        assert await b.latest(p) == names.ad(last)
+        found = await b.lookup_many(
+            [names.mh(i * 100 + j) for i in range(1, last + 1) for j in (0, 99)]
+        )
+        assert all(len(records) == 1 for records in found)
+    valkey_cluster.wait_ok()
+
+
+def test_a_missing_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(valkey.HarnessError, match="apt-get install redis-server") as missing:
+        valkey.server_binary()
+    assert "\n" not in str(missing.value)
