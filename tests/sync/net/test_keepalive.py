@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import ssl
 
+import httpcore
 import pytest
 import trio
+import trio.testing
 
 from sync.errors import FetchFailed
-from sync.net.httpclient import HttpClient
+from sync.net.httpclient import ClientStream, HttpClient
 from sync.net.httpserver import Request, Response
+from sync.net.keepalive import unshared
 from tests.sync.net.test_httpclient import serve_counted
 
 
@@ -77,3 +80,14 @@ async def test_a_body_not_read_to_its_end_does_not_come_back() -> None:
             await client.aclose()
             nursery.cancel_scope.cancel()
     assert len(accepts) == 4
+
+
+async def test_a_pooled_connection_has_no_state_lock_and_httpcore_still_names_it() -> None:
+    """``unshared`` drops httpcore 1.0's ``_state_lock``: if a release renames it, this fails
+    (and the pool goes on, slower, with the lock) rather than the speed-up going unseen."""
+    left, _right = trio.testing.memory_stream_pair()
+    origin = httpcore.Origin(b"http", b"127.0.0.1", 80)
+    plain = httpcore.AsyncHTTP11Connection(origin, ClientStream(left))
+    assert "_state_lock" in vars(plain)
+    assert vars(unshared(plain))["_state_lock"] is not None
+    assert type(vars(plain)["_state_lock"]).__name__ == "_NoLock"
