@@ -30,6 +30,8 @@ import msgspec
 from indexer.errors import ConfigError
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
+from sync.announce.message import ANNOUNCE_TOPIC
+from sync.net.httpmessage import Limits
 
 __all__ = [
     "TEMPLATE",
@@ -60,9 +62,7 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     p2p_addr: Annotated[
         str, _doc('multiaddr of the libp2p host for gossipsub announces; "" disables it')
     ] = "/ip4/127.0.0.1/tcp/3003"
-    topic: Annotated[str, _doc("the gossipsub topic announces arrive on")] = (
-        "/indexer/ingest/mainnet"
-    )
+    topic: Annotated[str, _doc("the gossipsub topic announces arrive on")] = ANNOUNCE_TOPIC
     admin_token_file: Annotated[
         str,
         _doc(
@@ -77,22 +77,27 @@ def _positive(text: str) -> msgspec.Meta:
     return msgspec.Meta(gt=0, description=text)
 
 
+_LIMITS = Limits()  # the server's own defaults: the [http] section's
+
+
 class Http(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Each HTTP server (find, ingest, admin). No deadline restarts per byte."""
 
     head_timeout: Annotated[
         float, _positive("seconds for a whole request head (new connection: from accept)")
-    ] = 10.0
+    ] = _LIMITS.head_timeout
     body_timeout: Annotated[
         float, _positive("seconds for a request body, plus 1 s per min_transfer_rate bytes")
-    ] = 10.0
+    ] = _LIMITS.body_timeout
     min_transfer_rate: Annotated[
         float, _positive("bytes/s; a response write gets send_timeout plus size / this")
-    ] = 16384.0
+    ] = float(_LIMITS.min_rate)
     send_timeout: Annotated[
         float, _positive("seconds: a client that stops reading loses the connection")
-    ] = 10.0
-    idle_timeout: Annotated[float, _positive("seconds a keep-alive connection may sit idle")] = 60.0
+    ] = _LIMITS.send_timeout
+    idle_timeout: Annotated[float, _positive("seconds a keep-alive connection may sit idle")] = (
+        _LIMITS.idle_timeout
+    )
     max_find_connections: Annotated[
         int,
         _positive(

@@ -42,6 +42,7 @@ from indexer.cli.find import (
     print_table,
     short,
 )
+from indexer.config import Server
 from indexer.daemon import DB_DIR
 from indexer.errors import CliError
 from indexer.security import ADMIN_TOKEN_ENV, valid_token
@@ -57,7 +58,7 @@ __all__ = ["AdminClient", "admin"]
 
 POLL = 0.25
 ADMIN_URL = click.option(
-    "--admin-url", envvar="INDEXER_ADMIN_URL", default="http://127.0.0.1:3002",
+    "--admin-url", envvar="INDEXER_ADMIN_URL", default=f"http://{Server().admin_addr}",
     show_default=True, help="The daemon's admin API (env INDEXER_ADMIN_URL).",
 )  # fmt: skip
 ADMIN_TOKEN = click.option(

@@ -22,7 +22,7 @@ import msgspec
 import structlog
 import trio
 
-from indexer.config import TEMPLATE, ConfigError, load_config
+from indexer.config import TEMPLATE, ConfigError, Server, load_config
 from indexer.daemon import Daemon, DaemonInfo
 from indexer.errors import CliError
 from indexer.logs import configure_logging
@@ -67,14 +67,17 @@ def init(data_dir: Path, as_json: bool) -> None:
     click.echo(json.dumps(doc) if as_json else f"initialised {data_dir}: peer ID {doc['peer_id']}")
 
 
+_SERVER = Server()  # the defaults the flags' help names
+
+
 @click.command("daemon")
 @DATA_DIR
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Config file (default: <data-dir>/config.toml if present).")  # fmt: skip
-@click.option("--find-addr", help="HOST:PORT of the find API (default 127.0.0.1:3000).")
-@click.option("--ingest-addr", help="HOST:PORT of the ingest API (default 127.0.0.1:3001).")
-@click.option("--admin-addr", help="HOST:PORT of the admin API (default 127.0.0.1:3002).")
-@click.option("--p2p-addr", help="libp2p listen multiaddr (default /ip4/127.0.0.1/tcp/3003).")
+@click.option("--find-addr", help=f"HOST:PORT of the find API (default {_SERVER.find_addr}).")
+@click.option("--ingest-addr", help=f"HOST:PORT of the ingest API (default {_SERVER.ingest_addr}).")
+@click.option("--admin-addr", help=f"HOST:PORT of the admin API (default {_SERVER.admin_addr}).")
+@click.option("--p2p-addr", help=f"libp2p listen multiaddr (default {_SERVER.p2p_addr}).")
 @click.option("--no-p2p", is_flag=True, help="Run without libp2p (no gossipsub announces).")
 @click.option("--json", "as_json", is_flag=True, help="Print the start-up line as JSON.")
 def daemon(

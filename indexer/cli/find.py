@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from indexer.config import Server
 from indexer.errors import CliError, CommandFailed
 from sync import BadCid, BadPeerId, Link, PeerId, decode_metadata
 
@@ -46,7 +47,7 @@ __all__ = [
 TIMEOUT = 10.0
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 FIND_URL = click.option(
-    "--find-url", envvar="INDEXER_FIND_URL", default="http://127.0.0.1:3000",
+    "--find-url", envvar="INDEXER_FIND_URL", default=f"http://{Server().find_addr}",
     show_default=True, help="The daemon's find API (env INDEXER_FIND_URL).",
 )  # fmt: skip
 PROTOCOLS = {0x0900: "bitswap", 0x0910: "graphsync-filecoinv1", 0x0920: "http"}

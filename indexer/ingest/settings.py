@@ -20,6 +20,7 @@ from typing import Annotated
 
 import msgspec
 
+from sync.ipnisync.fetch import FETCH_TIMEOUT, MAX_BLOCK
 from sync.walk.entries import DEFAULT_BUDGET, DEFAULT_MAX_BLOCKS, EntriesBudget
 
 __all__ = ["IngestConfig"]
@@ -38,14 +39,14 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     depth_limit: Annotated[
         int, _doc("ads a sync walks at most; 0: to the first known ad (a limit leaves older out)")
     ] = 0
-    max_block: Annotated[int, _doc("bytes: a larger block from a publisher is refused")] = 4 << 20
+    max_block: Annotated[int, _doc("bytes: a larger block from a publisher is refused")] = MAX_BLOCK
     fetch_timeout: Annotated[
         float,
         _doc(
             "seconds for one request to a publisher, body included (so a block must arrive "
             "at max_block / fetch_timeout bytes/s or faster)"
         ),
-    ] = 30.0
+    ] = FETCH_TIMEOUT
     sync_timeout: Annotated[
         float, _doc("seconds a whole sync may take (storetheindex's SyncTimeout: 2 h)")
     ] = 7200.0

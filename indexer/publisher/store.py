@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import msgspec
 
 from store import KV
+from sync.announce.message import ANNOUNCE_TOPIC
 from sync.model.cid import Link
 
 __all__ = ["ChainRecord", "ContextRecord", "PublisherConfig", "PublisherStore"]
@@ -50,7 +51,7 @@ class ChainRecord(msgspec.Struct, frozen=True):
 
 
 class PublisherConfig(msgspec.Struct, frozen=True):
-    topic: str = "/indexer/ingest/mainnet"
+    topic: str = ANNOUNCE_TOPIC
     addresses: list[str] = msgspec.field(default_factory=list)
     chunk_size: int = 16_384
     codec: str = "dag-json"  # or "dag-cbor": how new ads and entry chunks are encoded

@@ -35,7 +35,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
-from sync.announce.message import Message
+from sync.announce.message import ANNOUNCE_TOPIC, Message
 from sync.errors import ModelError
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-ANNOUNCE_TOPIC = "/indexer/ingest/mainnet"
 GOSSIPSUB_PROTOCOLS = (PROTOCOL_ID_V11, PROTOCOL_ID)
 
 

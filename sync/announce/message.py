@@ -24,7 +24,10 @@ from sync.model import dagcbor
 from sync.model.cid import Link
 from sync.model.peer import PeerId
 
-__all__ = ["Message", "multiaddr_bytes", "multiaddr_text"]
+__all__ = ["ANNOUNCE_TOPIC", "Message", "multiaddr_bytes", "multiaddr_text"]
+
+ANNOUNCE_TOPIC = "/indexer/ingest/mainnet"
+"""The gossipsub topic IPNI announces travel on (go-libipni's default)."""
 
 
 def multiaddr_bytes(text: str) -> bytes:

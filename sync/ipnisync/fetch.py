@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CID_SCHEMA_HEADER",
+    "FETCH_TIMEOUT",
     "MAX_BLOCK",
     "BlockFetcher",
     "HttpFetcher",
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 MAX_BLOCK = 4 << 20
+FETCH_TIMEOUT = 30.0  # seconds for one request, body included
 CID_SCHEMA_HEADER = "Ipni-Cid-Schema-Type"
 SchemaKind = Literal["Advertisement", "EntryChunk"]
 _MAX_HEAD = 64 << 10
@@ -134,7 +136,7 @@ class HttpFetcher:
         urls: Sequence[str],
         *,
         max_block: int = MAX_BLOCK,
-        timeout: float = 30.0,
+        timeout: float = FETCH_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
         opener: Opener | None = None,
         refuse_private: bool = False,
@@ -249,7 +251,7 @@ class Libp2pFetcher(HttpFetcher):
         addrs: Sequence[str] = (),
         *,
         max_block: int = MAX_BLOCK,
-        timeout: float = 30.0,
+        timeout: float = FETCH_TIMEOUT,
     ) -> None:
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
@@ -270,7 +272,7 @@ def open_fetcher(
     *,
     host: IHost | None = None,
     max_block: int = MAX_BLOCK,
-    timeout: float = 30.0,
+    timeout: float = FETCH_TIMEOUT,
     refuse_private: bool = False,
 ) -> HttpFetcher:
     """A fetcher for the publisher at ``addrs``; use it as ``async with open_fetcher(...) as f``.
@@ -297,7 +299,7 @@ def fetcher_factory(
     *,
     host: IHost | None = None,
     max_block: int = MAX_BLOCK,
-    timeout: float = 30.0,
+    timeout: float = FETCH_TIMEOUT,
     refuse_private: bool = False,
 ) -> Callable[[PeerId, Sequence[str]], HttpFetcher]:
     """``open_fetcher`` with these settings, called as ``factory(publisher, addrs)``."""

@@ -62,6 +62,7 @@ HTTP_PROTOCOL = TProtocol("/http/1.1")
 WELL_KNOWN_PROTOCOLS = "/.well-known/libp2p/protocols"
 _RECV = 65536
 _MAX_RESPONSE = 64 << 20
+CLIENT_TIMEOUT = 30.0  # seconds for one request over a stream, body included
 # Go's encoding/json escapes these inside strings (HTML safety); json.dumps does not.
 _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028"}
 _GO_ESCAPES["\u2029"] = "\\u2029"
@@ -175,7 +176,7 @@ def libp2p_client(
     host: IHost,
     peer: PeerInfo | str,
     *,
-    timeout: float = 30.0,
+    timeout: float = CLIENT_TIMEOUT,
     headers: Mapping[str, str] | None = None,
     max_body: int | None = _MAX_RESPONSE,
 ) -> HttpClient:
@@ -201,7 +202,7 @@ async def fetch_over_libp2p(
     peer_addr: str,
     path: str,
     *,
-    timeout: float = 30.0,  # noqa: ASYNC109 -- the client's per-request deadline
+    timeout: float = CLIENT_TIMEOUT,  # noqa: ASYNC109 -- the client's per-request deadline
 ) -> tuple[int, dict[str, str], bytes]:
     """GET ``path`` from the peer at ``peer_addr`` (``.../p2p/<id>``): status, headers, body.
 
