@@ -19,6 +19,10 @@ so every key of one provider is in one slot and no two providers' tags collide. 
 ``<sid:4><n:4>``: the provider's short ID (``sha256(salt, provider)[:4]``, the first salt whose
 claim is free or already the provider's) and the provider's own counter, so no global counter
 is needed and a value key names its provider: a lookup finds the value record's slot from it.
+
+Registry records are listed by ``SCAN MATCH {p:*}r`` on every primary; the pattern also matches
+keys whose own tail ends in ``}r`` (a context ID, a value key, an ad CID), so ``registry_owner``
+keeps only keys that are exactly ``{p:<base58>}r``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import hashlib
 import base58
 
 __all__ = [
+    "REGISTRY_MATCH",
     "SLOTS",
     "alloc",
     "barrier",
@@ -39,6 +44,7 @@ __all__ = [
     "latest",
     "provider_sid",
     "registry",
+    "registry_owner",
     "sid_candidate",
     "sid_claim",
     "slot_of",
@@ -88,6 +94,21 @@ def value(provider: bytes, vk: bytes) -> bytes:
 
 def registry(provider: bytes) -> bytes:
     return tag(provider) + b"r"
+
+
+REGISTRY_MATCH = b"{p:*}r"
+
+
+def registry_owner(key: bytes) -> bytes | None:
+    """The provider whose registry record ``key`` is (None: ``key`` is not a registry key)."""
+    end = key.find(b"}")
+    if not key.startswith(b"{p:") or end < 0 or key[end + 1 :] != b"r":
+        return None
+    try:
+        provider = base58.b58decode(key[3:end])
+    except ValueError:
+        return None
+    return provider if provider and tag(provider) == key[: end + 1] else None
 
 
 def done(provider: bytes, ad: bytes) -> bytes:

@@ -167,6 +167,9 @@ class LevelDBBackend:
     async def provider(self, provider: bytes) -> ProviderRecord | None:
         return self.index.provider(provider)
 
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        return list(self.index.providers())  # key order: provider byte order
+
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         return self.index.lookup(multihash)
 

@@ -21,6 +21,8 @@ Rules every backend keeps (``tests/store/cluster/test_conformance.py`` checks bo
   registry record, the ad's done marker and the provider's latest processed ad.  It first
   checks the token, then that the ad is not done already (``"already"``: a replay changes
   nothing), then that ``previous`` is done (``AdOutOfOrder`` if not).
+- ``providers`` lists every provider with a registry record, with its record, in provider byte
+  order, each once (a cluster scans every primary: there is no global ordered scan).
 - ``StoreUnavailable`` (and only it) is transient; every write may be retried after it.
 """
 
@@ -116,6 +118,8 @@ class IndexBackend(Protocol):
     ) -> None: ...
 
     async def provider(self, provider: bytes) -> ProviderRecord | None: ...
+
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]: ...
 
     async def lookup(self, multihash: bytes) -> list[ValueRecord]: ...
 

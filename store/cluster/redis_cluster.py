@@ -22,6 +22,10 @@ Rules this module keeps:
   not acknowledge is ``NotReplicated``; any other server error is ``StoreRejected`` (permanent).
   Every operation is retried on ``StoreUnavailable`` with backoff for at most ``retry_for``
   seconds (each is idempotent), then the error is raised.
+- ``providers`` is a ``SCAN MATCH {p:*}r COUNT scan_count`` over every primary of the layout
+  (never ``KEYS``: a scan is bounded batches that do not block the server), the keys
+  de-duplicated (a scan may return a key twice) and filtered to exact registry keys, then their
+  records read in pipelined batches of ``scan_count``.  A transient failure restarts the listing.
 - Lookups are two pipelined round trips (``SMEMBERS``, then the value records not cached).  A
   value record read is cached for at most ``record_ttl`` seconds (and dropped at once when this
   backend writes it): another node's removal of a context is served for at most that bound.
@@ -238,6 +242,7 @@ class ClusterBackend:
     retry_for: float = 20.0
     record_ttl: float = 1.0
     clock: Callable[[], float] = time.monotonic
+    scan_count: int = 1000  # keys a SCAN step asks for, and records read per pipeline
     _commit: Script[bytes] = field(init=False, repr=False)
     _set_epoch: Script[bytes] = field(init=False, repr=False)
     _allocate: Script[bytes] = field(init=False, repr=False)
@@ -450,6 +455,34 @@ class ClusterBackend:
         raw = await self._do(lambda: self.client.get(key))
         return None if raw is None else _provider_dec.decode(raw)
 
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        return await self._do(self._providers)
+
+    async def _providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        found: dict[bytes, bytes] = {}  # registry key -> provider
+        for primary in self.client.primaries:
+            async with primary:
+                cursor: int | None = None
+                while cursor != 0:
+                    cursor, batch = await primary.scan(
+                        cursor or 0, match=keys.REGISTRY_MATCH, count=self.scan_count
+                    )
+                    for key in batch:
+                        provider = keys.registry_owner(key)
+                        if provider is not None:
+                            found[key] = provider
+        out: list[tuple[bytes, ProviderRecord]] = []
+        listed = sorted(found.items(), key=lambda item: item[1])
+        for at in range(0, len(listed), self.scan_count):
+            chunk = listed[at : at + self.scan_count]
+            async with self.client.pipeline(transaction=False) as pipe:
+                pending = [pipe.get(key) for key, _ in chunk]
+            for (_, provider), reply in zip(chunk, pending, strict=True):
+                raw = await reply
+                if raw is not None:  # removed since the scan
+                    out.append((provider, _provider_dec.decode(raw)))
+        return out
+
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         key = keys.index(multihash)
         members = await self._do(lambda: self.client.smembers(key))
@@ -553,6 +586,7 @@ async def open_cluster(
     retry_for: float = 20.0,
     record_ttl: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    scan_count: int = 1000,
     connect_timeout: float = 2.0,
     stream_timeout: float = 5.0,
 ) -> AsyncIterator[ClusterBackend]:
@@ -572,6 +606,7 @@ async def open_cluster(
                 retry_for=retry_for,
                 record_ttl=record_ttl,
                 clock=clock,
+                scan_count=scan_count,
             )
     except BaseExceptionGroup as group:
         # The client runs a task group around the body: a lone exception of the body (a

@@ -211,3 +211,39 @@ def test_a_missing_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(valkey.HarnessError, match="apt-get install redis-server") as missing:
         valkey.server_binary()
     assert "\n" not in str(missing.value)
+
+
+def _calls(port: int, command: str) -> int:
+    reply = resp_call(port, "INFO", "commandstats")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    for line in text.splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+async def test_providers_scans_each_primary_in_bounded_batches(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    ps = [names.provider(n) for n in range(40)]
+    async with open_cluster(valkey_cluster.startup, scan_count=5) as b:
+        for p in ps:
+            await b.put_provider(p, ProviderRecord(last_ad=p))
+        primaries = {n.port for n in valkey_cluster.live() if n.role() == "master"}
+        assert len(primaries) == valkey_cluster.primaries
+        before = {
+            n.port: (_calls(n.port, "scan"), _calls(n.port, "keys")) for n in valkey_cluster.live()
+        }
+        listed = await b.providers()
+        after = {
+            n.port: (_calls(n.port, "scan"), _calls(n.port, "keys")) for n in valkey_cluster.live()
+        }
+    assert [(p, r) for p, r in listed if names.salt in p] == [
+        (p, ProviderRecord(last_ad=p)) for p in sorted(ps)
+    ]
+    for port, (scans, keys_calls) in after.items():
+        assert keys_calls == before[port][1]  # never KEYS
+        if port in primaries:  # several bounded steps on every primary (40+ keys, COUNT 5)
+            assert scans - before[port][0] > 1, port
+        else:
+            assert scans == before[port][0], port  # replicas are not scanned

@@ -223,3 +223,24 @@ async def test_providers_are_fenced_apart(backend: IndexBackend, names: Names) -
     assert await backend.done(p, names.ad(1)) is None
     with pytest.raises(StoreFenced):
         await backend.commit_ad(AdCommit(p, names.ad(1), None, None), 0)
+
+
+async def test_providers_lists_every_registered_provider_once(
+    backend: IndexBackend, names: Names
+) -> None:
+    ps = [names.provider(n) for n in range(30)]
+    records = {p: ProviderRecord(addresses=[f"/ip4/127.0.0.1/tcp/{n}"]) for n, p in enumerate(ps)}
+    for p, record in records.items():
+        await backend.put_provider(p, record)
+    records[ps[0]] = ProviderRecord(last_error="rewritten")  # rewritten: still listed once
+    await backend.put_provider(ps[0], records[ps[0]])
+    # A provider with values, an allocation and a done marker but no registry record is not
+    # listed, though some of its keys end in "}r" like a registry key does.
+    q = names.provider(99)
+    vk = await backend.allocate(q, b"ctx}r")
+    await backend.put_value(vk, q, b"ctx}r", b"m")
+    assert await backend.commit_ad(AdCommit(q, names.ad(1) + b"}r", None, None), 0) == "applied"
+    mine = [(p, r) for p, r in await backend.providers() if names.salt in p]
+    assert mine == sorted(records.items())
+    listed = [p for p, _ in await backend.providers()]
+    assert listed == sorted(set(listed))  # every provider once, in byte order
