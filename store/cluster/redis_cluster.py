@@ -14,6 +14,9 @@ Rules this module keeps:
   counter, so a replayed no-op still gives ``WAIT`` a write to wait for.  A fenced script checks
   ``epoch == token`` (as canonical decimal strings, exact for any int64) before writing anything;
   ``commit_ad`` also checks that the ad is not done and that the previous ad is.
+- A publisher's state (cursor, newest accepted announce) is written by the same script in the
+  publisher's slot (``{pub:<publisher>}``), its epoch check against the publisher's epoch
+  (``set_publisher_epoch`` is ``SET_EPOCH`` there), then ``WAIT`` like every control write.
 - Value keys are allocated per provider (``keys.py``: short ID + the provider's counter): no
   global counter, no lock.
 - Third-party exceptions are translated here (``translated``): connection failures, timeouts,
@@ -52,6 +55,7 @@ from coredis.connection import TCPLocation
 from store.cluster import keys
 from store.cluster.protocol import (
     AdCommit,
+    Announce,
     CommitOutcome,
     DoneMark,
     PutValue,
@@ -168,6 +172,7 @@ _enc = msgspec.msgpack.Encoder()
 _value_dec = msgspec.msgpack.Decoder(ValueRecord)
 _provider_dec = msgspec.msgpack.Decoder(ProviderRecord)
 _done_dec = msgspec.msgpack.Decoder(DoneMark)
+_announce_dec = msgspec.msgpack.Decoder(Announce)
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -566,6 +571,48 @@ class ClusterBackend:
     async def latest(self, provider: bytes) -> bytes | None:
         key = keys.latest(provider)
         return await self._do(lambda: self.client.get(key))
+
+    # --- a publisher's state -----------------------------------------------------------------
+
+    async def _publisher_write(
+        self, publisher: bytes, token: int | None, key: bytes, value: bytes
+    ) -> None:
+        """``COMMIT`` as a plain write ('w': KEYS[2..4] unread, so the epoch key stands in)."""
+        epoch = keys.pub_epoch(publisher)
+        key_list = [epoch, epoch, epoch, epoch, keys.pub_writes(publisher), key]
+        args = [b"" if token is None else _token(token), b"w", b"0", b"", b"", b"S" + value]
+        reply = await self._script(self._commit, key_list, args)
+        if reply[0] == b"fenced":
+            raise StoreFenced(publisher, token or 0, int(reply[1]))
+
+    async def publisher_epoch(self, publisher: bytes) -> int:
+        key = keys.pub_epoch(publisher)
+        raw = await self._do(lambda: self.client.get(key))
+        return 0 if raw is None else int(raw)
+
+    async def set_publisher_epoch(self, publisher: bytes, token: int) -> None:
+        key_list = [keys.pub_epoch(publisher), keys.pub_writes(publisher)]
+        reply = await self._script(self._set_epoch, key_list, [_token(token)])
+        if reply[0] == b"fenced":
+            raise StoreFenced(publisher, token, int(reply[1]))
+
+    async def put_cursor(self, publisher: bytes, ad: bytes, *, token: int | None = None) -> None:
+        await self._publisher_write(publisher, token, keys.pub_cursor(publisher), ad)
+
+    async def cursor(self, publisher: bytes) -> bytes | None:
+        key = keys.pub_cursor(publisher)
+        return await self._do(lambda: self.client.get(key))
+
+    async def put_announce(
+        self, publisher: bytes, announce: Announce, *, token: int | None = None
+    ) -> None:
+        value = _enc.encode(announce)
+        await self._publisher_write(publisher, token, keys.pub_announce(publisher), value)
+
+    async def announce(self, publisher: bytes) -> Announce | None:
+        key = keys.pub_announce(publisher)
+        raw = await self._do(lambda: self.client.get(key))
+        return None if raw is None else _announce_dec.decode(raw)
 
     async def aclose(self) -> None:
         """Nothing to release here: ``open_cluster`` closes the client."""
