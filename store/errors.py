@@ -12,8 +12,9 @@ The tree::
     ├── StoreNotFound    the database does not exist and was not to be created
     ├── StoreCorrupted   LevelDB reports corruption
     ├── StoreClosed      the database was used after close()
-    ├── StoreFenced      a write carried a fencing token that is not the provider's epoch (a
-    │                    stale owner: another node owns the provider now), or moved it backward
+    ├── StoreFenced      a write carried a fencing token that is not the provider's (or the
+    │                    publisher's) epoch (a stale owner: another node owns it now), or moved
+    │                    it backward
     ├── AdOutOfOrder     an ad's final writes came before the previous ad of its chain was done
     ├── StoreRejected    permanent: the cluster refused the command (wrong type, script error)
     └── StoreUnavailable transient: the cluster did not answer (connection, timeout, failover in
@@ -59,10 +60,13 @@ class StoreClosed(StoreError):
 
 
 class StoreFenced(StoreError):
-    """A fenced write carried a token other than the provider's epoch; nothing was written."""
+    """A fenced write carried a token other than its owner's epoch; nothing was written.
+
+    The owner is a provider or a publisher (``provider`` holds its peer ID bytes either way).
+    """
 
     def __init__(self, provider: bytes, token: int, epoch: int) -> None:
-        super().__init__(f"fenced: token {token} is not the provider's epoch {epoch}")
+        super().__init__(f"fenced: token {token} is not the owner's epoch {epoch}")
         self.provider = provider
         self.token = token
         self.epoch = epoch

@@ -14,7 +14,8 @@ Rules this package keeps (each module states its own; ``protocol.py`` the contra
 - Index entries are idempotent, add-only set-adds, not fenced.  Everything else of a provider
   lives in its hash slot (``keys.py``) and is written by one script that checks the provider's
   fence epoch; an ad's final writes are one such script, which also refuses an ad whose
-  previous ad is not done.  Control writes wait for a replica (``WAIT``).
+  previous ad is not done.  A publisher's state lives in its own slot (``{pub:<publisher>}``),
+  fenced by the publisher's epoch the same way.  Control writes wait for a replica (``WAIT``).
 - No coredis (or socket) exception leaves the package: ``StoreUnavailable`` is transient,
   every other ``StoreError`` permanent.
 """
@@ -22,6 +23,7 @@ Rules this package keeps (each module states its own; ``protocol.py`` the contra
 from store.cluster.local import LevelDBBackend
 from store.cluster.protocol import (
     AdCommit,
+    Announce,
     CommitOutcome,
     DoneMark,
     IndexBackend,
@@ -33,6 +35,7 @@ from store.cluster.redis_cluster import ClusterBackend, open_cluster, parse_url
 
 __all__ = [
     "AdCommit",
+    "Announce",
     "ClusterBackend",
     "CommitOutcome",
     "DoneMark",

@@ -12,13 +12,23 @@
     {p:<provider>}r               ProviderRecord  the registry record
     {p:<provider>}d <ad cid>      DoneMark        an ad's final writes were committed
     {p:<provider>}l               <ad cid>        the provider's latest committed ad
+    {p:<provider>}w               integer         the provider's write counter (for ``WAIT``)
+    {pub:<publisher>}e            decimal         the publisher's fence epoch (absent: 0)
+    {pub:<publisher>}l            <ad cid>        the latest scanned ad (the publisher's cursor)
+    {pub:<publisher>}a            Announce        the newest accepted announce
+    {pub:<publisher>}w            integer         the publisher's write counter
     {b:<tag>}                     integer         a replication barrier (``WAIT`` behind it)
 
 ``<provider>`` in a hash tag is its base58 text (the peer ID's usual form), which holds no brace,
-so every key of one provider is in one slot and no two providers' tags collide.  A value key is
+so every key of one provider is in one slot and no two providers' tags collide; a publisher's
+keys are in its own ``{pub:...}`` slot, apart from the same peer ID's provider keys.  A value key is
 ``<sid:4><n:4>``: the provider's short ID (``sha256(salt, provider)[:4]``, the first salt whose
 claim is free or already the provider's) and the provider's own counter, so no global counter
 is needed and a value key names its provider: a lookup finds the value record's slot from it.
+
+Registry records are listed by ``SCAN MATCH {p:*}r`` on every primary; the pattern also matches
+keys whose own tail ends in ``}r`` (a context ID, a value key, an ad CID), so ``registry_owner``
+keeps only keys that are exactly ``{p:<base58>}r``.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import hashlib
 import base58
 
 __all__ = [
+    "REGISTRY_MATCH",
     "SLOTS",
     "alloc",
     "barrier",
@@ -38,7 +49,13 @@ __all__ = [
     "index",
     "latest",
     "provider_sid",
+    "pub_announce",
+    "pub_cursor",
+    "pub_epoch",
+    "pub_tag",
+    "pub_writes",
     "registry",
+    "registry_owner",
     "sid_candidate",
     "sid_claim",
     "slot_of",
@@ -90,12 +107,48 @@ def registry(provider: bytes) -> bytes:
     return tag(provider) + b"r"
 
 
+REGISTRY_MATCH = b"{p:*}r"
+
+
+def registry_owner(key: bytes) -> bytes | None:
+    """The provider whose registry record ``key`` is (None: ``key`` is not a registry key)."""
+    end = key.find(b"}")
+    if not key.startswith(b"{p:") or end < 0 or key[end + 1 :] != b"r":
+        return None
+    try:
+        provider = base58.b58decode(key[3:end])
+    except ValueError:
+        return None
+    return provider if provider and tag(provider) == key[: end + 1] else None
+
+
 def done(provider: bytes, ad: bytes) -> bytes:
     return tag(provider) + b"d" + ad
 
 
 def latest(provider: bytes) -> bytes:
     return tag(provider) + b"l"
+
+
+def pub_tag(publisher: bytes) -> bytes:
+    """The hash-tagged prefix every key of ``publisher``'s state starts with."""
+    return b"{pub:" + base58.b58encode(publisher) + b"}"
+
+
+def pub_epoch(publisher: bytes) -> bytes:
+    return pub_tag(publisher) + b"e"
+
+
+def pub_cursor(publisher: bytes) -> bytes:
+    return pub_tag(publisher) + b"l"
+
+
+def pub_announce(publisher: bytes) -> bytes:
+    return pub_tag(publisher) + b"a"
+
+
+def pub_writes(publisher: bytes) -> bytes:
+    return pub_tag(publisher) + b"w"
 
 
 def slot_of(key: bytes) -> int:

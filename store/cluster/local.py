@@ -5,6 +5,11 @@ Its keys beside ``IndexStore``'s (``store/index.py``; ``<provider>`` behind a on
     F <provider>             <epoch:8>   the provider's fence epoch (absent: 0)
     D <provider> <ad cid>    DoneMark    the ad's final writes were committed
     L <provider>             <ad cid>    the provider's latest committed ad
+    H <publisher>            <epoch:8>   the publisher's fence epoch (absent: 0)
+    U <publisher>            <ad cid>    the publisher's cursor: its latest scanned ad
+    N <publisher>            Announce    the newest announce accepted from the publisher
+
+(``<publisher>`` behind a one-byte length too; none of these prefixes is ``staging``'s.)
 
 Rules this module keeps:
 
@@ -14,6 +19,8 @@ Rules this module keeps:
 - A fenced write checks the epoch and writes under one process lock (one process owns a LevelDB),
   in one batch: the check and the write are atomic.  ``commit_writes`` gives ``commit_ad``'s
   batch so a caller can add its own writes (the staging pop) to the same atomic batch.
+- A publisher's state is fenced the same way, by the publisher's epoch (``H``), apart from the
+  provider epoch (``F``) of the same peer ID.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import msgspec
 import trio
 
-from store.cluster.protocol import AdCommit, CommitOutcome, DoneMark, PutValue
+from store.cluster.protocol import AdCommit, Announce, CommitOutcome, DoneMark, PutValue
 from store.errors import AdOutOfOrder, StoreFenced
 from store.index import IndexStore, ProviderRecord, ValueRecord
 from store.protocol import KVStore, Write
@@ -35,6 +42,7 @@ __all__ = ["LevelDBBackend"]
 
 _fencing = threading.Lock()  # one fenced check-and-write at a time in this process
 _done_dec = msgspec.msgpack.Decoder(DoneMark)
+_announce_dec = msgspec.msgpack.Decoder(Announce)
 _enc = msgspec.msgpack.Encoder()
 
 
@@ -54,6 +62,18 @@ def done_key(provider: bytes, ad: bytes) -> bytes:
 
 def latest_key(provider: bytes) -> bytes:
     return b"L" + _peer(provider)
+
+
+def pub_epoch_key(publisher: bytes) -> bytes:
+    return b"H" + _peer(publisher)
+
+
+def pub_cursor_key(publisher: bytes) -> bytes:
+    return b"U" + _peer(publisher)
+
+
+def pub_announce_key(publisher: bytes) -> bytes:
+    return b"N" + _peer(publisher)
 
 
 @dataclass(frozen=True)
@@ -85,18 +105,29 @@ class LevelDBBackend:
 
     # --- one provider's writes ---------------------------------------------------------------
 
-    def _epoch(self, provider: bytes) -> int:
-        raw = self.kv.get(epoch_key(provider))
+    def _epoch(self, provider: bytes, key: bytes | None = None) -> int:
+        raw = self.kv.get(epoch_key(provider) if key is None else key)
         return 0 if raw is None else int.from_bytes(raw, "big")
 
-    def _check(self, provider: bytes, token: int | None) -> None:
-        if token is not None and (epoch := self._epoch(provider)) != token:
+    def _check(self, provider: bytes, token: int | None, key: bytes | None = None) -> None:
+        """Refuse ``token`` unless it is the epoch at ``key`` (default: the provider's)."""
+        if token is not None and (epoch := self._epoch(provider, key)) != token:
             raise StoreFenced(provider, token, epoch)
 
-    def _fenced(self, provider: bytes, token: int | None, writes: list[Write]) -> None:
+    def _fenced(
+        self, provider: bytes, token: int | None, writes: list[Write], key: bytes | None = None
+    ) -> None:
         with _fencing:
-            self._check(provider, token)
+            self._check(provider, token, key)
             self.kv.write_batch(writes)
+
+    def _move_epoch(self, owner: bytes, token: int, key: bytes) -> None:
+        with _fencing:
+            epoch = self._epoch(owner, key)
+            if token < epoch:
+                raise StoreFenced(owner, token, epoch)
+            if token > epoch:
+                self.kv.write_batch([(key, token.to_bytes(8, "big"))])
 
     async def put_value(
         self,
@@ -123,12 +154,7 @@ class LevelDBBackend:
         return self._epoch(provider)
 
     async def set_epoch(self, provider: bytes, token: int) -> None:
-        with _fencing:
-            epoch = self._epoch(provider)
-            if token < epoch:
-                raise StoreFenced(provider, token, epoch)
-            if token > epoch:
-                self.kv.write_batch([(epoch_key(provider), token.to_bytes(8, "big"))])
+        self._move_epoch(provider, token, epoch_key(provider))
 
     @staticmethod
     def commit_writes(commit: AdCommit) -> list[Write]:
@@ -167,6 +193,9 @@ class LevelDBBackend:
     async def provider(self, provider: bytes) -> ProviderRecord | None:
         return self.index.provider(provider)
 
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        return list(self.index.providers())  # key order: provider byte order
+
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         return self.index.lookup(multihash)
 
@@ -180,6 +209,31 @@ class LevelDBBackend:
 
     async def latest(self, provider: bytes) -> bytes | None:
         return self.kv.get(latest_key(provider))
+
+    # --- a publisher's state -----------------------------------------------------------------
+
+    async def publisher_epoch(self, publisher: bytes) -> int:
+        return self._epoch(publisher, pub_epoch_key(publisher))
+
+    async def set_publisher_epoch(self, publisher: bytes, token: int) -> None:
+        self._move_epoch(publisher, token, pub_epoch_key(publisher))
+
+    async def put_cursor(self, publisher: bytes, ad: bytes, *, token: int | None = None) -> None:
+        writes: list[Write] = [(pub_cursor_key(publisher), ad)]
+        self._fenced(publisher, token, writes, pub_epoch_key(publisher))
+
+    async def cursor(self, publisher: bytes) -> bytes | None:
+        return self.kv.get(pub_cursor_key(publisher))
+
+    async def put_announce(
+        self, publisher: bytes, announce: Announce, *, token: int | None = None
+    ) -> None:
+        writes: list[Write] = [(pub_announce_key(publisher), _enc.encode(announce))]
+        self._fenced(publisher, token, writes, pub_epoch_key(publisher))
+
+    async def announce(self, publisher: bytes) -> Announce | None:
+        raw = self.kv.get(pub_announce_key(publisher))
+        return None if raw is None else _announce_dec.decode(raw)
 
     async def aclose(self) -> None:
         """Nothing to release: the caller owns (and closes) the ``KVStore``."""

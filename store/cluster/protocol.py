@@ -21,6 +21,14 @@ Rules every backend keeps (``tests/store/cluster/test_conformance.py`` checks bo
   registry record, the ad's done marker and the provider's latest processed ad.  It first
   checks the token, then that the ad is not done already (``"already"``: a replay changes
   nothing), then that ``previous`` is done (``AdOutOfOrder`` if not).
+- A publisher's state (its cursor: the latest scanned ad; the newest accepted announce) is
+  fenced by the publisher's own epoch exactly as a provider's writes are by the provider's:
+  ``put_cursor``/``put_announce`` apply only if ``token`` is the publisher's epoch (``None``:
+  unfenced, e.g. announce intake on a node that does not own the publisher),
+  ``set_publisher_epoch`` only moves forward.  A publisher's epoch and a provider's are apart
+  even for one peer ID (a publisher is often its own provider).
+- ``providers`` lists every provider with a registry record, with its record, in provider byte
+  order, each once (a cluster scans every primary: there is no global ordered scan).
 - ``StoreUnavailable`` (and only it) is transient; every write may be retried after it.
 """
 
@@ -36,6 +44,7 @@ from store.index import ProviderRecord, ValueRecord
 
 __all__ = [
     "AdCommit",
+    "Announce",
     "CommitOutcome",
     "DoneMark",
     "IndexBackend",
@@ -52,6 +61,13 @@ class DoneMark(msgspec.Struct, frozen=True):
 
     ok: bool = True
     error: str | None = None
+
+
+class Announce(msgspec.Struct, frozen=True):
+    """The newest announce accepted from a publisher: its head ad and where to fetch it."""
+
+    cid: bytes
+    addrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +133,8 @@ class IndexBackend(Protocol):
 
     async def provider(self, provider: bytes) -> ProviderRecord | None: ...
 
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]: ...
+
     async def lookup(self, multihash: bytes) -> list[ValueRecord]: ...
 
     async def lookup_many(self, multihashes: Sequence[bytes]) -> list[list[ValueRecord]]: ...
@@ -130,5 +148,21 @@ class IndexBackend(Protocol):
     async def done(self, provider: bytes, ad: bytes) -> DoneMark | None: ...
 
     async def latest(self, provider: bytes) -> bytes | None: ...
+
+    async def publisher_epoch(self, publisher: bytes) -> int: ...
+
+    async def set_publisher_epoch(self, publisher: bytes, token: int) -> None: ...
+
+    async def put_cursor(
+        self, publisher: bytes, ad: bytes, *, token: int | None = None
+    ) -> None: ...
+
+    async def cursor(self, publisher: bytes) -> bytes | None: ...
+
+    async def put_announce(
+        self, publisher: bytes, announce: Announce, *, token: int | None = None
+    ) -> None: ...
+
+    async def announce(self, publisher: bytes) -> Announce | None: ...
 
     async def aclose(self) -> None: ...

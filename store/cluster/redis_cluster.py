@@ -14,6 +14,9 @@ Rules this module keeps:
   counter, so a replayed no-op still gives ``WAIT`` a write to wait for.  A fenced script checks
   ``epoch == token`` (as canonical decimal strings, exact for any int64) before writing anything;
   ``commit_ad`` also checks that the ad is not done and that the previous ad is.
+- A publisher's state (cursor, newest accepted announce) is written by the same script in the
+  publisher's slot (``{pub:<publisher>}``), its epoch check against the publisher's epoch
+  (``set_publisher_epoch`` is ``SET_EPOCH`` there), then ``WAIT`` like every control write.
 - Value keys are allocated per provider (``keys.py``: short ID + the provider's counter): no
   global counter, no lock.
 - Third-party exceptions are translated here (``translated``): connection failures, timeouts,
@@ -22,6 +25,10 @@ Rules this module keeps:
   not acknowledge is ``NotReplicated``; any other server error is ``StoreRejected`` (permanent).
   Every operation is retried on ``StoreUnavailable`` with backoff for at most ``retry_for``
   seconds (each is idempotent), then the error is raised.
+- ``providers`` is a ``SCAN MATCH {p:*}r COUNT scan_count`` over every primary of the layout
+  (never ``KEYS``: a scan is bounded batches that do not block the server), the keys
+  de-duplicated (a scan may return a key twice) and filtered to exact registry keys, then their
+  records read in pipelined batches of ``scan_count``.  A transient failure restarts the listing.
 - Lookups are two pipelined round trips (``SMEMBERS``, then the value records not cached).  A
   value record read is cached for at most ``record_ttl`` seconds (and dropped at once when this
   backend writes it): another node's removal of a context is served for at most that bound.
@@ -48,6 +55,7 @@ from coredis.connection import TCPLocation
 from store.cluster import keys
 from store.cluster.protocol import (
     AdCommit,
+    Announce,
     CommitOutcome,
     DoneMark,
     PutValue,
@@ -164,6 +172,7 @@ _enc = msgspec.msgpack.Encoder()
 _value_dec = msgspec.msgpack.Decoder(ValueRecord)
 _provider_dec = msgspec.msgpack.Decoder(ProviderRecord)
 _done_dec = msgspec.msgpack.Decoder(DoneMark)
+_announce_dec = msgspec.msgpack.Decoder(Announce)
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -238,6 +247,7 @@ class ClusterBackend:
     retry_for: float = 20.0
     record_ttl: float = 1.0
     clock: Callable[[], float] = time.monotonic
+    scan_count: int = 1000  # keys a SCAN step asks for, and records read per pipeline
     _commit: Script[bytes] = field(init=False, repr=False)
     _set_epoch: Script[bytes] = field(init=False, repr=False)
     _allocate: Script[bytes] = field(init=False, repr=False)
@@ -450,6 +460,34 @@ class ClusterBackend:
         raw = await self._do(lambda: self.client.get(key))
         return None if raw is None else _provider_dec.decode(raw)
 
+    async def providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        return await self._do(self._providers)
+
+    async def _providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        found: dict[bytes, bytes] = {}  # registry key -> provider
+        for primary in self.client.primaries:
+            async with primary:
+                cursor: int | None = None
+                while cursor != 0:
+                    cursor, batch = await primary.scan(
+                        cursor or 0, match=keys.REGISTRY_MATCH, count=self.scan_count
+                    )
+                    for key in batch:
+                        provider = keys.registry_owner(key)
+                        if provider is not None:
+                            found[key] = provider
+        out: list[tuple[bytes, ProviderRecord]] = []
+        listed = sorted(found.items(), key=lambda item: item[1])
+        for at in range(0, len(listed), self.scan_count):
+            chunk = listed[at : at + self.scan_count]
+            async with self.client.pipeline(transaction=False) as pipe:
+                pending = [pipe.get(key) for key, _ in chunk]
+            for (_, provider), reply in zip(chunk, pending, strict=True):
+                raw = await reply
+                if raw is not None:  # removed since the scan
+                    out.append((provider, _provider_dec.decode(raw)))
+        return out
+
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         key = keys.index(multihash)
         members = await self._do(lambda: self.client.smembers(key))
@@ -534,6 +572,48 @@ class ClusterBackend:
         key = keys.latest(provider)
         return await self._do(lambda: self.client.get(key))
 
+    # --- a publisher's state -----------------------------------------------------------------
+
+    async def _publisher_write(
+        self, publisher: bytes, token: int | None, key: bytes, value: bytes
+    ) -> None:
+        """``COMMIT`` as a plain write ('w': KEYS[2..4] unread, so the epoch key stands in)."""
+        epoch = keys.pub_epoch(publisher)
+        key_list = [epoch, epoch, epoch, epoch, keys.pub_writes(publisher), key]
+        args = [b"" if token is None else _token(token), b"w", b"0", b"", b"", b"S" + value]
+        reply = await self._script(self._commit, key_list, args)
+        if reply[0] == b"fenced":
+            raise StoreFenced(publisher, token or 0, int(reply[1]))
+
+    async def publisher_epoch(self, publisher: bytes) -> int:
+        key = keys.pub_epoch(publisher)
+        raw = await self._do(lambda: self.client.get(key))
+        return 0 if raw is None else int(raw)
+
+    async def set_publisher_epoch(self, publisher: bytes, token: int) -> None:
+        key_list = [keys.pub_epoch(publisher), keys.pub_writes(publisher)]
+        reply = await self._script(self._set_epoch, key_list, [_token(token)])
+        if reply[0] == b"fenced":
+            raise StoreFenced(publisher, token, int(reply[1]))
+
+    async def put_cursor(self, publisher: bytes, ad: bytes, *, token: int | None = None) -> None:
+        await self._publisher_write(publisher, token, keys.pub_cursor(publisher), ad)
+
+    async def cursor(self, publisher: bytes) -> bytes | None:
+        key = keys.pub_cursor(publisher)
+        return await self._do(lambda: self.client.get(key))
+
+    async def put_announce(
+        self, publisher: bytes, announce: Announce, *, token: int | None = None
+    ) -> None:
+        value = _enc.encode(announce)
+        await self._publisher_write(publisher, token, keys.pub_announce(publisher), value)
+
+    async def announce(self, publisher: bytes) -> Announce | None:
+        key = keys.pub_announce(publisher)
+        raw = await self._do(lambda: self.client.get(key))
+        return None if raw is None else _announce_dec.decode(raw)
+
     async def aclose(self) -> None:
         """Nothing to release here: ``open_cluster`` closes the client."""
 
@@ -553,6 +633,7 @@ async def open_cluster(
     retry_for: float = 20.0,
     record_ttl: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    scan_count: int = 1000,
     connect_timeout: float = 2.0,
     stream_timeout: float = 5.0,
 ) -> AsyncIterator[ClusterBackend]:
@@ -572,6 +653,7 @@ async def open_cluster(
                 retry_for=retry_for,
                 record_ttl=record_ttl,
                 clock=clock,
+                scan_count=scan_count,
             )
     except BaseExceptionGroup as group:
         # The client runs a task group around the body: a lone exception of the body (a

@@ -9,8 +9,15 @@ import itertools
 import pytest
 import trio
 
-from store import AdOutOfOrder, ProviderRecord, StoreFenced, StoreRejected, StoreUnavailable
-from store.cluster import AdCommit, ClusterBackend, PutValue, open_cluster
+from store import (
+    AdOutOfOrder,
+    NotReplicated,
+    ProviderRecord,
+    StoreFenced,
+    StoreRejected,
+    StoreUnavailable,
+)
+from store.cluster import AdCommit, Announce, ClusterBackend, PutValue, open_cluster
 from store.cluster import keys as ck
 from store.cluster.redis_cluster import COMMIT, EPOCH_CHECK
 from tests.cluster import valkey
@@ -211,3 +218,99 @@ def test_a_missing_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(valkey.HarnessError, match="apt-get install redis-server") as missing:
         valkey.server_binary()
     assert "\n" not in str(missing.value)
+
+
+def _calls(port: int, command: str) -> int:
+    reply = resp_call(port, "INFO", "commandstats")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    for line in text.splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+async def test_providers_scans_each_primary_in_bounded_batches(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    ps = [names.provider(n) for n in range(40)]
+    async with open_cluster(valkey_cluster.startup, scan_count=5) as b:
+        for p in ps:
+            await b.put_provider(p, ProviderRecord(last_ad=p))
+        primaries = {n.port for n in valkey_cluster.live() if n.role() == "master"}
+        assert len(primaries) == valkey_cluster.primaries
+        before = {
+            n.port: (_calls(n.port, "scan"), _calls(n.port, "keys")) for n in valkey_cluster.live()
+        }
+        listed = await b.providers()
+        after = {
+            n.port: (_calls(n.port, "scan"), _calls(n.port, "keys")) for n in valkey_cluster.live()
+        }
+    assert [(p, r) for p, r in listed if names.salt in p] == [
+        (p, ProviderRecord(last_ad=p)) for p in sorted(ps)
+    ]
+    for port, (scans, keys_calls) in after.items():
+        assert keys_calls == before[port][1]  # never KEYS
+        if port in primaries:  # several bounded steps on every primary (40+ keys, COUNT 5)
+            assert scans - before[port][0] > 1, port
+        else:
+            assert scans == before[port][0], port  # replicas are not scanned
+
+
+def test_keys_of_one_publisher_share_their_own_slot(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    port = valkey_cluster.nodes[0].port
+    tags = set()
+    for n in range(8):
+        pub = names.provider(n) + b"}{" * n
+        pub_keys = [ck.pub_epoch(pub), ck.pub_cursor(pub), ck.pub_announce(pub), ck.pub_writes(pub)]
+        slots = {resp_call(port, "CLUSTER", "KEYSLOT", key) for key in pub_keys}
+        assert slots == {ck.slot_of(ck.pub_epoch(pub))}
+        assert ck.pub_tag(pub) != ck.tag(pub)  # apart from the same peer ID's provider keys
+        tags.add(ck.pub_tag(pub))
+    assert len(tags) == 8
+
+
+async def test_publisher_writes_wait_for_a_replica(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    """Asking for more replicas than a primary has (one) makes every publisher write fail as
+    ``NotReplicated``: each one is followed by ``WAIT``."""
+    pub = names.provider()
+    async with open_cluster(
+        valkey_cluster.startup, wait_replicas=2, wait_ms=20, retry_for=0.2
+    ) as b:
+        with pytest.raises(NotReplicated):
+            await b.set_publisher_epoch(pub, 1)
+        with pytest.raises(NotReplicated):
+            await b.put_cursor(pub, names.ad(1), token=1)
+        with pytest.raises(NotReplicated):
+            await b.put_announce(pub, Announce(names.ad(1)), token=1)
+        # Applied on the primary all the same (retried later, each write is idempotent).
+        assert await b.cursor(pub) == names.ad(1)
+    async with open_cluster(valkey_cluster.startup) as b:  # WAIT 1: acknowledged
+        await b.put_cursor(pub, names.ad(2), token=1)
+        assert await b.cursor(pub) == names.ad(2)
+
+
+async def test_a_zombie_publisher_owner_is_refused(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    pub = names.provider()
+    async with (
+        open_cluster(valkey_cluster.startup) as a,
+        open_cluster(valkey_cluster.startup) as b,
+    ):
+        await a.set_publisher_epoch(pub, 1)
+        await a.put_cursor(pub, names.ad(1), token=1)
+        await b.set_publisher_epoch(pub, 2)  # B takes the publisher over
+        await b.put_cursor(pub, names.ad(2), token=2)
+        await b.put_announce(pub, Announce(names.ad(3), ("/b",)), token=2)
+        with pytest.raises(StoreFenced):
+            await a.put_cursor(pub, names.ad(9), token=1)
+        with pytest.raises(StoreFenced):
+            await a.put_announce(pub, Announce(names.ad(9)), token=1)
+        with pytest.raises(StoreFenced):
+            await a.set_publisher_epoch(pub, 1)
+        assert await a.cursor(pub) == names.ad(2)
+        assert await a.announce(pub) == Announce(names.ad(3), ("/b",))

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from store import AdOutOfOrder, ProviderRecord, StoreFenced, ValueRecord
-from store.cluster import AdCommit, DoneMark, IndexBackend, PutValue, RemoveValue
+from store.cluster import AdCommit, Announce, DoneMark, IndexBackend, PutValue, RemoveValue
 from tests.store.cluster.conftest import Names
 
 
@@ -223,3 +223,93 @@ async def test_providers_are_fenced_apart(backend: IndexBackend, names: Names) -
     assert await backend.done(p, names.ad(1)) is None
     with pytest.raises(StoreFenced):
         await backend.commit_ad(AdCommit(p, names.ad(1), None, None), 0)
+
+
+async def test_providers_lists_every_registered_provider_once(
+    backend: IndexBackend, names: Names
+) -> None:
+    ps = [names.provider(n) for n in range(30)]
+    records = {p: ProviderRecord(addresses=[f"/ip4/127.0.0.1/tcp/{n}"]) for n, p in enumerate(ps)}
+    for p, record in records.items():
+        await backend.put_provider(p, record)
+    records[ps[0]] = ProviderRecord(last_error="rewritten")  # rewritten: still listed once
+    await backend.put_provider(ps[0], records[ps[0]])
+    # A provider with values, an allocation and a done marker but no registry record is not
+    # listed, though some of its keys end in "}r" like a registry key does.
+    q = names.provider(99)
+    vk = await backend.allocate(q, b"ctx}r")
+    await backend.put_value(vk, q, b"ctx}r", b"m")
+    assert await backend.commit_ad(AdCommit(q, names.ad(1) + b"}r", None, None), 0) == "applied"
+    mine = [(p, r) for p, r in await backend.providers() if names.salt in p]
+    assert mine == sorted(records.items())
+    listed = [p for p, _ in await backend.providers()]
+    assert listed == sorted(set(listed))  # every provider once, in byte order
+
+
+async def test_publisher_state_round_trips(backend: IndexBackend, names: Names) -> None:
+    pub, other = names.provider(0), names.provider(1)
+    assert await backend.cursor(pub) is None
+    assert await backend.announce(pub) is None
+    assert await backend.publisher_epoch(pub) == 0
+    await backend.put_cursor(pub, names.ad(1), token=0)  # a publisher never fenced: epoch 0
+    first = Announce(names.ad(2), ("/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/2"))
+    await backend.put_announce(pub, first)  # unfenced: announce intake on any node
+    assert await backend.cursor(pub) == names.ad(1)
+    assert await backend.announce(pub) == first
+    newer = Announce(names.ad(3))
+    await backend.put_announce(pub, newer, token=0)
+    await backend.put_cursor(pub, names.ad(3))
+    assert await backend.announce(pub) == newer
+    assert await backend.cursor(pub) == names.ad(3)
+    assert await backend.cursor(other) is None and await backend.announce(other) is None
+
+
+async def test_publisher_epoch_only_moves_forward(backend: IndexBackend, names: Names) -> None:
+    pub = names.provider()
+    await backend.set_publisher_epoch(pub, 7)
+    await backend.set_publisher_epoch(pub, 7)  # the same token again: a no-op
+    assert await backend.publisher_epoch(pub) == 7
+    with pytest.raises(StoreFenced) as refused:
+        await backend.set_publisher_epoch(pub, 6)
+    assert (refused.value.token, refused.value.epoch) == (6, 7)
+    await backend.set_publisher_epoch(pub, 2**62)
+    assert await backend.publisher_epoch(pub) == 2**62
+    with pytest.raises(StoreFenced):
+        await backend.set_publisher_epoch(pub, 2**62 - 1)
+
+
+async def test_publisher_writes_need_the_publisher_epoch(
+    backend: IndexBackend, names: Names
+) -> None:
+    pub = names.provider()
+    await backend.put_cursor(pub, names.ad(1), token=0)
+    await backend.put_announce(pub, Announce(names.ad(1), ("/a",)), token=0)
+    await backend.set_publisher_epoch(pub, 3)
+    for token in (0, 2, 4):
+        with pytest.raises(StoreFenced) as refused:
+            await backend.put_cursor(pub, names.ad(9), token=token)
+        assert (refused.value.token, refused.value.epoch) == (token, 3)
+        with pytest.raises(StoreFenced):
+            await backend.put_announce(pub, Announce(names.ad(9)), token=token)
+    assert await backend.cursor(pub) == names.ad(1)  # a stale owner wrote nothing
+    assert await backend.announce(pub) == Announce(names.ad(1), ("/a",))
+    await backend.put_cursor(pub, names.ad(2), token=3)
+    await backend.put_announce(pub, Announce(names.ad(2)), token=3)
+    assert await backend.cursor(pub) == names.ad(2)
+    assert await backend.announce(pub) == Announce(names.ad(2))
+
+
+async def test_publisher_and_provider_epochs_are_apart(backend: IndexBackend, names: Names) -> None:
+    peer = names.provider()  # one peer ID, publisher of its own ads
+    await backend.set_publisher_epoch(peer, 5)
+    assert await backend.epoch(peer) == 0
+    assert await backend.commit_ad(AdCommit(peer, names.ad(1), None, None), 0) == "applied"
+    with pytest.raises(StoreFenced):
+        await backend.commit_ad(AdCommit(peer, names.ad(2), names.ad(1), None), 5)
+    await backend.set_epoch(peer, 9)
+    assert await backend.publisher_epoch(peer) == 5
+    await backend.put_cursor(peer, names.ad(1), token=5)
+    with pytest.raises(StoreFenced):
+        await backend.put_cursor(peer, names.ad(2), token=9)
+    assert await backend.cursor(peer) == names.ad(1)
+    assert await backend.latest(peer) == names.ad(1)
