@@ -65,6 +65,7 @@ from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
 from sync.walk.chain import Policy, StopReason
+from sync.walk.lookahead import AheadBlocks
 from sync.walk.syncer import SyncResult
 
 __all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
@@ -101,7 +102,8 @@ class Ingester:
         self._staging = StagingArea(self.kv, self.clock)
         self.index = IndexStore(self.kv)
         self._waiting = Waiting()
-        self._syncs = SyncRunner(self, self._staging, self._waiting)
+        self._ahead = AheadBlocks()  # what the walks fetch ahead for the workers
+        self._syncs = SyncRunner(self, self._staging, self._waiting, self._ahead)
         self._handlers: set[bytes] = set()
         self._workers: set[bytes] = set()
         self._nursery: trio.Nursery | None = None
@@ -269,6 +271,7 @@ class Ingester:
                     self._indexed,
                     self._processed,
                     self.clock,
+                    self._ahead,
                 )
                 try:
                     await worker.run()

@@ -18,9 +18,9 @@ Rules this module keeps:
   failure, a bug too (logged with its traceback): a prefetch of a later ad's block must never
   stop the worker applying the ad before it.  So a prefetch can make ingest faster, never
   different.
-- A block the walk already fetched ahead (``ahead``: ``sync.walk.lookahead.entries_ahead`` of
-  the staging area) is taken from there instead of fetched, by a prefetch or by the worker's
-  own fetch (``wrap``, with ``depth`` 0 too), and checked the same way.
+- A block the walk already fetched ahead (``ahead``: the ingester's
+  ``sync.walk.lookahead.AheadBlocks``) is taken from there instead of fetched, by a prefetch or
+  by the worker's own fetch (``wrap``, with ``depth`` 0 too), and checked the same way.
 - The background fetches run in the worker's nursery and stop with it.
 """
 
@@ -57,7 +57,7 @@ class Prefetcher:
     nursery: trio.Nursery
     get_fetcher: GetFetcher
     depth: int = 4
-    ahead: AheadBlocks | None = None  # blocks the walk fetched ahead (``entries_ahead``)
+    ahead: AheadBlocks | None = None  # blocks the walk fetched ahead (the ingester's)
     _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
     _seen: set[bytes] = field(default_factory=set)
     _handed: dict[Link, ParsedBlock] = field(default_factory=dict)

@@ -55,6 +55,7 @@ from sync.errors import BlockNotFound, unwrap_group
 from sync.ipnisync.fetch import BlockFetcher, SchemaKind
 from sync.ipnisync.head import SignedHead
 from sync.walk.chain import Policy
+from sync.walk.lookahead import AheadBlocks
 from sync.walk.syncer import SyncResult, sync_publisher
 
 __all__ = ["ADDR_SETS", "SyncRequest", "SyncRunner", "SyncSettings", "Waiting"]
@@ -166,6 +167,7 @@ class SyncRunner:
     settings: SyncSettings
     staging: StagingArea
     waiting: Waiting
+    ahead: AheadBlocks | None = None  # entries blocks the walks fetch for the workers
     _running: dict[bytes, _Running] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -280,6 +282,7 @@ class SyncRunner:
                                     depth_limit=depth,
                                     resync=request.resync,
                                     on_walked=walked,
+                                    ahead=self.ahead,
                                 )
                         nursery.cancel_scope.cancel()
             finally:

@@ -39,7 +39,7 @@ from store import IndexStore, ProviderRecord
 from sync import Link, PeerId, SyncError
 from sync.errors import Retry, retry_of
 from sync.ipnisync.fetch import BlockFetcher
-from sync.walk.lookahead import entries_ahead
+from sync.walk.lookahead import AheadBlocks
 
 __all__ = ["Worker"]
 
@@ -57,6 +57,7 @@ class Worker:
     on_indexed: Callable[[Entry, int], None]
     on_processed: Callable[[Entry, bool], None]
     clock: Callable[[], float] = time.time
+    ahead: AheadBlocks | None = None  # what the walk fetched for these ads
     _fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = field(default_factory=dict)
 
     async def run(self) -> None:
@@ -74,8 +75,7 @@ class Worker:
                 return prefetcher.wrap(await get_fetcher(publisher, addrs), publisher)
 
             async with trio.open_nursery() as background:
-                ahead = entries_ahead(self.staging)  # what the walk fetched for these ads
-                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch, ahead)
+                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch, self.ahead)
                 await self._work(prefetcher, prefetching)
                 background.cancel_scope.cancel()
 

@@ -6,7 +6,7 @@ check.  ``Lookahead`` overlaps the two: as soon as an ad's bytes arrive its ``Pr
 peeked (a byte search in DAG-JSON, a decode in DAG-CBOR) and fetched while the walker works.
 While that round trip is under way the walk would mostly wait, so each checked ad's first
 entries block is fetched too, for the ingest worker that applies the ad after the walk
-(``entries_ahead``): the apply phase then finds most of its round trips done.
+(``AheadBlocks``): the apply phase then finds most of its round trips done.
 
 Rules this module keeps:
 
@@ -24,9 +24,8 @@ Rules this module keeps:
   bounded in bytes (1 MiB; a block that does not fit is dropped), a block is handed out once
   (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
   bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
-  failed fetch is forgotten, as a guess's.  There is one store per staging area
-  (``entries_ahead(staging)``): the walk that stages an ad and the worker that applies it
-  share that area, and so the store, and nothing leaks between two indexers in one process.
+  failed fetch is forgotten, as a guess's.  The store is the caller's: an ingester makes one and
+  hands it to its walks and its workers, so nothing leaks between two indexers in one process.
 - The fetches run in the caller's nursery and stop with it.
 """
 
@@ -34,13 +33,11 @@ from __future__ import annotations
 
 import re
 import time
-import weakref
 from collections import OrderedDict
 
 import structlog
 import trio
 
-from staging import StagingArea
 from sync.errors import SyncError
 from sync.ipnisync.fetch import BlockFetcher
 from sync.model.blocks import decode_node
@@ -48,7 +45,7 @@ from sync.model.cid import DAG_JSON, Link
 from sync.model.peer import PeerId
 from sync.model.schema import NO_ENTRIES
 
-__all__ = ["AheadBlocks", "Lookahead", "entries_ahead", "peek_entries", "peek_previous"]
+__all__ = ["AheadBlocks", "Lookahead", "peek_entries", "peek_previous"]
 
 log = structlog.get_logger("sync")
 
@@ -116,17 +113,6 @@ class AheadBlocks:
                 return
             del self._blocks[key]
             self._bytes -= len(raw)
-
-
-_STORES: weakref.WeakKeyDictionary[StagingArea, AheadBlocks] = weakref.WeakKeyDictionary()
-
-
-def entries_ahead(staging: StagingArea) -> AheadBlocks:
-    """The store of entries blocks fetched ahead for the ads staged in ``staging``."""
-    store = _STORES.get(staging)
-    if store is None:
-        store = _STORES[staging] = AheadBlocks()
-    return store
 
 
 class Lookahead:

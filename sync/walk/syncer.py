@@ -35,7 +35,7 @@ from sync.ipnisync.fetch import BlockFetcher
 from sync.model.cid import Link
 from sync.model.peer import PeerId
 from sync.walk.chain import ChainWalk, Policy, StopReason
-from sync.walk.lookahead import Lookahead, entries_ahead
+from sync.walk.lookahead import AheadBlocks, Lookahead
 
 __all__ = ["SEGMENT_BYTES", "SyncResult", "sync_publisher"]
 
@@ -66,11 +66,13 @@ async def sync_publisher(
     depth_limit: int = 0,
     resync: bool = False,
     on_walked: Callable[[int], None] | None = None,
+    ahead: AheadBlocks | None = None,
 ) -> SyncResult:
     """Walk the publisher's chain from ``head`` and stage every new ad.
 
     ``resync`` ignores the publisher's cursor (its latestSync): the walk still stops at the
-    first ad already staged or indexed, so nothing is ever applied twice.
+    first ad already staged or indexed, so nothing is ever applied twice.  With ``ahead``, each
+    small valid ad's first entries block is fetched into it for the worker (``Lookahead``).
     """
     signed_head = head is None
     if head is None:
@@ -93,12 +95,12 @@ async def sync_publisher(
     errors = _AdErrors()
     try:
         with unwrap_group():
-            async with trio.open_nursery() as ahead:
-                lookahead = Lookahead(ahead, fetcher, publisher, entries_ahead(staging))
+            async with trio.open_nursery() as nursery_ahead:
+                lookahead = Lookahead(nursery_ahead, fetcher, publisher, ahead)
                 head_valid = await _walk(
                     walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
                 )
-                ahead.cancel_scope.cancel()
+                nursery_ahead.cancel_scope.cancel()
         nothing_valid = walker.count > 0 and errors.count == walker.count and not signed_head
         if nothing_valid and not staging.has_publisher(publisher.raw):  # a junk first contact
             raise PolicyError(

@@ -16,7 +16,7 @@ from sync.ipnisync.fetch import open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from sync.walk.lookahead import AheadBlocks, entries_ahead, peek_entries, peek_previous
+from sync.walk.lookahead import AheadBlocks, peek_entries, peek_previous
 from sync.walk.syncer import sync_publisher
 from tests.builders import counting, make_ad, multihash
 
@@ -97,6 +97,7 @@ LINK_B = encode_block({"b": 1})[0]
 
 
 async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) -> None:
+    store = AheadBlocks()
     pub = Publisher.init(tmp_path / "pub")
     for i in range(10):
         pub.add(b"c%d" % i, [multihash(i)], bitswap())
@@ -109,10 +110,10 @@ async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) ->
         )
         addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
         async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
-            await sync_publisher(pub.peer_id, [addr], fetcher, staging, policy=_Anyone())
+            await sync_publisher(
+                pub.peer_id, [addr], fetcher, staging, policy=_Anyone(), ahead=store
+            )
         nursery.cancel_scope.cancel()
-    store = entries_ahead(staging)
-    assert entries_ahead(staging) is store and entries_ahead(StagingArea(kv)) is not store
     got = 0
     for record in pub.chain():
         raw = pub.block(Link.parse(record.cid))
@@ -140,7 +141,9 @@ async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) ->
         served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
         addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
         async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
-            await sync_publisher(pub.peer_id, [addr], fetcher, staging, policy=_Anyone())
+            await sync_publisher(
+                pub.peer_id, [addr], fetcher, staging, policy=_Anyone(), ahead=AheadBlocks()
+            )
         nursery.cancel_scope.cancel()
     ads = {r.cid for r in pub.chain()}
     entries = [name for name in seen if name not in ads and name != "head"]
