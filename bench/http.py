@@ -36,19 +36,11 @@ def _request(port: int, path: str) -> httpcore.Request:
     return httpcore.Request(b"GET", url, headers=[(b"host", f"127.0.0.1:{port}".encode())])
 
 
-async def _connection(port: int, path: str) -> float:
-    stream = await TcpBackend().connect_tcp("127.0.0.1", port)
-    origin = httpcore.Origin(b"http", b"127.0.0.1", port)
-    async with httpcore.AsyncHTTP11Connection(origin, stream) as conn:
-        start = time.perf_counter()
-        for _ in range(REQUESTS):
-            response = await conn.handle_async_request(_request(port, path))
-            await response.aread()
-            await response.aclose()
-        return REQUESTS / (time.perf_counter() - start)
-
-
-async def _pool(pool: httpcore.AsyncConnectionPool | KeepAlivePool, port: int, path: str) -> float:
+async def _through(
+    pool: httpcore.AsyncHTTP11Connection | httpcore.AsyncConnectionPool | KeepAlivePool,
+    port: int,
+    path: str,
+) -> float:
     try:
         start = time.perf_counter()
         for _ in range(REQUESTS):
@@ -60,12 +52,18 @@ async def _pool(pool: httpcore.AsyncConnectionPool | KeepAlivePool, port: int, p
         await pool.aclose()
 
 
+async def _connection(port: int, path: str) -> float:
+    stream = await TcpBackend().connect_tcp("127.0.0.1", port)
+    origin = httpcore.Origin(b"http", b"127.0.0.1", port)
+    return await _through(httpcore.AsyncHTTP11Connection(origin, stream), port, path)
+
+
 async def _httpcore_pool(port: int, path: str) -> float:
-    return await _pool(httpcore.AsyncConnectionPool(network_backend=TcpBackend()), port, path)
+    return await _through(httpcore.AsyncConnectionPool(network_backend=TcpBackend()), port, path)
 
 
 async def _keepalive_pool(port: int, path: str) -> float:
-    return await _pool(KeepAlivePool(TcpBackend(), ssl.create_default_context(), 16), port, path)
+    return await _through(KeepAlivePool(TcpBackend(), ssl.create_default_context(), 16), port, path)
 
 
 async def _client(port: int, path: str) -> float:

@@ -51,13 +51,14 @@ class KeepAlivePool:
         if self._closed:
             raise httpcore.ConnectError("the connection pool is closed")
         origin = request.url.origin
-        connection = await self._take(origin) or await self._open(origin)
+        key = (origin.scheme, origin.host, origin.port)
+        connection = await self._take(key) or await self._open(origin)
         try:
             response = await connection.handle_async_request(request)
         except BaseException:
             await connection.aclose()
             raise
-        response.stream = _Body(self, origin, connection, response.stream)
+        response.stream = _Body(self, key, connection, response.stream)
         return response
 
     async def aclose(self) -> None:
@@ -67,8 +68,8 @@ class KeepAlivePool:
             for connection in connections:
                 await connection.aclose()
 
-    async def _take(self, origin: httpcore.Origin) -> httpcore.AsyncHTTP11Connection | None:
-        connections = self._idle.get((origin.scheme, origin.host, origin.port))
+    async def _take(self, key: _Key) -> httpcore.AsyncHTTP11Connection | None:
+        connections = self._idle.get(key)
         while connections:
             connection = connections.pop()
             self._idle_count -= 1
@@ -88,14 +89,11 @@ class KeepAlivePool:
                 raise
         return unshared(httpcore.AsyncHTTP11Connection(origin=origin, stream=stream))
 
-    async def _done(
-        self, origin: httpcore.Origin, connection: httpcore.AsyncHTTP11Connection
-    ) -> None:
+    async def _done(self, key: _Key, connection: httpcore.AsyncHTTP11Connection) -> None:
         """The response on ``connection`` was closed: keep the connection, or close it."""
         if self._closed or not connection.is_idle() or self._idle_count >= self._max_idle:
             await connection.aclose()
             return
-        key = (origin.scheme, origin.host, origin.port)
         self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
 
@@ -132,11 +130,11 @@ class _Body:
     def __init__(
         self,
         pool: KeepAlivePool,
-        origin: httpcore.Origin,
+        key: _Key,
         connection: httpcore.AsyncHTTP11Connection,
         stream: AsyncIterable[bytes] | Iterable[bytes],
     ) -> None:
-        self._pool, self._origin, self._connection = pool, origin, connection
+        self._pool, self._key, self._connection = pool, key, connection
         self._stream = cast("AsyncIterable[bytes]", stream)  # an async connection's: async
         self._closed = False
 
@@ -152,4 +150,4 @@ class _Body:
             if close is not None:
                 await close()
         finally:
-            await self._pool._done(self._origin, self._connection)
+            await self._pool._done(self._key, self._connection)
