@@ -27,6 +27,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 
+from indexer.cluster.ownership import DEFAULT_TTL
 from indexer.errors import ConfigError
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
@@ -35,13 +36,16 @@ from sync.net.httpmessage import Limits
 
 __all__ = [
     "TEMPLATE",
+    "Cluster",
     "Config",
     "ConfigError",
     "Http",
     "Server",
+    "etcd_endpoints",
     "load_config",
     "markdown_table",
     "render_template",
+    "store_nodes",
 ]
 
 
@@ -113,6 +117,77 @@ class Http(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     ] = 64
 
 
+class Cluster(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Scale-out (docs/scale-out.md): many nodes on a Redis Cluster and etcd. Empty: one node."""
+
+    store: Annotated[
+        str,
+        _doc(
+            'the index: any nodes of a Redis Cluster-protocol cluster, "redis://h:p,h:p"; '
+            '"" keeps the embedded LevelDB (one node)'
+        ),
+    ] = ""
+    etcd: Annotated[
+        str, _doc('ownership: etcd client URLs, "http://h:p,http://h:p" (required with store)')
+    ] = ""
+    node: Annotated[str, _doc('this node\'s name in the cluster ("": its peer ID)')] = ""
+    root: Annotated[str, _doc("the etcd key prefix of this cluster's ownership")] = "/ipni"
+    lease_ttl: Annotated[
+        int, msgspec.Meta(ge=1, description="seconds: a node silent this long loses its claims")
+    ] = DEFAULT_TTL
+    interval: Annotated[
+        float, _positive("seconds between rebalancing and announce checks of each node")
+    ] = 1.0
+    record_ttl: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0, description="seconds find may serve a value record another node removed"
+        ),
+    ] = 1.0
+    wait_replicas: Annotated[
+        int,
+        msgspec.Meta(ge=0, description="replicas each control write waits for (WAIT); 0: none"),
+    ] = 1
+
+    def checked(self) -> Cluster:
+        """The section itself if it is usable, else ``ValueError`` naming the key."""
+        if bool(self.store) != bool(self.etcd):
+            raise ValueError('cluster: "store" and "etcd" go together (both, or neither)')
+        if self.store:
+            try:
+                store_nodes(self.store)
+                etcd_endpoints(self.etcd)
+            except ValueError as exc:
+                raise ValueError(f"cluster: {exc}") from None
+        return self
+
+
+def store_nodes(url: str) -> list[tuple[str, int]]:
+    """``redis://h:p,h:p`` (or ``h:p,h:p``) as (host, port) pairs; ``ValueError`` if not."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    if "://" in url and not url.startswith(("redis://", "valkey://")):
+        raise ValueError(f"store: not a redis:// URL: {url!r}")
+    out = []
+    for item in rest.strip("/").split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"store: not host:port: {item.strip()!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def etcd_endpoints(urls: str) -> list[str]:
+    """``http://h:p,http://h:p`` (a bare ``h:p`` means http) as endpoint URLs."""
+    out = []
+    for item in (u.strip() for u in urls.split(",")):
+        url = item if "://" in item else f"http://{item}"
+        host, sep, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
+        if not url.startswith(("http://", "https://")) or not sep or not host or not port.isdigit():
+            raise ValueError(f"etcd: not http://host:port: {item!r}")
+        out.append(url.rstrip("/"))
+    return out
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole file: one field per section."""
 
@@ -120,6 +195,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     http: Http = msgspec.field(default_factory=Http)
     policy: Policy = msgspec.field(default_factory=Policy)
+    cluster: Cluster = msgspec.field(default_factory=Cluster)
 
 
 def load_config(path: Path | None, *, required: bool = False) -> Config:
@@ -140,6 +216,7 @@ def load_config(path: Path | None, *, required: bool = False) -> Config:
         raise ConfigError(f"{path}: cannot read it as TOML: {exc}") from None
     try:
         config = msgspec.convert(doc, Config)
+        config.cluster.checked()
         return msgspec.structs.replace(config, policy=config.policy.normalized())
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_explain(str(exc), doc)}") from None

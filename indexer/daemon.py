@@ -30,7 +30,7 @@ import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -38,7 +38,7 @@ import trio
 
 from indexer import __version__
 from indexer.admin import AdminApi, Metrics, UnknownPeer, publisher_rows
-from indexer.config import Config
+from indexer.config import Config, etcd_endpoints, store_nodes
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
@@ -57,7 +57,12 @@ from sync.net.httpserver import (
     serve_tcp,
 )
 
-__all__ = ["DB_DIR", "Daemon", "DaemonInfo"]
+if TYPE_CHECKING:
+    from indexer.cluster.apply import ClusterApplier
+    from indexer.cluster.node import ClusterNode
+    from store.cluster import IndexBackend
+
+__all__ = ["DB_DIR", "ClusterParts", "Daemon", "DaemonInfo"]
 
 DB_DIR = "db"
 STATUS = "/sync/status/"
@@ -82,6 +87,18 @@ def _url(listeners: Any) -> str:
     return f"http://{host}:{port}"
 
 
+@dataclass(frozen=True)
+class ClusterParts:
+    """What a cluster node adds to the daemon (``indexer.cluster``)."""
+
+    node: ClusterNode
+    applier: ClusterApplier
+    backend: IndexBackend
+
+    def ingester_seams(self) -> dict[str, Any]:
+        return {"applier": self.applier, "owns": self.node.owns, "floor": self.node.floor}
+
+
 @dataclass
 class Daemon:
     data_dir: Path
@@ -97,7 +114,11 @@ class Daemon:
         policy = LivePolicy(config.policy)
         find_limits, ingest_limits, admin_limits = _http_limits(config)  # raises RLIMIT_NOFILE
         with KV(self.data_dir / DB_DIR) as kv:
-            async with trio.open_nursery() as nursery, self._libp2p() as host:
+            async with (
+                self._cluster(kv) as cluster,
+                trio.open_nursery() as nursery,
+                self._libp2p() as host,
+            ):
                 ingester = Ingester(
                     kv,
                     fetcher_factory(
@@ -108,7 +129,11 @@ class Daemon:
                     ),
                     policy=policy,
                     config=config.ingest,  # the [ingest] section, as decoded
+                    **cluster.ingester_seams() if cluster else {},
                 )
+                if cluster:
+                    cluster.node.ingester = ingester
+                    await nursery.start(cluster.node.run)  # joined: a lease before any work
                 staging = StagingArea(kv)  # what the views read; the ingester writes its own
                 metrics = Metrics(staging, lambda: ingester.syncing)
                 ingester.observer = metrics
@@ -121,6 +146,7 @@ class Daemon:
                     source_burst=config.ingest.source_burst,
                     refuse_private=config.ingest.refuse_private_addrs,
                     max_publishers=config.ingest.max_pending_publishers,
+                    relay=cluster.node.relay if cluster else None,
                 )
                 await nursery.start(ingester.run)
                 ingest = await nursery.start(
@@ -162,6 +188,36 @@ class Daemon:
                 await trio.sleep_forever()
 
     @contextlib.asynccontextmanager
+    async def _cluster(self, kv: KV) -> AsyncIterator[ClusterParts | None]:
+        """The cluster's store, etcd and this node's part, when ``[cluster]`` names them."""
+        settings = self.config.cluster
+        if not settings.store:
+            yield None
+            return
+        from indexer.cluster.apply import ClusterApplier
+        from indexer.cluster.etcd import EtcdClient
+        from indexer.cluster.node import ClusterNode
+        from store.cluster import open_cluster
+
+        name = settings.node or str(self.key.peer_id())
+        staging = StagingArea(kv)
+        async with (
+            EtcdClient(etcd_endpoints(settings.etcd)) as client,
+            open_cluster(
+                store_nodes(settings.store),
+                wait_replicas=settings.wait_replicas,
+                record_ttl=settings.record_ttl,
+            ) as backend,
+        ):
+            node = ClusterNode(
+                client, backend, staging, name,
+                ttl=settings.lease_ttl, interval=settings.interval, root=settings.root,
+            )  # fmt: skip
+            applier = ClusterApplier(staging, backend, node.ownership, self.config.ingest)
+            log.info("cluster node", node=name, store=settings.store, etcd=settings.etcd)
+            yield ClusterParts(node, applier, backend)
+
+    @contextlib.asynccontextmanager
     async def _libp2p(self) -> AsyncIterator[Any]:
         if not self.config.server.p2p_addr:
             yield None
@@ -187,7 +243,7 @@ class Daemon:
             task_status.started()
             async for sender, message in it:
                 try:  # one message must not end the subscription (nor the daemon)
-                    result = intake.accept(message, PeerId.parse(sender), source=sender)
+                    result = await intake.admit(message, PeerId.parse(sender), source=sender)
                 except Exception as exc:
                     log.error("gossip announce failed", sender=sender, exc_info=exc)
                     continue

@@ -16,8 +16,10 @@ The tree::
     │   ├── EtcdBadResponse an endpoint answered what is not the v3 JSON gateway's (junk, shape)
     │   ├── EtcdRefused     etcd answered an error of its own (``code``: the gRPC code)
     │   │   └── LeaseNotFound  the lease named does not exist (expired or revoked)
-    │   └── LeaseLost       this node's lease expired, was revoked or could not be renewed in
-    │                       time: every claim it holds is void, no fenced write may follow
+    │   ├── LeaseLost       this node's lease expired, was revoked or could not be renewed in
+    │   │                   time: every claim it holds is void, no fenced write may follow
+    │   └── NotOwner        another node owns the provider or publisher (or this node handed it
+    │                       back): this node leaves it alone until it can claim it
     └── SyncAborted     the ingester ended a sync; the next announce or poll tries again
         ├── SyncTimedOut    it ran past ``sync_timeout``
         └── SyncPreempted   it received nothing for ``stall_after`` seconds (or, as the
@@ -43,6 +45,7 @@ __all__ = [
     "IndexerError",
     "LeaseLost",
     "LeaseNotFound",
+    "NotOwner",
     "SyncAborted",
     "SyncPreempted",
     "SyncTimedOut",
@@ -108,6 +111,10 @@ class LeaseNotFound(EtcdRefused):
 
 class LeaseLost(ClusterError):
     """This node's lease is gone or may be: every claim it holds is void."""
+
+
+class NotOwner(ClusterError):
+    """Another node owns the provider or publisher; this node leaves it alone for now."""
 
 
 class SyncAborted(IndexerError):

@@ -183,6 +183,10 @@ class StagingArea:
             self.abandon_walk(walk_id)
         return open_walks
 
+    def open_walk_publishers(self) -> set[bytes]:
+        """Publishers with a walk whose staged ads are not all done (committed or not)."""
+        return {decode(raw, WalkRecord, key).publisher for key, raw in self.kv.scan(b"W")}
+
     # --- publishers (``staging.publishers``) ---------------------------------------------------
 
     def publisher(self, publisher: bytes) -> PublisherRecord:

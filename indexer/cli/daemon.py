@@ -79,6 +79,10 @@ _SERVER = Server()  # the defaults the flags' help names
 @click.option("--admin-addr", help=f"HOST:PORT of the admin API (default {_SERVER.admin_addr}).")
 @click.option("--p2p-addr", help=f"libp2p listen multiaddr (default {_SERVER.p2p_addr}).")
 @click.option("--no-p2p", is_flag=True, help="Run without libp2p (no gossipsub announces).")
+@click.option("--cluster-store", help='Run as a cluster node on this store ("redis://h:p,h:p").')
+@click.option("--cluster-etcd", help='etcd of the cluster ("http://h:p,http://h:p").')
+@click.option("--node-name", help="This node's name in the cluster (default: its peer ID).")
+@click.option("--lease-ttl", type=click.IntRange(min=1), help="Cluster lease TTL, seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the start-up line as JSON.")
 def daemon(
     data_dir: Path,
@@ -88,6 +92,10 @@ def daemon(
     admin_addr: str | None,
     p2p_addr: str | None,
     no_p2p: bool,
+    cluster_store: str | None,
+    cluster_etcd: str | None,
+    node_name: str | None,
+    lease_ttl: int | None,
     as_json: bool,
 ) -> None:
     """Run the indexer node until SIGINT or SIGTERM.
@@ -108,7 +116,18 @@ def daemon(
                 admin_addr=admin_addr or server.admin_addr,
                 p2p_addr="" if no_p2p else (p2p_addr or server.p2p_addr),
             ),
+            cluster=msgspec.structs.replace(
+                config.cluster,
+                store=config.cluster.store if cluster_store is None else cluster_store,
+                etcd=config.cluster.etcd if cluster_etcd is None else cluster_etcd,
+                node=node_name or config.cluster.node,
+                lease_ttl=lease_ttl or config.cluster.lease_ttl,
+            ),
         )
+        try:
+            config.cluster.checked()
+        except ValueError as exc:
+            raise ConfigError(f"--cluster-*: {exc}") from None
         configure_logging()  # a token file's permission warning is a log line
         token = admin_token(config, os.environ, data_dir)
         check_exposure(config, token)  # refused here, before the data directory is touched

@@ -28,15 +28,18 @@ Rules this module keeps:
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import msgspec
 import trio
 
+from indexer.ingest.settings import IngestConfig
 from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
@@ -51,20 +54,101 @@ from sync.walk.entries import (
     ParsedBlock,
 )
 
-__all__ = ["FetcherFactory", "GetFetcher", "apply_entry"]
+__all__ = [
+    "Applier",
+    "FetcherFactory",
+    "GetFetcher",
+    "LocalApplier",
+    "Outcome",
+    "apply_entry",
+    "registry_record",
+]
 
 FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[BlockFetcher]]
 # An open fetcher for (publisher, addresses), owned and reused by the caller.
 GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
 _THREAD_MIN = 1024  # a final batch with this many multihashes is written in a thread
-Outcome = Literal["indexed", "removed", "metadata", "skipped", "error"]
+Outcome = Literal["indexed", "removed", "metadata", "skipped", "error", "already"]
+Parsed = Callable[[Link, bytes], ParsedBlock | None]
+
+
+class Applier(Protocol):
+    """How a worker applies its provider's staged ads to an index (the seam between the
+    single node's LevelDB, ``LocalApplier``, and a cluster's, ``indexer.cluster.apply``)."""
+
+    def hold(self, provider: bytes) -> AbstractAsyncContextManager[None]:
+        """Held for a worker's run: a cluster claims the provider (or raises ``NotOwner``)."""
+        ...
+
+    async def apply(
+        self,
+        entry: Entry,
+        get_fetcher: GetFetcher,
+        *,
+        on_block: Callable[[int], None] | None,
+        parsed: Parsed,
+    ) -> Outcome:
+        """Apply ``entry`` and pop it; raise the error if it cannot (nothing popped)."""
+        ...
+
+    async def fail(self, entry: Entry, error: str) -> None:
+        """Pop ``entry`` as processed-with-``error``, kept on the provider's record."""
+        ...
+
+
+@dataclass
+class LocalApplier:
+    """Ads applied to the node's own ``IndexStore``, each ad's last writes in one batch with
+    its pop from staging (``apply_entry``)."""
+
+    staging: StagingArea
+    index: IndexStore
+    config: IngestConfig
+    clock: Callable[[], float] = time.time
+
+    @contextlib.asynccontextmanager
+    async def hold(self, provider: bytes) -> AsyncIterator[None]:
+        yield  # one node: this worker is the provider's only one
+
+    async def apply(
+        self,
+        entry: Entry,
+        get_fetcher: GetFetcher,
+        *,
+        on_block: Callable[[int], None] | None,
+        parsed: Parsed,
+    ) -> Outcome:
+        return await apply_entry(
+            entry,
+            self.staging,
+            self.index,
+            get_fetcher,
+            max_blocks=self.config.max_entry_blocks,
+            budget=self.config.entries_budget,
+            clock=self.clock,
+            on_block=on_block,
+            parsed=parsed,
+        )
+
+    async def fail(self, entry: Entry, error: str) -> None:
+        prior = self.index.provider(entry.provider) or ProviderRecord()
+        record = msgspec.structs.replace(prior, last_error=error)
+        writes = IndexStore.put_provider(entry.provider, record)
+        self.staging.finish(entry, ok=False, error=error, writes=writes)
 
 
 def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) -> list[Write]:
-    prior = index.provider(entry.provider) or ProviderRecord()
+    record = registry_record(index.provider(entry.provider), entry, ad, now)
+    return IndexStore.put_provider(entry.provider, record)
+
+
+def registry_record(
+    prior: ProviderRecord | None, entry: Entry, ad: Advertisement, now: float
+) -> ProviderRecord:
+    """The provider's registry record after ``ad`` (pure: the rules above)."""
     record = msgspec.structs.replace(
-        prior,
-        addresses=list(ad.addresses) or prior.addresses,
+        prior or ProviderRecord(),
+        addresses=list(ad.addresses) or (prior.addresses if prior else []),
         publisher=entry.stack.publisher,
         publisher_addrs=entry.stack.addrs,
         last_ad=entry.ad.cid,
@@ -82,7 +166,7 @@ def _registry(index: IndexStore, entry: Entry, ad: Advertisement, now: float) ->
             record = _drop_context(record, key)
     if ad.is_rm:
         record = _drop_context(record, key)
-    return IndexStore.put_provider(entry.provider, record)
+    return record
 
 
 def _set_context(

@@ -39,6 +39,9 @@ Rules this module keeps:
   processed) sets the change event, so ``wait_idle`` waits on events alone.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
   every recorded announce whose head is not yet staged is replayed.
+- On a cluster node (``applier``, ``owns``, ``floor`` set by ``indexer.cluster.node``) only the
+  publishers it owns are synced; a worker whose provider another node holds waits (at most
+  ``HANDOVER_RETRY_MAX`` seconds, less if a sync stages work for it) and claims again.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
   addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
@@ -54,13 +57,13 @@ import structlog
 import trio
 
 from indexer.errors import IndexerError
-from indexer.ingest.apply import FetcherFactory
+from indexer.ingest.apply import Applier, FetcherFactory, LocalApplier
 from indexer.ingest.progress import IngestObserver, NullObserver, SyncHistory, SyncProgress
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
 from indexer.ingest.supervise import backoff, describe, survivable
-from indexer.ingest.syncs import ADDR_SETS, SyncRequest, SyncRunner, Waiting
-from indexer.ingest.worker import Worker
+from indexer.ingest.syncs import ADDR_SETS, Floor, SyncRequest, SyncRunner, Waiting
+from indexer.ingest.worker import HANDED_OVER, Worker
 from staging import Entry, StagingArea
 from store import KV, IndexStore
 from sync import Link, PeerId, SyncError
@@ -71,6 +74,8 @@ from sync.walk.syncer import SyncResult
 __all__ = ["ADDR_SETS", "IngestConfig", "Ingester", "OwnProviderPolicy"]
 
 log = structlog.get_logger("ingest")
+
+HANDOVER_RETRY_MAX = 5.0  # seconds: a worker whose provider another node holds looks this often
 
 
 @dataclass(frozen=True)
@@ -97,15 +102,23 @@ class Ingester:
     config: IngestConfig = field(default_factory=IngestConfig)
     clock: Callable[[], float] = time.time
     observer: IngestObserver = field(default_factory=NullObserver)
+    # Scale-out (``indexer.cluster.node``): how ads are applied (None: to ``self.index``), which
+    # publishers this node syncs (None: every one), and where a sync may stop (see SyncRunner).
+    applier: Applier | None = None
+    owns: Callable[[bytes], bool] | None = None
+    floor: Floor | None = None
 
     def __post_init__(self) -> None:
         self._staging = StagingArea(self.kv, self.clock)
         self.index = IndexStore(self.kv)
+        if self.applier is None:
+            self.applier = LocalApplier(self._staging, self.index, self.config, self.clock)
         self._waiting = Waiting()
         self._ahead = AheadBlocks()  # what the walks fetch ahead for the workers
         self._syncs = SyncRunner(self, self._staging, self._waiting, self._ahead)
         self._handlers: set[bytes] = set()
         self._workers: set[bytes] = set()
+        self._nudges: dict[bytes, trio.Event] = {}  # workers waiting to own their provider
         self._nursery: trio.Nursery | None = None
         self.progress = SyncHistory(self.config.history)
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
@@ -179,6 +192,8 @@ class Ingester:
     ) -> None:
         """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
         assert self._nursery is not None, "Ingester.run must be started first"
+        if self.owns is not None and not self.owns(publisher.raw):
+            return  # another node syncs it (the cluster holds the announce for its owner)
         if not self.is_syncing(publisher.raw):
             self.progress[publisher.raw] = SyncProgress(self.clock(), depth or 0, resync)
         self._waiting.add(publisher.raw, SyncRequest(list(addrs), head, depth, resync))
@@ -253,6 +268,8 @@ class Ingester:
     def _wake_workers(self) -> None:
         assert self._nursery is not None
         for provider in self._staging.providers():
+            if provider in self._nudges:
+                self._nudges.pop(provider).set()
             if provider not in self._workers:
                 self._workers.add(provider)
                 self._nursery.start_soon(self._worker, provider)
@@ -261,10 +278,11 @@ class Ingester:
         failures = 0
         try:
             while True:
+                assert self.applier is not None
                 worker = Worker(
                     provider,
                     self._staging,
-                    self.index,
+                    self.applier,
                     self.open_fetcher,
                     self.config,
                     self._work_slots,
@@ -284,6 +302,18 @@ class Ingester:
                 except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: record, restart
                     failure = survivable(exc)
                 failures += 1
+                if isinstance(failure, HANDED_OVER):  # expected in a cluster: no traceback
+                    delay = backoff(self.config.retry_base, HANDOVER_RETRY_MAX, failures)
+                    log.info(
+                        "provider not owned here; will try again",
+                        provider=str(PeerId(provider)),
+                        delay=delay,
+                        reason=describe(failure),
+                    )
+                    nudge = self._nudges[provider] = trio.Event()
+                    with trio.move_on_after(delay):
+                        await nudge.wait()  # a sync that stages for it wakes it at once
+                    continue
                 delay = backoff(self.config.retry_base, self.config.retry_max, failures)
                 log.error(
                     "worker failed; restarting",
@@ -295,6 +325,7 @@ class Ingester:
                 await trio.sleep(delay)
         finally:
             self._workers.discard(provider)
+            self._nudges.pop(provider, None)
             self._notify()
 
     def _record_worker_failure(self, provider: bytes, error: str) -> None:

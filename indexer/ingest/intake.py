@@ -24,6 +24,8 @@ Rules this module keeps:
   whatever arrives.
 - An accepted announce is recorded durably (publisher, addresses, head) BEFORE it is answered
   204, so a restarted daemon syncs it even if it never comes again (``Ingester`` replays them).
+  On a cluster node (``relay`` set, ``admit``) the record is the cluster's instead, written
+  before the 204 (a 503 if the cluster cannot take it); its owner syncs it.
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ import hashlib
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from indexer.ingest.engine import Ingester
-from sync import Message, PeerId, SyncError
+from indexer.ingest.supervise import describe
+from store import StoreError
+from sync import Link, Message, PeerId, SyncError
 from sync.ipnisync.maurl import is_public, publisher_endpoint
 from sync.net.httpserver import Request, Response
 
-__all__ = ["MAX_ADDRS", "MAX_ADDR_BYTES", "AnnounceIntake", "IntakeResult"]
+__all__ = ["MAX_ADDRS", "MAX_ADDR_BYTES", "AnnounceIntake", "IntakeResult", "Relay"]
 
 log = structlog.get_logger("intake")
 
@@ -50,6 +54,19 @@ ANNOUNCE_PATHS = ("/announce", "/ingest/announce")
 _TABLE = 10_000
 MAX_ADDRS = 32
 MAX_ADDR_BYTES = 512
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    publisher: PeerId
+    head: Link
+    addrs: list[str]
+    key: bytes  # the dedupe key
+    now: float
+
+
+# A cluster node's: make an accepted announce the cluster's (raises a ``StoreError`` if not).
+Relay = Callable[[PeerId, Link, Sequence[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +129,7 @@ class AnnounceIntake:
     refuse_private: bool = False  # the config's refuse_private_addrs: 403 unless one is public
     table: int = _TABLE  # entries per intake table (dedupe, both kinds of bucket)
     clock: Callable[[], float] = time.monotonic
+    relay: Relay | None = None
     _seen: _Lru = field(default_factory=_Lru)
 
     def __post_init__(self) -> None:
@@ -123,6 +141,37 @@ class AnnounceIntake:
         self, message: Message, sender: PeerId | None = None, *, source: str = ""
     ) -> IntakeResult:
         """Decide on one announce; ``source`` is who sent it (IP, or gossip peer ID)."""
+        decided = self._decide(message, sender, source)
+        if isinstance(decided, IntakeResult):
+            return decided
+        return self._act(decided)
+
+    async def admit(
+        self, message: Message, sender: PeerId | None = None, *, source: str = ""
+    ) -> IntakeResult:
+        """``accept``, with an accepted announce first handed to ``relay`` (a cluster node's:
+        it is the cluster's before the 204); a relay that fails is a 503."""
+        decided = self._decide(message, sender, source)
+        if isinstance(decided, IntakeResult):
+            return decided
+        if self.relay is not None:
+            try:
+                await self.relay(decided.publisher, decided.head, decided.addrs)
+            except StoreError as exc:
+                log.warning("announce not relayed to the cluster", error=describe(exc))
+                return IntakeResult(503, "the cluster is unavailable; announce again later")
+        return self._act(decided)
+
+    def _act(self, accepted: _Accepted) -> IntakeResult:
+        if self.relay is None:  # one node: the record is local (a cluster's is the relay's)
+            self.ingester.record_announce(accepted.publisher, accepted.head, accepted.addrs)
+        self._seen.touch(accepted.key, accepted.now)
+        self.ingester.request_sync(accepted.publisher, accepted.addrs, accepted.head)
+        return IntakeResult(204)
+
+    def _decide(
+        self, message: Message, sender: PeerId | None, source: str
+    ) -> IntakeResult | _Accepted:
         if len(message.addrs) > MAX_ADDRS or any(len(a) > MAX_ADDR_BYTES for a in message.addrs):
             return IntakeResult(
                 400, f"at most {MAX_ADDRS} addresses of at most {MAX_ADDR_BYTES} bytes each"
@@ -161,10 +210,7 @@ class AnnounceIntake:
             and not self.ingester.is_known_publisher(publisher)
         ):
             return IntakeResult(503, "too many syncs pending; announce again later")
-        self.ingester.record_announce(publisher, message.cid, addrs)
-        self._seen.touch(key, now)
-        self.ingester.request_sync(publisher, addrs, message.cid)
-        return IntakeResult(204)
+        return _Accepted(publisher, message.cid, addrs, key, now)
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler for ``PUT /announce`` and ``PUT /ingest/announce``."""
@@ -179,7 +225,7 @@ class AnnounceIntake:
             )
         except SyncError as exc:
             return Response.text(400, f"bad announce: {exc}")
-        result = self.accept(message, source=request.client)
+        result = await self.admit(message, source=request.client)
         if result.status != 204:
             log.info("announce refused", source=request.client, status=result.status,
                      reason=result.message)  # fmt: skip

@@ -29,14 +29,17 @@ Rules this module keeps:
   Syncs at a publisher's verified addresses take their own ``FairSlots`` (as many again), so a
   flood of strangers with addresses that hold every connection cannot delay a known publisher.
   Every sync ends by ``sync_timeout``; each request by the fetcher's own timeout.
-- Settings (``config``, ``policy``, ``open_fetcher``) are read from the owner at each use, so
-  what its owner holds is what runs; the slots are sized once, when the runner is made.
+- **Floor.** With ``floor`` set (a cluster node), it is awaited before a sync: it may refuse
+  (``NotOwner``: another node syncs this publisher) or name an ad at and below which every ad
+  of the chain is applied (the cluster's cursor), where the walk stops as at its own cursor.
+- Settings (``config``, ``policy``, ``open_fetcher``, ``floor``) are read from the owner at
+  each use, so what its owner holds is what runs; the slots are sized once, when the runner is made.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, KeysView
+from collections.abc import Awaitable, Callable, Collection, KeysView
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -58,13 +61,15 @@ from sync.walk.chain import Policy
 from sync.walk.lookahead import AheadBlocks
 from sync.walk.syncer import SyncResult, sync_publisher
 
-__all__ = ["ADDR_SETS", "SyncRequest", "SyncRunner", "SyncSettings", "Waiting"]
+__all__ = ["ADDR_SETS", "Floor", "SyncRequest", "SyncRunner", "SyncSettings", "Waiting"]
 
 log = structlog.get_logger("ingest")
 
 ADDR_SETS = 4  # requests with distinct address sets kept waiting per publisher
 
 AddrKey = tuple[str, ...]
+# Before a sync: refuse it (raise) or name an ad the walk may stop at (see the rules).
+Floor = Callable[[PeerId], Awaitable[Link | None]]
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,9 @@ class SyncSettings(Protocol):
 
     @property
     def open_fetcher(self) -> FetcherFactory: ...
+
+    @property
+    def floor(self) -> Floor | None: ...
 
 
 @dataclass
@@ -204,14 +212,16 @@ class SyncRunner:
         self, publisher: PeerId, request: SyncRequest, progress: SyncProgress
     ) -> SyncResult:
         """Sync ``publisher`` as ``request`` asks, updating ``progress`` as it walks."""
+        floor = None if self.settings.floor is None else await self.settings.floor(publisher)
         attempts = self._attempts(publisher, request.addrs)
         deadline = trio.current_time() + self.settings.config.sync_timeout  # the whole sync
         for i, (addrs, trusted) in enumerate(attempts):
             progress.walked = 0
             try:
                 return await self._sync_at(
-                    publisher, request, progress, addrs, deadline, trusted=trusted, fallback=i > 0
-                )
+                    publisher, request, progress, addrs, deadline,
+                    trusted=trusted, fallback=i > 0, floor=floor,
+                )  # fmt: skip
             except SyncError as exc:  # not SyncAborted: a timed-out sync is over
                 failure: SyncError = exc
             if (
@@ -226,8 +236,9 @@ class SyncRunner:
                 try:
                     signed = replace(request, head=None)
                     result = await self._sync_at(
-                        publisher, signed, progress, addrs, deadline, trusted=True, fallback=False
-                    )
+                        publisher, signed, progress, addrs, deadline,
+                        trusted=True, fallback=False, floor=floor,
+                    )  # fmt: skip
                     if result.walked or i + 1 == len(attempts):
                         return result
                 except SyncError as exc:
@@ -252,6 +263,7 @@ class SyncRunner:
         *,
         trusted: bool,
         fallback: bool,
+        floor: Link | None,
     ) -> SyncResult:
 
         def walked(count: int) -> None:
@@ -283,6 +295,7 @@ class SyncRunner:
                                     resync=request.resync,
                                     on_walked=walked,
                                     ahead=self.ahead,
+                                    floor=floor,
                                 )
                         nursery.cancel_scope.cancel()
             finally:

@@ -12,6 +12,10 @@ Rules this module keeps:
   in an exception group or not, is caught here: only cancellation ends a worker.
 - Every ad that ends with an error (including ads staged invalid by the walk) is one structured
   log line naming the provider, the ad and the error.
+- The index is written through an ``Applier`` (``indexer.ingest.apply``): the node's own
+  ``IndexStore``, or a cluster's (``indexer.cluster.apply``), whose ``hold`` claims the provider
+  for the run.  A ``HANDED_OVER`` failure (``NotOwner``, ``LeaseLost``, ``StoreFenced``: another
+  node owns the provider now) is never an ad's failure: the run ends, the ad stays staged.
 - One fetcher per (publisher, addresses) for the worker's life, closed when it ends; at most
   ``slots`` workers apply an ad at once across the node (``FairSlots``: a worker slow on its
   publisher is moved aside for a newcomer after a while).
@@ -25,32 +29,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
 import structlog
 import trio
 
-from indexer.ingest.apply import FetcherFactory, GetFetcher, apply_entry
+from indexer.errors import LeaseLost, NotOwner
+from indexer.ingest.apply import Applier, FetcherFactory, GetFetcher
 from indexer.ingest.prefetch import Prefetcher
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
 from indexer.ingest.supervise import backoff, describe, survivable
 from staging import Entry, StagingArea
-from store import IndexStore, ProviderRecord
+from store import StoreFenced, StoreUnavailable
 from sync import Link, PeerId, SyncError
 from sync.errors import Retry, retry_of
 from sync.ipnisync.fetch import BlockFetcher
 from sync.walk.lookahead import AheadBlocks
 
-__all__ = ["Worker"]
+__all__ = ["HANDED_OVER", "Worker"]
 
 log = structlog.get_logger("ingest")
+
+# This node lost the provider (its lease, its claim, or a newer owner's fence): never retried on
+# the ad; the worker's run ends and its supervisor claims again later.
+HANDED_OVER = (NotOwner, LeaseLost, StoreFenced)
 
 
 @dataclass
 class Worker:
     provider: bytes
     staging: StagingArea
-    index: IndexStore
+    applier: Applier
     open_fetcher: FetcherFactory
     config: IngestConfig
     slots: FairSlots
@@ -62,7 +70,7 @@ class Worker:
 
     async def run(self) -> None:
         """Apply the provider's ads until none is staged."""
-        async with contextlib.AsyncExitStack() as stack:
+        async with self.applier.hold(self.provider), contextlib.AsyncExitStack() as stack:
 
             async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
                 key = (publisher.raw, tuple(addrs))
@@ -86,17 +94,14 @@ class Worker:
                 prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
             try:
                 async with self.slots.hold():
-                    outcome = await apply_entry(
+                    outcome = await self.applier.apply(
                         entry,
-                        self.staging,
-                        self.index,
                         get_fetcher,
-                        max_blocks=self.config.max_entry_blocks,
-                        budget=self.config.entries_budget,
-                        clock=self.clock,
                         on_block=functools.partial(self.on_indexed, entry),
                         parsed=prefetcher.parsed,
                     )
+            except HANDED_OVER:
+                raise  # this node no longer owns the provider: the run ends (the caller logs it)
             except BaseException as exc:  # noqa: BLE001 -- a worker serves one provider: records, goes on
                 await self._failed(entry, survivable(exc))
                 continue
@@ -113,20 +118,13 @@ class Worker:
         message = describe(exc)
         retry = retry_of(exc)
         ad, provider = str(Link(entry.ad.cid)), str(PeerId(self.provider))
-        if retry is Retry.ALWAYS and not isinstance(exc, SyncError):
+        if retry is Retry.ALWAYS and not isinstance(exc, SyncError | StoreUnavailable):
             log.error("ad failed on a bug; will retry", provider=provider, ad=ad, exc_info=exc)
         if retry is Retry.NEVER or (
             retry is Retry.LIMITED and entry.stack.attempts + 1 >= self.config.max_attempts
         ):
             log.warning("ad failed permanently", provider=provider, ad=ad, error=message)
-            prior = self.index.provider(entry.provider) or ProviderRecord()
-            record = msgspec.structs.replace(prior, last_error=message)
-            self.staging.finish(
-                entry,
-                ok=False,
-                error=message,
-                writes=IndexStore.put_provider(entry.provider, record),
-            )
+            await self.applier.fail(entry, message)
             self.on_processed(entry, False)
             return
         stack = self.staging.record_attempt(entry, message)

@@ -28,20 +28,24 @@ is needed and a value key names its provider: a lookup finds the value record's 
 
 Registry records are listed by ``SCAN MATCH {p:*}r`` on every primary; the pattern also matches
 keys whose own tail ends in ``}r`` (a context ID, a value key, an ad CID), so ``registry_owner``
-keeps only keys that are exactly ``{p:<base58>}r``.
+keeps only keys that are exactly ``{p:<base58>}r``.  Publishers are listed the same way, by their
+announce records (``SCAN MATCH {pub:*}a``, ``announce_owner``).
 """
 
 from __future__ import annotations
 
 import binascii
 import hashlib
+from collections.abc import Callable
 
 import base58
 
 __all__ = [
+    "ANNOUNCE_MATCH",
     "REGISTRY_MATCH",
     "SLOTS",
     "alloc",
+    "announce_owner",
     "barrier",
     "counter",
     "done",
@@ -112,14 +116,18 @@ REGISTRY_MATCH = b"{p:*}r"
 
 def registry_owner(key: bytes) -> bytes | None:
     """The provider whose registry record ``key`` is (None: ``key`` is not a registry key)."""
+    return _owner(key, b"{p:", b"r", tag)
+
+
+def _owner(key: bytes, start: bytes, tail: bytes, tag_of: Callable[[bytes], bytes]) -> bytes | None:
     end = key.find(b"}")
-    if not key.startswith(b"{p:") or end < 0 or key[end + 1 :] != b"r":
+    if not key.startswith(start) or end < 0 or key[end + 1 :] != tail:
         return None
     try:
-        provider = base58.b58decode(key[3:end])
+        peer = base58.b58decode(key[len(start) : end])
     except ValueError:
         return None
-    return provider if provider and tag(provider) == key[: end + 1] else None
+    return peer if peer and tag_of(peer) == key[: end + 1] else None
 
 
 def done(provider: bytes, ad: bytes) -> bytes:
@@ -149,6 +157,14 @@ def pub_announce(publisher: bytes) -> bytes:
 
 def pub_writes(publisher: bytes) -> bytes:
     return pub_tag(publisher) + b"w"
+
+
+ANNOUNCE_MATCH = b"{pub:*}a"
+
+
+def announce_owner(key: bytes) -> bytes | None:
+    """The publisher whose announce record ``key`` is (None: ``key`` is not one)."""
+    return _owner(key, b"{pub:", b"a", pub_tag)
 
 
 def slot_of(key: bytes) -> int:

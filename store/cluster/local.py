@@ -235,5 +235,8 @@ class LevelDBBackend:
         raw = self.kv.get(pub_announce_key(publisher))
         return None if raw is None else _announce_dec.decode(raw)
 
+    async def publishers(self) -> list[bytes]:
+        return [key[2 : 2 + key[1]] for key, _ in self.kv.scan(b"N")]
+
     async def aclose(self) -> None:
         """Nothing to release: the caller owns (and closes) the ``KVStore``."""

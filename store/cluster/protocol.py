@@ -29,6 +29,7 @@ Rules every backend keeps (``tests/store/cluster/test_conformance.py`` checks bo
   even for one peer ID (a publisher is often its own provider).
 - ``providers`` lists every provider with a registry record, with its record, in provider byte
   order, each once (a cluster scans every primary: there is no global ordered scan).
+- ``publishers`` lists every publisher with an announce record, each once, in byte order.
 - ``StoreUnavailable`` (and only it) is transient; every write may be retried after it.
 """
 
@@ -164,5 +165,7 @@ class IndexBackend(Protocol):
     ) -> None: ...
 
     async def announce(self, publisher: bytes) -> Announce | None: ...
+
+    async def publishers(self) -> list[bytes]: ...
 
     async def aclose(self) -> None: ...

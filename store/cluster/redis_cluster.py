@@ -25,10 +25,11 @@ Rules this module keeps:
   not acknowledge is ``NotReplicated``; any other server error is ``StoreRejected`` (permanent).
   Every operation is retried on ``StoreUnavailable`` with backoff for at most ``retry_for``
   seconds (each is idempotent), then the error is raised.
-- ``providers`` is a ``SCAN MATCH {p:*}r COUNT scan_count`` over every primary of the layout
-  (never ``KEYS``: a scan is bounded batches that do not block the server), the keys
-  de-duplicated (a scan may return a key twice) and filtered to exact registry keys, then their
-  records read in pipelined batches of ``scan_count``.  A transient failure restarts the listing.
+- ``providers`` (and ``publishers``, by ``{pub:*}a``) is a ``SCAN MATCH {p:*}r COUNT scan_count``
+  over every primary of the layout (never ``KEYS``: a scan is bounded batches that do not block
+  the server), the keys de-duplicated (a scan may return a key twice) and filtered to exact
+  registry keys, then their records read in pipelined batches of ``scan_count``. A transient
+  failure restarts the listing.
 - Lookups are two pipelined round trips (``SMEMBERS``, then the value records not cached).  A
   value record read is cached for at most ``record_ttl`` seconds (and dropped at once when this
   backend writes it): another node's removal of a context is served for at most that bound.
@@ -463,21 +464,28 @@ class ClusterBackend:
     async def providers(self) -> list[tuple[bytes, ProviderRecord]]:
         return await self._do(self._providers)
 
-    async def _providers(self) -> list[tuple[bytes, ProviderRecord]]:
-        found: dict[bytes, bytes] = {}  # registry key -> provider
+    async def _scan(
+        self, match: bytes, owner_of: Callable[[bytes], bytes | None]
+    ) -> list[tuple[bytes, bytes]]:
+        """(key, owner) of every key ``match`` finds on every primary that ``owner_of`` keeps,
+        each once, in owner byte order."""
+        found: dict[bytes, bytes] = {}
         for primary in self.client.primaries:
             async with primary:
                 cursor: int | None = None
                 while cursor != 0:
                     cursor, batch = await primary.scan(
-                        cursor or 0, match=keys.REGISTRY_MATCH, count=self.scan_count
+                        cursor or 0, match=match, count=self.scan_count
                     )
                     for key in batch:
-                        provider = keys.registry_owner(key)
-                        if provider is not None:
-                            found[key] = provider
+                        owner = owner_of(key)
+                        if owner is not None:
+                            found[key] = owner
+        return sorted(found.items(), key=lambda item: item[1])
+
+    async def _providers(self) -> list[tuple[bytes, ProviderRecord]]:
+        listed = await self._scan(keys.REGISTRY_MATCH, keys.registry_owner)
         out: list[tuple[bytes, ProviderRecord]] = []
-        listed = sorted(found.items(), key=lambda item: item[1])
         for at in range(0, len(listed), self.scan_count):
             chunk = listed[at : at + self.scan_count]
             async with self.client.pipeline(transaction=False) as pipe:
@@ -487,6 +495,12 @@ class ClusterBackend:
                 if raw is not None:  # removed since the scan
                     out.append((provider, _provider_dec.decode(raw)))
         return out
+
+    async def publishers(self) -> list[bytes]:
+        async def run() -> list[bytes]:
+            return [p for _, p in await self._scan(keys.ANNOUNCE_MATCH, keys.announce_owner)]
+
+        return await self._do(run)
 
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         key = keys.index(multihash)

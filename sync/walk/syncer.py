@@ -67,12 +67,15 @@ async def sync_publisher(
     resync: bool = False,
     on_walked: Callable[[int], None] | None = None,
     ahead: AheadBlocks | None = None,
+    floor: Link | None = None,
 ) -> SyncResult:
     """Walk the publisher's chain from ``head`` and stage every new ad.
 
     ``resync`` ignores the publisher's cursor (its latestSync): the walk still stops at the
     first ad already staged or indexed, so nothing is ever applied twice.  With ``ahead``, each
     small valid ad's first entries block is fetched into it for the worker (``Lookahead``).
+    ``floor`` is an ad at and below which everything is applied elsewhere (a cluster's cursor):
+    the walk stops there as at a known ad, even with ``resync``.
     """
     signed_head = head is None
     if head is None:
@@ -86,7 +89,7 @@ async def sync_publisher(
     walker = ChainWalk(
         head,
         publisher,
-        is_known=lambda link: staging.is_known(link.raw),
+        is_known=lambda link: link == floor or staging.is_known(link.raw),
         policy=policy,
         latest=Link(cursor) if cursor else None,
         depth_limit=depth_limit,

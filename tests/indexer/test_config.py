@@ -9,7 +9,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from indexer.config import TEMPLATE, Config, ConfigError, Http, Server, load_config, markdown_table
+from indexer.config import (
+    TEMPLATE,
+    Config,
+    ConfigError,
+    Http,
+    Server,
+    etcd_endpoints,
+    load_config,
+    markdown_table,
+    store_nodes,
+)
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
 from sync.walk.entries import EntriesBudget
@@ -68,6 +78,15 @@ BEFORE = {
     "policy.allow_providers": ("*",),
     "policy.deny_providers": (),
     "policy.publish_for": {},
+    # [cluster], new with scale-out (issue 12): empty store and etcd keep the single node.
+    "cluster.store": "",
+    "cluster.etcd": "",
+    "cluster.node": "",
+    "cluster.root": "/ipni",
+    "cluster.lease_ttl": 10,
+    "cluster.interval": 1.0,
+    "cluster.record_ttl": 1.0,
+    "cluster.wait_replicas": 1,
 }
 
 
@@ -246,3 +265,33 @@ def test_the_readme_table_is_the_generated_one() -> None:
         "README.md's configuration table is stale; regenerate it with .venv/bin/python -c "
         "'from indexer.config import markdown_table as t; print(t(), end=\"\")'"
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('store = "redis://127.0.0.1:7000"', '"store" and "etcd" go together'),
+        ('etcd = "http://127.0.0.1:2379"', '"store" and "etcd" go together'),
+        ('store = "redis://h"\netcd = "http://h:1"', "store: not host:port: 'h'"),
+        ('store = "http://h:1"\netcd = "http://h:1"', "store: not a redis:// URL"),
+        ('store = "h:1"\netcd = "ftp://h:1"', "etcd: not http://host:port"),
+        ("lease_ttl = 0", "cluster.lease_ttl"),
+    ],
+)
+def test_a_bad_cluster_section_is_one_line_naming_it(
+    tmp_path: Path, section: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[cluster]\n{section}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert str(path) in str(refused.value)
+
+
+def test_a_cluster_section_with_both_urls_loads(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[cluster]\nstore = "redis://a:1,b:2"\netcd = "a:3,http://b:4"\nnode = "n1"\n')
+    cluster = load_config(path).cluster
+    assert store_nodes(cluster.store) == [("a", 1), ("b", 2)]
+    assert etcd_endpoints(cluster.etcd) == ["http://a:3", "http://b:4"]

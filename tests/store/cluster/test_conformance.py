@@ -264,6 +264,20 @@ async def test_publisher_state_round_trips(backend: IndexBackend, names: Names) 
     assert await backend.cursor(other) is None and await backend.announce(other) is None
 
 
+async def test_publishers_are_listed_by_their_announce_records(
+    backend: IndexBackend, names: Names
+) -> None:
+    pubs = [names.provider(i) for i in range(5)]
+    for pub in reversed(pubs):
+        await backend.put_announce(pub, Announce(names.ad(1)))
+        await backend.put_announce(pub, Announce(names.ad(2)))  # twice: still listed once
+    await backend.put_cursor(names.provider(9), names.ad(1))  # a cursor alone lists nothing
+    mine = [p for p in await backend.publishers() if names.salt in p]
+    assert mine == sorted(pubs)
+    listed = await backend.publishers()
+    assert listed == sorted(set(listed))
+
+
 async def test_publisher_epoch_only_moves_forward(backend: IndexBackend, names: Names) -> None:
     pub = names.provider()
     await backend.set_publisher_epoch(pub, 7)
