@@ -7,7 +7,7 @@ DATA ?= ./data
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed-stamp
 
-.PHONY: run test check lint typecheck imports pytest soak bench lock diagrams clean
+.PHONY: run test check lint typecheck imports pytest soak bench lock diagrams clean cluster cluster-stop
 
 $(STAMP): pyproject.toml requirements.lock scripts/check-setup.sh
 	@scripts/check-setup.sh $(PYTHON)
@@ -45,6 +45,13 @@ pytest: $(STAMP) $(JS_STAMP)
 # The long variants (an announce flood of 60,000 in a subprocess, ...): minutes, not in `make test`.
 soak: $(STAMP)
 	$(BIN)/pytest -m soak
+
+# A local cluster on loopback for trying scale-out: 3+3 Valkey, 3 etcd, 3 daemons (docs/scale-out.md).
+cluster: $(STAMP)
+	$(BIN)/python -m tests.cluster.local up --dir cluster
+
+cluster-stop: $(STAMP)
+	$(BIN)/python -m tests.cluster.local down --dir cluster
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)

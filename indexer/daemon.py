@@ -166,6 +166,7 @@ class Daemon:
                 admin_api = AdminApi(
                     ingester, staging, policy, metrics, self.key.peer_id(), self.data_dir,
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
+                    cluster_view=(lambda: cluster.node.view) if cluster else None,
                 )  # fmt: skip
                 admin = await nursery.start(
                     functools.partial(serve_tcp, limits=admin_limits, name="admin"),
@@ -180,6 +181,8 @@ class Daemon:
                 info = DaemonInfo(
                     str(self.key.peer_id()), _url(find), _url(ingest), _url(admin), p2p_addrs
                 )
+                if cluster:
+                    cluster.node.find_url = info.find_url  # for the other nodes' views
                 task_status.started(info)
                 log.info(
                     "indexer daemon running", find=info.find_url, ingest=info.ingest_url,
@@ -214,6 +217,7 @@ class Daemon:
                 ttl=settings.lease_ttl, interval=settings.interval, root=settings.root,
             )  # fmt: skip
             applier = ClusterApplier(staging, backend, node.ownership, self.config.ingest)
+            node.held = lambda: list(applier.held())
             log.info("cluster node", node=name, store=settings.store, etcd=settings.etcd)
             yield ClusterParts(node, applier, backend)
 

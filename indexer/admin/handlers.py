@@ -56,7 +56,7 @@ __all__ = ["AdminApi"]
 
 log = structlog.get_logger("admin")
 
-_LEAVES = {"/status", "/healthcheck", "/metrics"}  # no sub-paths under these
+_LEAVES = {"/status", "/healthcheck", "/metrics", "/cluster"}  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _OPEN = "/healthcheck"  # the one path served without the token
@@ -96,6 +96,7 @@ class AdminApi:
     token: str = ""
     refuse_private: bool = False
     clock: Callable[[], float] = time.monotonic
+    cluster_view: Callable[[], object | None] | None = None  # a cluster node's (msgspec Struct)
     _refused: int = field(default=0, init=False)
     _logged_at: float | None = field(default=None, init=False)
 
@@ -133,6 +134,7 @@ class AdminApi:
             ("/staging", ("GET",), self._staging),
             ("/publishers", ("GET",), self._publishers),
             ("/status", ("GET",), self._status),
+            ("/cluster", ("GET",), self._cluster),
             ("/healthcheck", ("GET",), self._healthcheck),
             ("/metrics", ("GET",), self._metrics),
         ]
@@ -235,6 +237,14 @@ class AdminApi:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     # --- ours ---------------------------------------------------------------------------
+
+    def _cluster(self, request: Request, rest: str) -> Response:
+        if self.cluster_view is None:
+            raise _BadRequest(404, "this daemon is a single node (no [cluster] store)")
+        view = self.cluster_view()
+        if view is None:
+            raise _BadRequest(503, "the cluster view is not read yet; try again in a second")
+        return Response(200, msgspec.json.encode(view), "application/json")
 
     def _staging(self, request: Request, rest: str) -> Response:
         if not rest:

@@ -342,3 +342,26 @@ def status(admin_url: str, admin_token: str, as_json: bool) -> None:
     rows = [["peer ID", doc.get("ID")], ["frozen", doc.get("Frozen")]]
     rows.append(["disk usage", f"{usage:.1f} %" if usage >= 0 else "unknown"])
     print_table(f"indexer at {admin_url}", [], rows)
+
+
+@admin.command("cluster")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def cluster(admin_url: str, admin_token: str, as_json: bool) -> None:
+    """The cluster's nodes (a cluster node answers): lease, publishers, providers, staged ads."""
+    doc = _get_json(admin_url, admin_token, "/cluster", as_json)
+    if doc is None:
+        return
+    headers = ["node", "joined", "renewed", "publishers", "providers", "staged", "last error"]
+    rows = [
+        [n["node"], ago(n["joined"]), ago(n["renewed"]), len(n["publishers"]),
+         len(n["providers"]), n["staged_ads"], n["last_error"]]
+        for n in doc["nodes"]
+    ]  # fmt: skip
+    title = (
+        f"cluster as node {doc['node']} read it {ago(doc['at'])}: {doc['publishers']} publishers"
+    )
+    if doc["unowned"]:
+        title += f", {len(doc['unowned'])} unowned"
+    print_table(title, headers, rows)

@@ -107,8 +107,15 @@ class ClusterApplier:
     ) -> None:
         token = self._token(entry.provider)
         commit = AdCommit(entry.provider, entry.ad.cid, self._previous(entry), record, values, done)
-        await self.backend.commit_ad(commit, token)
+        outcome = await self.backend.commit_ad(commit, token)
         self._last[entry.provider] = (entry.seq, entry.pos, entry.ad.cid)
+        log.info(
+            "ad committed",
+            provider=str(PeerId(entry.provider)),
+            ad=str(Link(entry.ad.cid)),
+            outcome=outcome,
+            token=token,
+        )
         self.staging.finish(entry, ok=done.ok, error=done.error)
 
     async def fail(self, entry: Entry, error: str) -> None:

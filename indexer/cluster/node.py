@@ -22,6 +22,8 @@ sync may stop (``floor``), where announces go (``relay``) and how ads are applie
   (``latest_scanned``) once no walk of that publisher has staged work left here; a node that
   takes the publisher over walks down to it (or to an ad its own staging knows), so nothing
   accepted is lost and nothing applied is re-applied (workers skip ads the cluster has done).
+- Each tick ends by putting this node's ``NodeStatus`` in etcd (``<root>/status/<name>``, on the
+  lease) and reading every node's: ``view`` is what ``indexer admin cluster`` shows.
 - Failures of etcd or of the cluster inside a tick are logged and the tick is retried at the
   next interval: they never end the node (nor the daemon).
 """
@@ -29,10 +31,11 @@ sync may stop (``floor``), where announces go (``relay``) and how ads are applie
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
 import trio
 
@@ -45,24 +48,37 @@ from indexer.ingest.supervise import describe
 from staging import StagingArea
 from store import StoreError
 from store.cluster.protocol import Announce, IndexBackend
-from sync import Link, PeerId
+from sync import BadPeerId, Link, PeerId
 
-__all__ = ["ClusterNode", "NodeStatus"]
+__all__ = ["ClusterNode", "ClusterView", "NodeStatus"]
 
 log = structlog.get_logger("cluster")
 
 
-@dataclass(frozen=True)
-class NodeStatus:
-    """What ``indexer admin cluster`` shows of one node."""
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One node as ``indexer admin cluster`` shows it (each node puts its own in etcd, on its
+    lease, every tick: a dead node's vanishes with its lease)."""
 
     node: str
-    lease: int
-    lease_age: float  # seconds since the last good keep-alive was sent
-    valid: bool
-    publishers: tuple[str, ...]
-    providers: tuple[str, ...]  # held by a worker now
-    last_error: str | None
+    lease: str  # hex, as etcd names it
+    joined: float  # wall clock: when this lease was granted
+    renewed: float  # wall clock: when its last good keep-alive was sent
+    at: float  # wall clock: when this status was written
+    publishers: list[str]
+    providers: list[str]  # held by a worker now
+    staged_ads: int  # ads staged here and not yet done
+    find_url: str = ""
+    last_error: str | None = None
+
+
+class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
+    """The cluster as the answering node last read it from etcd (at most ``interval`` old)."""
+
+    node: str  # the node that answers
+    at: float
+    nodes: list[NodeStatus]
+    publishers: int  # in the cluster's announce records
+    unowned: list[str]  # publishers nobody owns at the moment
 
 
 @dataclass
@@ -78,10 +94,15 @@ class ClusterNode:
     retry_after: float = 30.0
     root: str = "/ipni"
     ingester: Ingester | None = None  # set before ``run``
+    held: Callable[[], Sequence[bytes]] = tuple  # providers a worker holds (the applier's)
+    find_url: str = ""
+    wall: Callable[[], float] = time.time
+    view: ClusterView | None = None  # the last tick's
     _ownership: Ownership | None = None
     _publishers: dict[bytes, Claim] = field(default_factory=dict)
     _asked: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     _floors: dict[bytes, bytes] = field(default_factory=dict)
+    _joined_at: float = 0.0
     last_error: str | None = None
 
     # -- what the ingester asks --
@@ -106,16 +127,20 @@ class ClusterNode:
         """Make an accepted announce the cluster's before it is answered (any node)."""
         await self.backend.put_announce(publisher.raw, Announce(head.raw, tuple(addrs)))
 
-    def status(self, providers: Sequence[bytes] = ()) -> NodeStatus:
-        own = self._ownership
+    def _status(self, own: Ownership) -> NodeStatus:
+        now, mono = self.wall(), trio.current_time()
+        staged = sum(st.count for p in self.staging.providers() for _, st in self.staging.stacks(p))
         return NodeStatus(
-            self.name,
-            own.lease if own else 0,
-            trio.current_time() - own.renewed_at if own and own.lease else math.inf,
-            bool(own and own.valid()),
-            tuple(sorted(str(PeerId(p)) for p in self._publishers)),
-            tuple(sorted(str(PeerId(p)) for p in providers)),
-            self.last_error,
+            node=self.name,
+            lease=f"{own.lease:x}",
+            joined=now - (mono - self._joined_at),
+            renewed=now - (mono - own.renewed_at),
+            at=now,
+            publishers=sorted(str(PeerId(p)) for p in self._publishers),
+            providers=sorted(str(PeerId(p)) for p in self.held()),
+            staged_ads=staged,
+            find_url=self.find_url,
+            last_error=self.last_error,
         )
 
     # -- the loop --
@@ -133,7 +158,7 @@ class ClusterNode:
                     self._failed("join", exc)
                     await trio.sleep(self.interval)
                     continue
-                self._ownership = own
+                self._ownership, self._joined_at = own, trio.current_time()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(own.keep_alive)
                     if not started:
@@ -170,16 +195,33 @@ class ClusterNode:
 
     async def tick(self, own: Ownership) -> None:
         """One round: rebalance the publishers, sync new announces, move the floors."""
-        await self._rebalance(own)
+        unowned = await self._rebalance(own)
         for publisher in list(self._publishers):
             await self._announced(publisher)
         await self._move_floors(own)
+        await self._share_status(own, unowned)
 
-    async def _rebalance(self, own: Ownership) -> None:
+    async def _share_status(self, own: Ownership, view: tuple[int, list[str]]) -> None:
+        prefix = f"{own.root}/status/".encode()
+        status = msgspec.json.encode(self._status(own))
+        await self.client.put(prefix + self.name.encode(), status, lease=own.lease)
+        nodes = []
+        for kv in await self.client.range(prefix, prefix=True):
+            try:
+                nodes.append(msgspec.json.decode(kv.value, type=NodeStatus))
+            except msgspec.DecodeError:
+                log.warning("skipped a node status that does not decode", key=str(kv.key[:200]))
+        self.view = ClusterView(
+            node=self.name, at=self.wall(), nodes=sorted(nodes, key=lambda n: n.node),
+            publishers=view[0], unowned=view[1],
+        )  # fmt: skip
+
+    async def _rebalance(self, own: Ownership) -> tuple[int, list[str]]:
+        """Claim and hand back publishers; the publishers' count and those left unowned."""
         nodes = await own.nodes()
         owners = await own.owners("publisher")
-        directory = await self.backend.publishers()
-        by_name = {str(PeerId(p)): p for p in directory}
+        by_name = _named(await self.backend.publishers())
+        directory = list(by_name.values())
         self._publishers = {by_name[r]: c for r, c in owners.items() if c.mine and r in by_name}
         share = fair_share(len(directory), max(1, len(nodes)))
         plan = plan_rebalance([str(PeerId(p)) for p in self._publishers], share)
@@ -207,6 +249,9 @@ class ClusterNode:
             taken += 1
             log.info("publisher claimed", node=self.name, publisher=claim.resource,
                      token=claim.token)  # fmt: skip
+        mine = {str(PeerId(p)) for p in self._publishers}
+        unowned = sorted(r for r in by_name if r not in owners and r not in mine)
+        return len(by_name), unowned
 
     async def _announced(self, publisher: bytes) -> None:
         announce = await self.backend.announce(publisher)
@@ -234,3 +279,15 @@ class ClusterNode:
             own.check()
             await self.backend.put_cursor(publisher, latest, token=claim.token)
             self._floors[publisher] = latest
+
+
+def _named(publishers: Sequence[bytes]) -> dict[str, bytes]:
+    """The publishers by base58 name; a record under bytes that are no peer ID (not ours: the
+    cluster may hold anything) is skipped, never the end of a tick."""
+    out = {}
+    for raw in publishers:
+        try:
+            out[str(PeerId.from_bytes(raw))] = raw
+        except BadPeerId:
+            log.warning("skipped an announce record that names no peer ID", key=raw.hex()[:80])
+    return out
