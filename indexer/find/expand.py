@@ -13,25 +13,26 @@ Rules this module keeps (storetheindex ``server/find/server.go`` ``find`` and
 - A multihash with no result is left out of the response; a response with none is a 404.
 - Peer IDs are printed in base58 whatever form the ad used (``bafz...`` CIDs included); an
   extended-provider ID that does not parse is skipped rather than served.
-- Registry records (with their base58 IDs) are cached across requests by ``ProviderCache``
-  for one ``kv.version``: any write empties it, so a find never serves a stale record.
+- ``Finder`` reads through an ``IndexReader`` (``reader.py``): one ``lookup`` (a batch: one
+  ``lookup_many``), then one ``registry`` read of the distinct providers of the values found, so
+  a cluster pays a fixed number of round trips per request, not one per value.  How fresh the
+  registry records are is the reader's rule (one node: never stale; a cluster: a short bound).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from indexer.find.model import AddrInfo, MultihashResult, ProviderResult
+from indexer.find.reader import IndexReader, Known, as_reader
 from store import IndexStore, ProviderRecord, ValueRecord
 from store.index import ExtendedProviderRecord
 from sync import PeerId
 from sync.errors import BadPeerId
 
-__all__ = ["Finder", "ProviderCache", "context_override", "normalize_peer", "provider_results"]
-
-_CACHE_MAX = 100_000
+__all__ = ["Finder", "context_override", "normalize_peer", "provider_results"]
 
 
 def normalize_peer(text: str) -> str | None:
@@ -79,57 +80,42 @@ def provider_results(main: str, record: ProviderRecord, value: ValueRecord) -> l
     return out
 
 
-Known = tuple[str, ProviderRecord] | None
-
-
-@dataclass
-class ProviderCache:
-    """Registry records and base58 IDs read at one ``kv.version``; swapped whole, never patched."""
-
-    index: IndexStore
-    _current: tuple[int, dict[bytes, Known]] = (-1, {})
-
-    def get(self, raw: bytes) -> Known:
-        version = self.index.kv.version  # read before anything it guards
-        seen, records = self._current
-        if seen != version or len(records) > _CACHE_MAX:
-            records = {}
-            self._current = (version, records)
-        if raw not in records:
-            record = self.index.provider(raw)
-            records[raw] = None if record is None else (str(PeerId(raw)), record)
-        return records[raw]
+def _expand(values: Iterable[ValueRecord], registry: Mapping[bytes, Known]) -> list[ProviderResult]:
+    out: list[ProviderResult] = []
+    for value in values:
+        known = registry[value.provider]
+        if known is not None:
+            out.extend(provider_results(known[0], known[1], value))
+    return out
 
 
 @dataclass
 class Finder:
-    """Lookups: multihashes to results, registry records read through a ``ProviderCache``."""
+    """Lookups: multihashes to results, read through an ``IndexReader``.
 
-    index: IndexStore
-    cache: ProviderCache | None = None
+    ``index`` may be an ``IndexStore`` (wrapped in a ``StoreReader``) or any reader.
+    """
+
+    index: IndexStore | IndexReader
+    reader: IndexReader = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.cache is None:
-            self.cache = ProviderCache(self.index)
+        self.reader = as_reader(self.index)
 
-    def _provider(self, raw: bytes) -> Known:
-        assert self.cache is not None
-        return self.cache.get(raw)
-
-    def results(self, multihash: bytes) -> list[ProviderResult]:
+    async def results(self, multihash: bytes) -> list[ProviderResult]:
         """Every provider result of one multihash, expanded; empty when none."""
-        out: list[ProviderResult] = []
-        for value in self.index.lookup(multihash):
-            known = self._provider(value.provider)
-            if known is not None:
-                out.extend(provider_results(known[0], known[1], value))
-        return out
+        values = await self.reader.lookup(multihash)
+        if not values:
+            return []
+        return _expand(values, await self.reader.registry({v.provider for v in values}))
 
-    def find(self, multihashes: Sequence[bytes]) -> list[MultihashResult]:
+    async def find(self, multihashes: Sequence[bytes]) -> list[MultihashResult]:
         """The results of each multihash that has any, in request order."""
-        found = []
-        for mh in multihashes:
-            results = self.results(mh)
+        found = await self.reader.lookup_many(multihashes)
+        registry = await self.reader.registry({v.provider for vs in found for v in vs})
+        out = []
+        for mh, values in zip(multihashes, found, strict=True):
+            results = _expand(values, registry)
             if results:
-                found.append(MultihashResult(mh, results))
-        return found
+                out.append(MultihashResult(mh, results))
+        return out

@@ -10,12 +10,16 @@ Rules this module keeps (storetheindex ``server/find/server.go``, ``internal/htt
 - ``GET /multihash/{mh}`` and ``GET /cid/{cid}`` answer a ``FindResponse`` in JSON, or with
   ``Accept: application/x-ndjson`` one ``ProviderResult`` per line, streamed (chunked), with
   ``X-Content-Type-Options: nosniff``.  ``POST /multihash`` takes ``{"Multihashes": [...]}`` and
-  answers JSON only; big batches are looked up in a worker thread.  No result at all: 404
-  ``no results for query``.
-- ``GET /providers`` is a JSON array of ``ProviderInfo`` (``[]`` when empty), built in a worker
+  answers JSON only; a batch is one ``lookup_many`` (on one node big batches are looked up in a
+  worker thread).  No result at all: 404 ``no results for query``.
+- ``GET /providers`` is a JSON array of ``ProviderInfo`` (``[]`` when empty), encoded in a worker
   thread; ``GET /providers/{id}`` is one, or 404 ``provider not found``.
 - ``GET /health`` is ``ready <version>`` as text with ``Cache-Control: no-cache``; ``GET /stats``
-  is ``{"EntriesEstimate", "EntriesCount"}``; ``GET /openapi.json`` is the OpenAPI document.
+  is ``{"EntriesEstimate", "EntriesCount"}`` (-1: unknown, as on a cluster); ``GET /openapi.json``
+  is the OpenAPI document.
+- Every read goes through an ``IndexReader`` (``reader.py``): ``find_handler``/``serve_find``
+  take a single node's ``IndexStore`` (wrapped in a ``StoreReader``) or any reader, e.g. a
+  ``BackendReader`` over a cluster's ``IndexBackend``.
 - JSON is compact, ``application/json; charset=utf-8``, gzip-able; errors are one text line.
 - Path arguments longer than 2,048 characters are refused with a 400 before any decoding, so no
   input costs more than a few microseconds to reject.
@@ -29,10 +33,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import trio
 
 from indexer import __version__
-from indexer.find.expand import Finder, ProviderCache
+from indexer.find.expand import Finder
 from indexer.find.info import StatsCache, provider_info
 from indexer.find.model import FindResponse, MultihashResult, ProviderResult, encode, encode_line
 from indexer.find.openapi import openapi_json
+from indexer.find.reader import IndexReader, as_reader
 from indexer.find.request import (
     JSON,
     NDJSON,
@@ -43,7 +48,7 @@ from indexer.find.request import (
     parse_multihash_text,
     parse_peer,
 )
-from store import IndexStore
+from store import IndexStore, ProviderRecord
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
 
 __all__ = ["ROUTES", "find_handler", "serve_find"]
@@ -68,9 +73,6 @@ _FIND_MEDIA = (NDJSON, JSON, "*/*")
 _JSON_MEDIA = (JSON, "*/*")
 _JSON_TYPE = "application/json; charset=utf-8"
 _MAX_ARG = 2048
-# Batches larger than this are looked up in a worker thread.  Smaller ones run inline: threads
-# fighting the event loop for the GIL made 100-multihash batches 2.5x slower (bench/find.py).
-_THREAD_BATCH = 1024
 _CORS = ("access-control-allow-origin", "*")
 
 Route = Callable[[Request, str], Awaitable[Response]]
@@ -103,12 +105,12 @@ async def _lines(results: Sequence[ProviderResult]) -> AsyncIterator[bytes]:
 
 @dataclasses.dataclass
 class _FindApi:
-    index: IndexStore
+    reader: IndexReader
     version: str
     stats: StatsCache
 
     def __post_init__(self) -> None:
-        self._cache = ProviderCache(self.index)
+        self._finder = Finder(self.reader)
 
     async def find_one(self, request: Request, mh: bytes | BadInput) -> Response:
         media = negotiate(request, _FIND_MEDIA)
@@ -116,7 +118,7 @@ class _FindApi:
             return media
         if isinstance(mh, BadInput):
             return mh.response()
-        results = Finder(self.index, self._cache).results(mh)
+        results = await self._finder.results(mh)
         if not results:
             return _no_results()
         if media == NDJSON:
@@ -139,11 +141,7 @@ class _FindApi:
         mhs = batch_multihashes(request.body)
         if isinstance(mhs, BadInput):
             return mhs.response()
-        finder = Finder(self.index, self._cache)
-        if len(mhs) > _THREAD_BATCH:
-            found = await trio.to_thread.run_sync(finder.find, mhs)
-        else:
-            found = finder.find(mhs)
+        found = await self._finder.find(mhs)
         return _json(encode(FindResponse(found))) if found else _no_results()
 
     async def providers(self, request: Request, arg: str) -> Response:
@@ -151,10 +149,12 @@ class _FindApi:
         if isinstance(media, Response):
             return media
 
-        def listing() -> bytes:
-            return encode([provider_info(peer, record) for peer, record in self.index.providers()])
+        listed = await self.reader.providers()
 
-        return _json(await trio.to_thread.run_sync(listing))
+        def listing(records: Sequence[tuple[bytes, ProviderRecord]]) -> bytes:
+            return encode([provider_info(peer, record) for peer, record in records])
+
+        return _json(await trio.to_thread.run_sync(listing, listed))
 
     async def provider(self, request: Request, arg: str) -> Response:
         media = negotiate(request, _JSON_MEDIA)
@@ -163,7 +163,7 @@ class _FindApi:
         peer = parse_peer(arg) if len(arg) <= _MAX_ARG else BadInput("cannot decode provider id")
         if isinstance(peer, BadInput):
             return peer.response()
-        record = self.index.provider(peer.raw)
+        record = await self.reader.provider(peer.raw)
         if record is None:
             return Response.text(404, "provider not found")
         return _json(encode(provider_info(peer.raw, record)))
@@ -199,10 +199,12 @@ def _with_cors(response: Response) -> Response:
 
 
 def find_handler(
-    index: IndexStore, version: str = __version__, *, stats_ttl: float = 60.0
+    index: IndexStore | IndexReader, version: str = __version__, *, stats_ttl: float = 60.0
 ) -> Handler:
-    """The find API over ``index``; ``version`` is what ``/health`` reports."""
-    routes = _FindApi(index, version, StatsCache(index, stats_ttl)).routes()
+    """The find API over ``index`` (an ``IndexStore`` or any ``IndexReader``); ``version`` is
+    what ``/health`` reports."""
+    reader = as_reader(index)
+    routes = _FindApi(reader, version, StatsCache(reader, stats_ttl)).routes()
 
     async def handle(request: Request) -> Response:
         matched = _match(request.path)
@@ -221,7 +223,7 @@ def find_handler(
 
 
 async def serve_find(
-    index: IndexStore,
+    index: IndexStore | IndexReader,
     host: str = "127.0.0.1",
     port: int = 3000,
     *,

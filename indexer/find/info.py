@@ -14,9 +14,10 @@ Rules this module keeps (storetheindex ``internal/registry/apiconv.go`` ``RegToA
   metadata of its own); each ``Contextual`` item has ``Override``, ``ContextID`` (the raw bytes as
   a Go string, not base64), ``Providers`` and ``Metadatas``, ordered by ContextID bytes.
 - ``LastError`` is the last ingest error (its time is not recorded: ``LastErrorTime`` is absent).
-- ``EntriesCount`` counts multihash keys; ``EntriesEstimate`` is the database's size on disk over
-  40, as storetheindex estimates.  Both are computed in a worker thread, at most once per ``ttl``
-  seconds, one computation at a time.
+- ``/stats`` is the reader's ``stats`` (``reader.py``): on one node ``EntriesCount`` counts
+  multihash keys and ``EntriesEstimate`` is the database's size on disk over 40, as storetheindex
+  estimates, computed in a worker thread; on a cluster both are -1 (unknown).  It is computed at
+  most once per ``ttl`` seconds, one computation at a time.
 """
 
 from __future__ import annotations
@@ -40,13 +41,12 @@ from indexer.find.model import (
     Stats,
     go_string,
 )
-from store import IndexStore, ProviderRecord
+from indexer.find.reader import IndexReader
+from store import ProviderRecord
 from store.index import ExtendedProviderRecord
 from sync import Link, PeerId
 
 __all__ = ["StatsCache", "provider_info", "rfc3339"]
-
-_AVG_MH_SIZE = 40
 
 
 def rfc3339(timestamp: float) -> str:
@@ -113,34 +113,20 @@ def provider_info(peer: bytes, record: ProviderRecord) -> ProviderInfo:
     )
 
 
-def _disk_size(index: IndexStore) -> int:
-    total = 0
-    for path in index.kv.path.iterdir():
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except FileNotFoundError:  # a compaction removed it meanwhile
-            continue
-    return total
-
-
 @dataclass
 class StatsCache:
-    """``/stats``: computed in a thread, reused for ``ttl`` seconds."""
+    """``/stats``: the reader's ``stats``, reused for ``ttl`` seconds."""
 
-    index: IndexStore
+    reader: IndexReader
     ttl: float = 60.0
     _value: Stats | None = None
     _at: float = 0.0  # time.monotonic() of the last computation
     _lock: trio.Lock = field(default_factory=trio.Lock)
 
-    def compute(self) -> Stats:
-        count = self.index.count_keys()
-        return Stats(entries_estimate=_disk_size(self.index) // _AVG_MH_SIZE, entries_count=count)
-
     async def get(self) -> Stats:
         async with self._lock:
             now = time.monotonic()
             if self._value is None or now - self._at >= self.ttl:
-                self._value = await trio.to_thread.run_sync(self.compute)
+                self._value = await self.reader.stats()
                 self._at = now
             return self._value

@@ -21,6 +21,8 @@ Rules this module keeps (ipfs/specs ``src/routing/http-routing-v1.md``; ipni/ind
   records, ``max-age=15`` without (the spec's examples), ``stale-while-revalidate`` and
   ``stale-if-error`` of an hour (an index answer changes with each ingested ad, unlike the DHT's
   48 h provider records); ``X-Content-Type-Options: nosniff``.
+- ``routing_handler`` takes a single node's ``IndexStore`` or any ``IndexReader``
+  (``indexer.find.reader``; e.g. a ``BackendReader`` over a cluster), as ``find_handler`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from email.utils import formatdate
 
 import msgspec
 
+from indexer.find.reader import as_reader
 from indexer.routing.filters import BadFilter, Filters
 from indexer.routing.records import Index, PeerRecord, find_records
 from sync import BadCid, Link
@@ -96,6 +99,7 @@ def routing_handler(
     index: Index, *, streaming: bool = True, empty_status: int = 404, max_json: int = 100
 ) -> Handler:
     """A handler answering ``/routing/v1/...`` from ``index`` (404 for any other path)."""
+    reader = as_reader(index)
 
     async def handle(request: Request) -> Response:
         path = request.path
@@ -122,7 +126,9 @@ def routing_handler(
             filters = Filters.parse(request.query)
         except BadFilter as exc:
             return _error(400, str(exc))
-        records = [r for r in map(filters.apply, find_records(index, multihash)) if r is not None]
+        records = [
+            r for r in map(filters.apply, await find_records(reader, multihash)) if r is not None
+        ]
         status = 200 if records else empty_status
         headers = _headers(bool(records))
         if streaming and wants_ndjson(request.header("accept")):

@@ -4,8 +4,9 @@ Rules this module keeps (storetheindex ``server/find/server.go`` ``find`` for th
 ipni/indexstar ``delegated_translator.go`` ``drProvFromResult`` for the record):
 
 - Every live (provider, context) value of the multihash is read; a value whose provider has no
-  registry record is left out (storetheindex: the provider was removed).  Each provider's record
-  is read once per request.
+  registry record is left out (storetheindex: the provider was removed).  Reads go through an
+  ``indexer.find.reader.IndexReader`` (one node's ``IndexStore`` or a cluster's backend): one
+  ``lookup``, then one ``registry`` read of the values' distinct providers.
 - A value gives its provider (registry addresses, the value's metadata), then the extended
   providers of its context, then, unless that context overrides them, the chain-level ones.  An
   extended-provider entry naming the main provider is skipped when its metadata is empty or equal
@@ -27,14 +28,15 @@ ipni/indexstar ``delegated_translator.go`` ``drProvFromResult`` for the record):
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import multiaddr
 
-from store import ProviderRecord, ValueRecord
+from indexer.find.reader import IndexReader
+from store import IndexStore, ProviderRecord, ValueRecord
 from sync import PeerId, decode_metadata
 from sync.errors import BadPeerId
 from sync.model.metadata import (
@@ -50,12 +52,7 @@ __all__ = ["Index", "PeerRecord", "addr_protocols", "find_records", "protocol_fi
 _KNOWN = frozenset({BITSWAP, GRAPHSYNC_FILECOINV1, IPFS_GATEWAY_HTTP, FILECOIN_PIECE_HTTP})
 
 
-class Index(Protocol):
-    """What routing reads of the index (``store.IndexStore``)."""
-
-    def lookup(self, multihash: bytes) -> Sequence[ValueRecord]: ...
-
-    def provider(self, provider: bytes) -> ProviderRecord | None: ...
+Index = IndexStore | IndexReader  # what ``routing_handler`` serves: wrapped by ``as_reader``
 
 
 @dataclass(slots=True)
@@ -133,16 +130,18 @@ def _expand(value: ValueRecord, record: ProviderRecord) -> Iterator[tuple[bytes,
         yield peer, entry.addresses, entry.metadata or value.metadata
 
 
-def find_records(index: Index, multihash: bytes) -> list[PeerRecord]:
+async def find_records(reader: IndexReader, multihash: bytes) -> list[PeerRecord]:
     """The merged peer records of one multihash, in first-seen order; empty when none."""
-    registry: dict[bytes, ProviderRecord | None] = {}
+    values = await reader.lookup(multihash)
+    if not values:
+        return []
+    registry = await reader.registry({value.provider for value in values})
     merged: dict[bytes, PeerRecord] = {}
-    for value in index.lookup(multihash):
-        if value.provider not in registry:
-            registry[value.provider] = index.provider(value.provider)
-        record = registry[value.provider]
-        if record is None:
+    for value in values:
+        known = registry[value.provider]
+        if known is None:
             continue
+        record = known[1]
         for peer, addrs, metadata in _expand(value, record):
             out = merged.get(peer)
             if out is None:
