@@ -1,14 +1,19 @@
-"""Shared pytest configuration: where the conformance vectors live, and Hypothesis profiles."""
+"""Shared pytest configuration: where the conformance vectors live, Hypothesis profiles, and the
+session's real Valkey cluster (``valkey_cluster``: started on first use, never skipped: a missing
+server binary fails with how to install one)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -41,3 +46,16 @@ def node() -> str:
         if done.returncode != 0:
             pytest.fail(f"npm ci in {JS} failed:\n{done.stderr[-2000:]}")
     return node
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """One 3-primary, 3-replica Valkey cluster for the session, on 127.0.0.1."""
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("valkey"))
+    except HarnessError as exc:
+        pytest.fail(f"Valkey cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

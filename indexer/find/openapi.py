@@ -375,8 +375,16 @@ _SCHEMAS: JsonObj = {
         "type": "object",
         "required": ["EntriesEstimate", "EntriesCount"],
         "properties": {
-            "EntriesEstimate": {"type": "integer", "format": "int64"},
-            "EntriesCount": {"type": "integer", "format": "int64"},
+            "EntriesEstimate": {
+                "type": "integer",
+                "format": "int64",
+                "description": "database size on disk / 40; -1: unknown (a cluster)",
+            },
+            "EntriesCount": {
+                "type": "integer",
+                "format": "int64",
+                "description": "index entries; -1: unknown (a cluster)",
+            },
         },
     },
 }

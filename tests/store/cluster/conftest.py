@@ -1,4 +1,7 @@
-"""Fixtures: one real Valkey cluster per session, and ``backend``, parametrized over both backends.
+"""Fixtures: ``backend``, parametrized over both backends, on the session's real Valkey cluster.
+
+``valkey_cluster`` (one 3+3 cluster per session) is in ``tests/conftest.py``, shared with the find
+tests.
 
 A test taking ``backend`` runs on LevelDB (in ``tmp_path``) and on the cluster; ``names`` gives
 it provider IDs, contexts and multihashes no other test uses, since the cluster is shared by the
@@ -8,7 +11,7 @@ session.  The cluster is never skipped: a missing server binary fails with how t
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,21 +19,9 @@ import pytest
 
 from store import KV, IndexStore
 from store.cluster import IndexBackend, LevelDBBackend, open_cluster
-from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
+from tests.cluster.valkey import ValkeyCluster
 
 BACKENDS = ["leveldb", "cluster"]
-
-
-@pytest.fixture(scope="session")
-def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
-    try:
-        cluster = start_cluster(tmp_path_factory.mktemp("valkey"))
-    except HarnessError as exc:
-        pytest.fail(f"Valkey cluster: {exc}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(params=BACKENDS)
