@@ -45,7 +45,7 @@ from indexer.ingest.maintenance import run_compaction
 from indexer.policy import LivePolicy
 from indexer.security import warn_exposed
 from staging import StagingArea
-from store import KV, IndexStore
+from store import KV, IndexStore, StoreUnavailable
 from sync import BadPeerId, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
 from sync.net.httpserver import (
@@ -156,7 +156,7 @@ class Daemon:
                 )  # fmt: skip
                 find = await nursery.start(
                     functools.partial(serve_tcp, limits=find_limits, name="find"),
-                    self._find_handler(kv), *_split(config.server.find_addr),
+                    self._find_handler(kv, cluster), *_split(config.server.find_addr),
                 )  # fmt: skip
                 await nursery.start(
                     functools.partial(
@@ -273,18 +273,27 @@ class Daemon:
 
         return handle
 
-    def _find_handler(self, kv: KV) -> Handler:
-        """The find API, with delegated routing v1 mounted by prefix beside it."""
-        from indexer.find import find_handler
+    def _find_handler(self, kv: KV, cluster: ClusterParts | None = None) -> Handler:
+        """The find API, with delegated routing v1 mounted by prefix beside it: over the local
+        index, or a cluster node's over the cluster (registry records cached ``record_ttl``)."""
+        from indexer.find import BackendReader, IndexReader, as_reader, find_handler
         from indexer.routing import PREFIX, routing_handler
 
-        index = IndexStore(kv)
-        find, routing = find_handler(index, __version__), routing_handler(index)
+        reader: IndexReader = as_reader(IndexStore(kv))
+        if cluster is not None:
+            reader = BackendReader(cluster.backend, ttl=self.config.cluster.record_ttl)
+        find, routing = find_handler(reader, __version__), routing_handler(reader)
 
         async def handle(request: Request) -> Response:
-            if request.path.startswith(PREFIX):
-                return await routing(request)
-            return await find(request)
+            try:
+                if request.path.startswith(PREFIX):
+                    return await routing(request)
+                return await find(request)
+            except StoreUnavailable as exc:  # a cluster failing over, past the retries
+                log.warning("find: the index is unavailable", error=str(exc))
+                return Response.text(
+                    503, "the index is unavailable; try again", headers=(("retry-after", "5"),)
+                )
 
         return handle
 

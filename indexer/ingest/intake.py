@@ -25,7 +25,8 @@ Rules this module keeps:
 - An accepted announce is recorded durably (publisher, addresses, head) BEFORE it is answered
   204, so a restarted daemon syncs it even if it never comes again (``Ingester`` replays them).
   On a cluster node (``relay`` set, ``admit``) the record is the cluster's instead, written
-  before the 204 (a 503 if the cluster cannot take it); its owner syncs it.
+  before the 204 (a 503 if the cluster cannot take it within ``RELAY_TIMEOUT``); its owner
+  syncs it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+import trio
 
 from indexer.ingest.engine import Ingester
 from indexer.ingest.supervise import describe
@@ -54,6 +56,7 @@ ANNOUNCE_PATHS = ("/announce", "/ingest/announce")
 _TABLE = 10_000
 MAX_ADDRS = 32
 MAX_ADDR_BYTES = 512
+RELAY_TIMEOUT = 5.0  # seconds an announce may wait for the cluster before it is a 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +159,14 @@ class AnnounceIntake:
             return decided
         if self.relay is not None:
             try:
-                await self.relay(decided.publisher, decided.head, decided.addrs)
+                with trio.move_on_after(RELAY_TIMEOUT) as waited:
+                    await self.relay(decided.publisher, decided.head, decided.addrs)
             except StoreError as exc:
                 log.warning("announce not relayed to the cluster", error=describe(exc))
                 return IntakeResult(503, "the cluster is unavailable; announce again later")
+            if waited.cancelled_caught:
+                log.warning("announce not relayed to the cluster in time", timeout=RELAY_TIMEOUT)
+                return IntakeResult(503, "the cluster is slow to answer; announce again later")
         return self._act(decided)
 
     def _act(self, accepted: _Accepted) -> IntakeResult:

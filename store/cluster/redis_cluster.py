@@ -24,7 +24,8 @@ Rules this module keeps:
   primary) and the I/O errors under them are ``StoreUnavailable`` (transient); a replica that did
   not acknowledge is ``NotReplicated``; any other server error is ``StoreRejected`` (permanent).
   Every operation is retried on ``StoreUnavailable`` with backoff for at most ``retry_for``
-  seconds (each is idempotent), then the error is raised.
+  seconds (each is idempotent), then the error is raised; before each retry the slot layout is
+  read again (after a failover, coredis's pipelines would go on to the dead primary).
 - ``providers`` (and ``publishers``, by ``{pub:*}a``) is a ``SCAN MATCH {p:*}r COUNT scan_count``
   over every primary of the layout (never ``KEYS``: a scan is bounded batches that do not block
   the server), the keys de-duplicated (a scan may return a key twice) and filtered to exact
@@ -278,6 +279,16 @@ class ClusterBackend:
                     raise
             await trio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            await self._refresh_layout()
+
+    async def _refresh_layout(self) -> None:
+        """Read the cluster's slot layout again (after a failover the client's is stale, and
+        coredis refreshes it only after errors its pipelines do not report)."""
+        try:
+            with translated():
+                await self.client.connection_pool.cluster_layout.initialize()
+        except StoreUnavailable:
+            pass  # the next try fails (or not) on its own; the layout is read again after it
 
     @contextlib.contextmanager
     def _replicated(self) -> Iterator[None]:

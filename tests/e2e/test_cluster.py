@@ -287,6 +287,9 @@ async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
             live = nodes[1:]
             _check_exactly_once_in_order(nodes, chains)
             await _find_everything(live, chains)
+            # The operator restarts the dead primary: it comes back as its shard's replica (until
+            # then the shard's control writes cannot be replicated: they wait, then 503).
+            await trio.to_thread.run_sync(valkey.restart, primary)
 
             # Round 2: more ads; a node joins mid-ingest, another is stopped (SIGTERM: drain).
             chains.add_round()

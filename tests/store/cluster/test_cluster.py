@@ -212,6 +212,29 @@ async def test_sigkill_of_a_primary_mid_write(valkey_cluster: ValkeyCluster, nam
     valkey_cluster.wait_ok()
 
 
+async def test_pipelines_find_the_promoted_replica(
+    valkey_cluster: ValkeyCluster, names: Names
+) -> None:
+    """After a failover, pipelined reads (``lookup_many``) and scans (``publishers``) reach the
+    new primary within a short ``retry_for``: the adapter reads the slot layout again before a
+    retry (coredis alone kept sending a pipeline to the dead primary for 20 s and more)."""
+    mhs = [names.mh(i) for i in range(200)]  # spread over every slot range
+    p = names.provider()
+    async with open_cluster(valkey_cluster.startup, retry_for=8.0) as b:
+        vk = await b.allocate(p, b"ctx")
+        await b.put_value(vk, p, b"ctx", b"m")
+        await b.add_multihashes(vk, mhs)
+        assert all(await b.lookup_many(mhs))
+        primary = valkey_cluster.primary_of_slot(ck.slot_of(ck.index(mhs[0])))
+        await trio.to_thread.run_sync(valkey_cluster.kill_primary, primary)
+        try:
+            assert all(await b.lookup_many(mhs))
+            await b.publishers()
+        finally:
+            await trio.to_thread.run_sync(valkey_cluster.restart, primary)
+    valkey_cluster.wait_ok()
+
+
 def test_a_missing_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.setenv("PATH", "")
