@@ -82,6 +82,17 @@ def _split(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+async def _listen(
+    nursery: trio.Nursery, name: str, handler: Handler, addr: str, limits: Limits
+) -> Any:
+    """Start the ``name`` server on ``addr``; one that cannot bind is an ``OSError`` naming it."""
+    serve = functools.partial(serve_tcp, limits=limits, name=name)
+    try:
+        return await nursery.start(serve, handler, *_split(addr))
+    except OSError as exc:
+        raise OSError(f"cannot listen on {addr} ({name}): {exc.strerror or exc}") from None
+
+
 def _url(listeners: Any) -> str:
     host, port = listeners[0].socket.getsockname()[:2]
     return f"http://{host}:{port}"
@@ -149,14 +160,13 @@ class Daemon:
                     relay=cluster.node.relay if cluster else None,
                 )
                 await nursery.start(ingester.run)
-                ingest = await nursery.start(
-                    functools.partial(serve_tcp, limits=ingest_limits, name="ingest"),
-                    self._ingest_handler(intake, ingester, staging),
-                    *_split(config.server.ingest_addr),
+                ingest = await _listen(
+                    nursery, "ingest", self._ingest_handler(intake, ingester, staging),
+                    config.server.ingest_addr, ingest_limits,
                 )  # fmt: skip
-                find = await nursery.start(
-                    functools.partial(serve_tcp, limits=find_limits, name="find"),
-                    self._find_handler(kv, cluster), *_split(config.server.find_addr),
+                find = await _listen(
+                    nursery, "find", self._find_handler(kv, cluster), config.server.find_addr,
+                    find_limits,
                 )  # fmt: skip
                 await nursery.start(
                     functools.partial(
@@ -168,10 +178,9 @@ class Daemon:
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                     cluster_view=(lambda: cluster.node.view) if cluster else None,
                 )  # fmt: skip
-                admin = await nursery.start(
-                    functools.partial(serve_tcp, limits=admin_limits, name="admin"),
-                    admin_api.handler(), *_split(config.server.admin_addr),
-                )  # fmt: skip
+                admin = await _listen(
+                    nursery, "admin", admin_api.handler(), config.server.admin_addr, admin_limits
+                )
                 p2p_addrs: list[str] = []
                 if host is not None:
                     from sync.net.p2p import host_addrs

@@ -7,7 +7,8 @@ SIGINT/SIGTERM stop it cleanly, a second signal exits at once (staging makes tha
 anything is written or bound, the config is loaded and checked (``indexer.config``,
 ``indexer.security``): a bad file or setting (named: file and key), an unusable admin token, or
 an admin address beyond loopback with no token is one line on stderr and exit 2, with the data
-directory untouched.
+directory untouched.  A daemon that cannot start (a port in use, a cluster store or etcd it
+cannot reach) says so in one line and exits 1.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import trio
 
 from indexer.config import TEMPLATE, ConfigError, Server, load_config
 from indexer.daemon import Daemon, DaemonInfo
-from indexer.errors import CliError
+from indexer.errors import CliError, ClusterError, CommandFailed
 from indexer.logs import configure_logging
 from indexer.security import admin_token, check_exposure
+from store import StoreError
 from sync import PrivateKey
 
 __all__ = ["daemon", "init"]
@@ -134,7 +136,30 @@ def daemon(
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     _, key = _init(data_dir)
-    trio.run(_main, Daemon(data_dir, config, key, admin_token=token), as_json)
+    try:
+        trio.run(_main, Daemon(data_dir, config, key, admin_token=token), as_json)
+    except BaseExceptionGroup as group:
+        raise _start_failure(group) from None
+    except (ClusterError, OSError) as exc:
+        raise CommandFailed(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, StoreError):
+        return f"cluster store: {text}"
+    return text if isinstance(exc, ClusterError | OSError) else f"{type(exc).__name__}: {text}"
+
+
+def _start_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """A daemon that could not start (a store or etcd it cannot reach, a port in use): the one
+    failure in the nursery's group as a one-line ``CommandFailed``; anything else unchanged."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    if isinstance(leaf, StoreError | ClusterError | OSError):
+        return CommandFailed(_one_line(leaf))
+    return group
 
 
 async def _main(node: Daemon, as_json: bool) -> None:

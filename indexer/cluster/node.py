@@ -5,11 +5,12 @@ node plugs in what a cluster changes: which publishers this node syncs (``owns``
 sync may stop (``floor``), where announces go (``relay``) and how ads are applied
 (``ClusterApplier``).  Rules it keeps:
 
-- One lease at a time (``Ownership``): joined before the node reports started, renewed in the
+- One lease at a time (``Ownership``): joined before the node reports started (a first join that
+  fails is the daemon's start-up error; a later one is retried every ``interval``), renewed in the
   background; once lost (expired, frozen past its TTL, revoked) every claim is void at once,
-  ``owns`` is false for every publisher, and the node joins again with a new lease: its new
-  claims carry new, larger fencing tokens.  On shutdown it leaves: the lease is revoked, so its
-  publishers and providers are free for the other nodes at once (a drain, not a TTL's wait).
+  ``owns`` is false for every publisher, and the node joins again with a new lease: its new claims
+  carry new, larger fencing tokens. On shutdown it leaves: the lease is revoked, so its publishers
+  and providers are free for the other nodes at once (a drain, not a TTL's wait).
 - Every ``interval`` seconds (``tick``): the publishers are the cluster's announce records; the
   node takes at most its fair share of them (``ceil(publishers / live nodes)``), hands back what
   is above it, and claims only publishers nobody owns (create-if-absent in etcd).  A publisher it
@@ -155,6 +156,8 @@ class ClusterNode:
                 try:
                     await own.join()
                 except ClusterError as exc:
+                    if not started:  # at start-up: the daemon says so and exits
+                        raise ClusterError(f"cannot join the cluster's etcd: {exc}") from None
                     self._failed("join", exc)
                     await trio.sleep(self.interval)
                     continue

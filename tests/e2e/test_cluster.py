@@ -14,11 +14,14 @@ Every wait is bounded; the servers bind loopback only, on ports outside the ephe
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +229,19 @@ def _at_least(backend: ClusterBackend, chains: Chains, n: int) -> Callable[[], A
     return check
 
 
+def _takeover(nodes: list[Node], killed: float) -> str:
+    """Seconds from the SIGKILL of ``nodes[0]`` to another node's claim of each of its
+    publishers (measured, printed: timings are not asserted)."""
+    held = {r["publisher"] for r in nodes[0].events("publisher claimed")}
+    taken: dict[str, float] = {}
+    for node in nodes[1:]:
+        for r in node.events("publisher claimed"):
+            at = datetime.fromisoformat(r["timestamp"]).timestamp()
+            if r["publisher"] in held and at > killed:
+                taken[r["publisher"]] = min(taken.get(r["publisher"], math.inf), at - killed)
+    return ", ".join(f"{t:.1f} s" for t in sorted(taken.values())) + f" (TTL {TTL} s)"
+
+
 def _check_exactly_once_in_order(nodes: list[Node], chains: Chains) -> None:
     applied: dict[str, list[tuple[str, str, str]]] = {}  # provider -> (timestamp, ad, node)
     for node in nodes:
@@ -271,7 +287,7 @@ async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
             total = PUBLISHERS * ADS
             await until(_at_least(backend, chains, 4), 60, "mid-ingest: a few ads done")
             assert await _committed(backend, chains) < total
-            killed_at = trio.current_time()
+            killed_at, killed_wall = trio.current_time(), time.time()
             nodes[0].kill()  # SIGKILL
             nodes[1].signal(signal.SIGSTOP)  # frozen past its lease
             await trio.sleep(TTL + 2)
@@ -280,6 +296,7 @@ async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
             await trio.to_thread.run_sync(valkey.kill_primary, primary)
             await _all_done(backend, chains, 120)
             print(f"round 1 indexed {trio.current_time() - killed_at:.1f} s after the SIGKILL")
+            print(f"takeover of the killed node's publishers: {_takeover(nodes, killed_wall)}")
 
             # The thawed node saw its lease gone and joined again.
             await until(_logged(nodes[1], "joined", 2), 30, "n1 joined again")

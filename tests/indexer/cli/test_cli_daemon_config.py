@@ -8,10 +8,13 @@ came before anything was written, opened or bound.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_publisher_cli import INDEXER
 from tests.indexer.cli.test_cli_admin import one_line_error
 from tests.indexer.test_security import daemon
 
@@ -66,3 +69,34 @@ def test_command_line_addresses_override_the_file(tmp_path: Path) -> None:
     assert "is not loopback" not in out.stderr  # the flag wins: refused only by the trap
     for name in "ab":
         assert os.listdir(tmp_path / name) == ["db"]
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        command = [INDEXER, "daemon", "--data-dir", str(tmp_path / "idx"), "--no-p2p"]
+        command += ["--find-addr", addr, "--ingest-addr", "127.0.0.1:0"]
+        command += ["--admin-addr", "127.0.0.1:0"]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot listen on {addr} (find): "), last
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cluster-store", "redis://127.0.0.1:7000"], '"store" and "etcd" go together'),
+        (["--cluster-etcd", "http://127.0.0.1:2379"], '"store" and "etcd" go together'),
+        (["--cluster-store", "redis://h", "--cluster-etcd", "h:1"], "store: not host:port"),
+    ],
+)
+def test_bad_cluster_flags_stop_the_daemon_in_one_line(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    out = daemon(tmp_path / "idx", *flags)
+    one_line_error(out, 2, message)
+    assert os.listdir(tmp_path / "idx") == ["db"]
