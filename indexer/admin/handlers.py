@@ -178,6 +178,11 @@ class AdminApi:
             raise _BadRequest(403, f"publisher {publisher} is not allowed")
         if self.ingester.is_syncing(publisher.raw):
             raise _BadRequest(409, f"Peer {publisher} has already a sync in progress")
+        if not self.ingester.syncs_here(publisher.raw):
+            raise _BadRequest(
+                409, f"publisher {publisher} is synced by another cluster node (indexer admin "
+                "cluster names it): ask that node",
+            )  # fmt: skip
         self.ingester.request_sync(
             publisher, addrs, depth=int(depth_text or 0) or None, resync=resync_text in _TRUE
         )

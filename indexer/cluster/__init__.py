@@ -1,7 +1,7 @@
 """Scale-out: ownership of providers and publishers among indexer nodes, on etcd.
 
-Not wired into the daemon yet (issue 12): the single node with its embedded LevelDB is the
-default and needs none of this.  Rules the subpackage keeps:
+A daemon with a ``[cluster]`` section is a cluster node (``docs/scale-out.md``); the single node
+with its embedded LevelDB is the default and needs none of this.  Rules the subpackage keeps:
 - etcd is the only arbiter of ownership: a node owns a resource while its key holds the node's
   name on the node's live lease; nothing here keeps ownership state of its own that could
   disagree.
@@ -11,7 +11,8 @@ default and needs none of this.  Rules the subpackage keeps:
   even if it has not noticed yet.
 - The etcd client speaks the v3 JSON gateway over httpx (runs under trio); every third-party
   failure becomes a ``ClusterError`` of ``indexer.errors``.
-- Deciding shares (``share``) is pure and sans-I/O; only ``etcd`` and ``ownership`` do I/O.
+- Deciding shares (``share``) is pure and sans-I/O; ``etcd``, ``ownership``, ``apply`` (the
+  cluster's ``Applier``) and ``node`` (a daemon's part in the cluster) do the I/O.
 """
 
 from indexer.cluster.etcd import EtcdClient

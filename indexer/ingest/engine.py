@@ -192,7 +192,7 @@ class Ingester:
     ) -> None:
         """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
         assert self._nursery is not None, "Ingester.run must be started first"
-        if self.owns is not None and not self.owns(publisher.raw):
+        if not self.syncs_here(publisher.raw):
             return  # another node syncs it (the cluster holds the announce for its owner)
         if not self.is_syncing(publisher.raw):
             self.progress[publisher.raw] = SyncProgress(self.clock(), depth or 0, resync)
@@ -350,6 +350,10 @@ class Ingester:
         self._notify()
 
     # --- state -----------------------------------------------------------------------------
+
+    def syncs_here(self, publisher: bytes) -> bool:
+        """This node syncs ``publisher`` (always on a single node; its owner on a cluster)."""
+        return self.owns is None or self.owns(publisher)
 
     def is_syncing(self, publisher: bytes) -> bool:
         """A sync of ``publisher`` is running or waiting to run."""

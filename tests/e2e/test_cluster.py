@@ -8,7 +8,8 @@ exactly one node and, per provider, in chain order, and every multihash found fr
 node's find API.  A second round adds ads, starts a fourth node mid-ingest (it must take a share)
 and SIGTERMs one (it hands its publishers over on the way out), with the same checks.
 
-Every wait is bounded; the servers bind loopback only, on ports outside the ephemeral range.
+Every wait is bounded; the servers and daemons bind loopback only, on ports outside the ephemeral
+range.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
 from tests.builders import multihash
-from tests.cluster.etcd import EtcdCluster, EtcdMissing
+from tests.cluster.etcd import EtcdCluster, EtcdMissing, free_base_port
 from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
 from tests.e2e.test_publisher_cli import INDEXER
 
@@ -87,8 +88,9 @@ class Node:
         )
         self.log = self.data / "daemon.log"
         args = [INDEXER, "daemon", "--data-dir", str(self.data), "--config", str(config)]
-        args += ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0"]
-        args += ["--admin-addr", "127.0.0.1:0", "--no-p2p", "--json"]
+        port = free_base_port(3)  # below the ephemeral range, like the cluster's servers
+        args += ["--find-addr", f"127.0.0.1:{port}", "--ingest-addr", f"127.0.0.1:{port + 1}"]
+        args += ["--admin-addr", f"127.0.0.1:{port + 2}", "--no-p2p", "--json"]
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
