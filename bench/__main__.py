@@ -3,7 +3,8 @@
 Names: ``codecs``, ``ingest``, ``small_ads`` (2,000 one-multihash ads), ``store`` (bytes on
 disk, lookups), ``find`` (HTTP find API beside the same server's empty endpoint), ``memory``
 (slow: a 100k-ad chain), ``http`` (GETs through each layer of the HTTP client),
-``cluster`` (a real Valkey cluster: the cluster store beside raw pipelined SADD and GET);
+``cluster`` (a real Valkey cluster: the cluster store beside raw pipelined SADD and GET, then
+whole daemons on it, 1 to 3 in cluster mode beside one embedded, ingesting and serving finds);
 default: all.
 """
 

@@ -15,6 +15,11 @@ tmp dir and measures, in one process under trio, with coredis (best of ``ROUNDS`
   (records cached for ``record_ttl``), and ``lookup_uncached`` (``record_ttl=0``: two round
   trips per batch); ``lookup_ratio`` = lookup / get (target >= 0.5).
 - ``memory``: bytes of primaries' ``used_memory`` per (multihash, context) the runs added.
+
+Then, on the same Valkey cluster and a 3-member etcd (``tests/cluster/etcd.py``) started here,
+``daemons``: whole ``indexer daemon`` nodes (1, 2 and 3 in cluster mode, and one embedded) ingest
+the same chains and serve finds, beside raw pipelined commands of the same keys
+(``bench.cluster_nodes``).  Every server is stopped on the way out, failures included.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import coredis
 import trio
 from coredis.connection import TCPLocation
 
+from bench.cluster_nodes import daemons, used_memory
 from store import ProviderRecord
 from store.cluster import AdCommit, ClusterBackend, open_cluster
-from tests.cluster.valkey import ValkeyCluster, resp_call, start_cluster
+from tests.cluster.etcd import EtcdCluster
+from tests.cluster.valkey import ValkeyCluster, start_cluster
 
 __all__ = ["run"]
 
@@ -46,19 +53,6 @@ ROUNDS = 2
 
 def _mh(tag: bytes, i: int) -> bytes:
     return b"\x12\x20" + hashlib.sha256(tag + i.to_bytes(8, "big")).digest()
-
-
-def _used_memory(cluster: ValkeyCluster) -> int:
-    total = 0
-    for n in cluster.live():
-        if n.port in cluster.replica_of:
-            continue
-        reply = resp_call(n.port, "INFO", "memory")
-        assert isinstance(reply, bytes)
-        for line in reply.decode().splitlines():
-            if line.startswith("used_memory:"):
-                total += int(line.split(":")[1])
-    return total
 
 
 async def _rate(count: int, work: Awaitable[None]) -> float:
@@ -132,7 +126,7 @@ async def _measure(cluster: ValkeyCluster) -> dict[str, Any]:
         async with client.pipeline(transaction=False) as pipe:
             for i in range(LOOKUPS):
                 pipe.set(b"g" + _mh(b"get", i), b"12345678")
-        before = _used_memory(cluster)
+        before = used_memory(cluster)
         for r in range(ROUNDS):
             tag = b"r%d" % r
             keep("sadd", await _rate(MULTIHASHES, _raw_sadd(client, b"sadd" + tag)))
@@ -150,7 +144,7 @@ async def _measure(cluster: ValkeyCluster) -> dict[str, Any]:
             keep("get", await _rate(LOOKUPS, _raw_get(client, b"get")))
             keep("lookup", await _rate(LOOKUPS, _lookups(waited, b"ing" + tag)))
             keep("lookup_uncached", await _rate(LOOKUPS, _lookups(uncached, b"ing" + tag)))
-    after = _used_memory(cluster)
+    after = used_memory(cluster)
     out: dict[str, Any] = {name: round(value) for name, value in best.items()}
     out["ingest_ratio"] = round(best["ingest"] / best["sadd"], 3)
     out["ingest_no_wait_ratio"] = round(best["ingest_no_wait"] / best["sadd"], 3)
@@ -173,8 +167,15 @@ async def _measure(cluster: ValkeyCluster) -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        cluster = start_cluster(Path(tmp))
+        cluster = start_cluster(Path(tmp) / "valkey")
         try:
-            return trio.run(_measure, cluster)
+            etcd = EtcdCluster(Path(tmp) / "etcd")
+            etcd.start()
+            try:
+                out = trio.run(_measure, cluster)
+                out["daemons"] = daemons(cluster, etcd, Path(tmp))
+                return out
+            finally:
+                etcd.stop()
         finally:
             cluster.stop()
