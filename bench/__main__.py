@@ -5,7 +5,8 @@ disk, lookups), ``find`` (HTTP find API beside the same server's empty endpoint)
 (slow: a 100k-ad chain), ``http`` (GETs through each layer of the HTTP client),
 ``cluster`` (a real Valkey cluster: the cluster store beside raw pipelined SADD and GET, then
 whole daemons on it, 1 to 3 in cluster mode beside one embedded, ingesting and serving finds);
-default: all.
+default: all.  The document also goes to ``bench/results.json``, merged by bench name with what
+earlier runs wrote there (each bench's newest figures, with when they were measured).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import importlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from indexer.logs import configure_logging
+
+RESULTS = Path(__file__).with_name("results.json")
 
 # name -> (module, function): a bench's module is imported only when it runs, so one bench's
 # imports (coredis and the cluster harness, say) cannot change another's process.
@@ -49,7 +54,21 @@ def main(argv: list[str]) -> int:
     results = {name: _run(name) for name in names}
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    _record(results)
     return 0
+
+
+def _record(results: dict[str, Any]) -> None:
+    """Merge ``results`` into ``bench/results.json`` (a damaged file is started afresh)."""
+    try:
+        kept = json.loads(RESULTS.read_text())
+        if not isinstance(kept, dict):
+            kept = {}
+    except (OSError, ValueError):
+        kept = {}
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    kept.update({name: {"measured_at": at, **figures} for name, figures in results.items()})
+    RESULTS.write_text(json.dumps(kept, indent=2) + "\n")
 
 
 if __name__ == "__main__":
