@@ -15,7 +15,8 @@ cluster's (``store.cluster.IndexBackend``).  Rules it keeps:
   (idempotent set-adds, not fenced: a value key whose record is missing is skipped at read), the
   walk's progress saved locally after each block, and the ad's final writes (value record,
   registry record, done marker) are ONE fenced ``commit_ad``, after the lease is checked
-  (``Ownership.check``).  Only then is the ad popped from staging: a crash between the two
+  (``Ownership.check`` of the lease the claim was made on, also before each entries block).
+  Only then is the ad popped from staging: a crash between the two
   finds it done on the next try.  So a zombie owner (its lease gone, the provider claimed
   anew) has its next final write refused, whatever it believes.
 - ``commit_ad`` is told the ad before it in the same stack (this run committed it) as
@@ -62,12 +63,12 @@ class ClusterApplier:
     config: IngestConfig
     clock: Callable[[], float] = time.time
     walk_clock: Callable[[], float] = time.monotonic
-    _held: dict[bytes, Claim] = field(default_factory=dict)
+    _held: dict[bytes, tuple[Ownership, Claim]] = field(default_factory=dict)
     _last: dict[bytes, tuple[int, int, bytes]] = field(default_factory=dict)  # seq, pos, cid
 
     def held(self) -> dict[bytes, Claim]:
         """The providers a worker of this node holds now, with their claims."""
-        return dict(self._held)
+        return {provider: claim for provider, (_, claim) in self._held.items()}
 
     @contextlib.asynccontextmanager
     async def hold(self, provider: bytes) -> AsyncIterator[None]:
@@ -77,7 +78,7 @@ class ClusterApplier:
             raise NotOwner(f"provider {PeerId(provider)} is owned by node {claim.owner}")
         try:
             await self.backend.set_epoch(provider, claim.token)
-            self._held[provider] = claim
+            self._held[provider] = (ownership, claim)
             yield
         finally:
             self._held.pop(provider, None)
@@ -86,10 +87,13 @@ class ClusterApplier:
                 await _release(ownership, claim)
 
     def _token(self, provider: bytes) -> int:
-        claim = self._held.get(provider)
-        if claim is None:
+        held = self._held.get(provider)
+        if held is None:
             raise NotOwner(f"provider {PeerId(provider)} is not held by this node")
-        self.ownership().check()  # LeaseLost once the lease is gone (a frozen node included)
+        ownership, claim = held
+        # The lease the claim was made on (not the node's current one: after a rejoin that is
+        # new, and the claim died with the old): LeaseLost once it is gone, frozen node included.
+        ownership.check()
         return claim.token
 
     def _previous(self, entry: Entry) -> bytes | None:
@@ -179,6 +183,7 @@ class ClusterApplier:
         while (need := walk.next_block()) is not None:
             raw = await fetcher.block(need, "EntryChunk")
             mhs = walk.feed(need, raw, parsed(need, raw))
+            self._token(provider)  # a node that lost the provider stops at the next block
             await backend.add_multihashes(vk, mhs)
             self.staging.save_progress(entry, walk.progress.encode(), ())
             if on_block is not None:

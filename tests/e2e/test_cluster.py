@@ -224,6 +224,14 @@ def _logged(node: Node, event: str, count: int = 1) -> Callable[[], Awaitable[bo
     return check
 
 
+def _refused(node: Node) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        reasons = [r["reason"] for r in node.events("provider not owned here; will try again")]
+        return any(r.startswith(("LeaseLost", "StoreFenced")) for r in reasons)
+
+    return check
+
+
 def _at_least(backend: ClusterBackend, chains: Chains, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await _committed(backend, chains) >= n
@@ -303,6 +311,9 @@ async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
             # The thawed node saw its lease gone and joined again.
             await until(_logged(nodes[1], "joined", 2), 30, "n1 joined again")
             assert nodes[1].events("lease lost: publishers dropped; joining again")
+            # Thawed mid-work, its workers' next final writes were refused (its lease gone) and
+            # they stopped: the ads stayed staged for whoever owns the providers now.
+            await until(_refused(nodes[1]), 40, "n1's workers saw their writes refused")
             live = nodes[1:]
             _check_exactly_once_in_order(nodes, chains)
             await _find_everything(live, chains)

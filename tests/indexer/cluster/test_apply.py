@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 
 from indexer.cluster.apply import ClusterApplier
 from indexer.cluster.etcd import EtcdClient
 from indexer.cluster.ownership import Ownership
-from indexer.errors import NotOwner
+from indexer.errors import LeaseLost, NotOwner
 from indexer.ingest.settings import IngestConfig
 from staging import Entry, StagingArea
 from store import KV, StoreFenced
@@ -151,3 +152,47 @@ async def test_a_mutant_without_the_fence_loses_the_zombies_ad(
     assert (
         not fenced and len(missing) == PER_AD
     )  # the second ad's: marked failed by the zombie, never applied
+
+
+async def test_a_claim_dies_with_its_lease_even_after_the_node_joined_again(
+    tmp_path: Path, etcd: EtcdClient, root: str, valkey_cluster: ValkeyCluster
+) -> None:
+    """The lease a claim was made on is the one checked: a node that lost its lease and joined
+    again (a new, valid lease) must not go on writing under the old claim's token."""
+    publisher = PrivateKey.generate()
+    provider = publisher.peer_id().raw
+    chain = ChainBuilder(chunk_size=2)
+    chain.add(publisher, [multihash(f"{tmp_path}-a-{j}".encode()) for j in range(4)])
+    chain.add(publisher, [multihash(f"{tmp_path}-b-{j}".encode()) for j in range(4)])
+    async with (
+        open_cluster(valkey_cluster.startup, retry_for=10.0) as backend,
+        trio.open_nursery() as nursery,
+    ):
+        listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}/http"
+        async with (
+            http_fetcher(publisher.peer_id(), [addr]) as fetcher,
+            node("a", tmp_path, etcd, root, backend) as a,
+        ):
+
+            async def get_fetcher(_p: PeerId, _a: list[str]) -> BlockFetcher:
+                return fetcher
+
+            await _stage(a.staging, fetcher, publisher.peer_id())
+            current = a.ownership
+            a.applier.ownership = lambda: current
+            async with a.applier.hold(provider):
+                first = a.staging.next_entry(provider)
+                assert first is not None
+                await a.applier.apply(first, get_fetcher, on_block=None, parsed=lambda _l, _r: None)
+                await a.ownership.leave()  # the old lease is gone ...
+                current = Ownership(etcd, "a", ttl=30, root=root)
+                await current.join()  # ... and the node joined again with a new one
+                second = a.staging.next_entry(provider)
+                assert second is not None
+                with pytest.raises(LeaseLost):
+                    await a.applier.apply(
+                        second, get_fetcher, on_block=None, parsed=lambda _l, _r: None
+                    )
+            assert await backend.done(provider, second.ad.cid) is None
+        nursery.cancel_scope.cancel()
