@@ -38,11 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -64,6 +60,7 @@ from sync import Link, Message
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
+from tests.cluster.daemon import DaemonProcess, cluster_config
 from tests.cluster.etcd import EtcdCluster
 from tests.cluster.valkey import ValkeyCluster, resp_call
 
@@ -80,7 +77,7 @@ POOL = 2_000
 LIMIT = 120.0  # seconds: any one wait
 TTL = 5  # the nodes' lease, seconds
 INTERVAL = 0.3  # the nodes' rebalancing and announce-check interval
-INDEXER = shutil.which("indexer", path=str(Path(sys.executable).parent)) or "indexer"
+Node = DaemonProcess
 RAW_VK = b"\x00\x00\x00\x01\x00\x00\x00\x01"  # 8 bytes, like a value key
 
 
@@ -118,54 +115,6 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"not within {LIMIT:g} s: {what}")
 
 
-class Node:
-    """One ``indexer daemon`` (in cluster mode with ``cluster``); its log goes to a file."""
-
-    def __init__(self, data: Path, cluster: str) -> None:
-        self.data = data
-        data.mkdir(parents=True, exist_ok=True)
-        args = [INDEXER, "daemon", "--data-dir", str(data), "--no-p2p", "--json"]
-        args += ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0"]
-        args += ["--admin-addr", "127.0.0.1:0"]
-        if cluster:
-            (data / "node.toml").write_text(cluster)
-            args += ["--config", str(data / "node.toml")]
-        self.log = data / "daemon.log"
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
-        self.info: dict[str, Any] = {}
-
-    def ready(self) -> None:
-        """Block until the daemon prints its URLs (it serves); fail with its log tail."""
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"daemon did not start: {self.log.read_text()[-3000:]}")
-        self.info = json.loads(line)
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("event") == event:
-                out.append(record)
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @contextmanager
 def _nodes(
     base: Path, count: int, valkey: ValkeyCluster | None, etcd: EtcdCluster | None
@@ -177,9 +126,9 @@ def _nodes(
         for i in range(count):
             cluster = ""
             if valkey is not None and etcd is not None:
-                cluster = (
-                    f'[cluster]\nstore = "{valkey.url}"\netcd = "{",".join(etcd.endpoints)}"\n'
-                    f'node = "n{i}"\nroot = "{root}"\nlease_ttl = {TTL}\ninterval = {INTERVAL}\n'
+                endpoints = ",".join(etcd.endpoints)
+                cluster = cluster_config(
+                    valkey.url, endpoints, f"n{i}", root=root, lease_ttl=TTL, interval=INTERVAL
                 )
             nodes.append(Node(base / f"n{i}", cluster))
         for node in nodes:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.cluster.etcd import EtcdCluster, EtcdMissing
 from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,19 @@ def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyC
         cluster = start_cluster(tmp_path_factory.mktemp("valkey"))
     except HarnessError as exc:
         pytest.fail(f"Valkey cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    try:
+        cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    except EtcdMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    cluster.start()
     try:
         yield cluster
     finally:

@@ -14,45 +14,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.cluster.daemon import DaemonProcess, cluster_config, free_ports
 from tests.cluster.etcd import STATE_FILE as ETCD_STATE
-from tests.cluster.etcd import EtcdCluster, EtcdMissing, free_base_port
+from tests.cluster.etcd import EtcdCluster, EtcdMissing
 from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
 
 __all__ = ["main"]
 
 NODES = 3
 STATE = "cluster.json"
-INDEXER = shutil.which("indexer", path=str(Path(sys.executable).parent)) or "indexer"
 
 
-def _start_node(directory: Path, i: int, store: str, etcd: str, base: int) -> dict[str, Any]:
-    data = directory / f"n{i}"
-    data.mkdir(parents=True, exist_ok=True)
-    config = data / "node.toml"
-    config.write_text(f'[cluster]\nstore = "{store}"\netcd = "{etcd}"\nnode = "n{i}"\n')
-    ports = [base + 3 * i + k for k in range(3)]
-    args = [INDEXER, "daemon", "--data-dir", str(data), "--config", str(config), "--no-p2p"]
-    args += ["--find-addr", f"127.0.0.1:{ports[0]}", "--ingest-addr", f"127.0.0.1:{ports[1]}"]
-    args += ["--admin-addr", f"127.0.0.1:{ports[2]}", "--json"]
-    log = (data / "daemon.log").open("ab")
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+def _start_node(directory: Path, i: int, store: str, etcd: str) -> dict[str, Any]:
+    node = DaemonProcess(
+        directory / f"n{i}", cluster_config(store, etcd, f"n{i}"), ports=free_ports(), detach=True
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the daemon prints its URLs once it serves
-    if not line:
-        raise RuntimeError(f"node n{i} did not start; see {data / 'daemon.log'}")
-    info: dict[str, Any] = json.loads(line)
-    info |= {"node": f"n{i}", "pid": proc.pid, "log": str(data / "daemon.log")}
-    return info
+    try:
+        info = node.ready()
+    except RuntimeError as exc:
+        raise RuntimeError(f"node n{i}: {exc}") from None
+    return info | {"node": f"n{i}", "pid": node.proc.pid, "log": str(node.log)}
 
 
 def _stop_pid(pid: int, timeout: float = 30.0) -> None:
@@ -88,9 +75,8 @@ def up(directory: Path) -> int:
     nodes: list[dict[str, Any]] = []
     state = {"nodes": nodes}
     try:
-        base = free_base_port(3 * NODES)
         for i in range(NODES):
-            nodes.append(_start_node(directory, i, valkey.url, ",".join(etcd.endpoints), base))
+            nodes.append(_start_node(directory, i, valkey.url, ",".join(etcd.endpoints)))
     except BaseException:
         for node in nodes:
             _stop_pid(node["pid"])

@@ -14,17 +14,13 @@ range.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -38,9 +34,9 @@ from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
 from tests.builders import multihash
-from tests.cluster.etcd import EtcdCluster, EtcdMissing, free_base_port
+from tests.cluster.daemon import DaemonProcess, cluster_config, free_ports
+from tests.cluster.etcd import EtcdCluster
 from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
-from tests.e2e.test_publisher_cli import INDEXER
 
 PUBLISHERS, ADS, PER_AD = 6, 8, 6  # chunk size 3: two entries blocks per ad
 DELAY = 0.06  # per entries block
@@ -60,67 +56,14 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    try:
-        cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-e2e"))
-    except EtcdMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-class Node:
-    """One ``indexer daemon`` in cluster mode; its log goes to a file (a pipe would fill)."""
+class Node(DaemonProcess):
+    """One cluster node, started and ready."""
 
     def __init__(self, base: Path, name: str, valkey: ValkeyCluster, etcd: str, root: str) -> None:
+        config = cluster_config(valkey.url, etcd, name, root=root, lease_ttl=TTL, interval=0.3)
+        super().__init__(base / name, config, ports=free_ports())
         self.name = name
-        self.data = base / name
-        self.data.mkdir(parents=True, exist_ok=True)
-        config = self.data / "node.toml"
-        config.write_text(
-            "[cluster]\n"
-            f'store = "{valkey.url}"\netcd = "{etcd}"\nnode = "{name}"\nroot = "{root}"\n'
-            f"lease_ttl = {TTL}\ninterval = 0.3\n"
-        )
-        self.log = self.data / "daemon.log"
-        args = [INDEXER, "daemon", "--data-dir", str(self.data), "--config", str(config)]
-        port = free_base_port(3)  # below the ephemeral range, like the cluster's servers
-        args += ["--find-addr", f"127.0.0.1:{port}", "--ingest-addr", f"127.0.0.1:{port + 1}"]
-        args += ["--admin-addr", f"127.0.0.1:{port + 2}", "--no-p2p", "--json"]
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, self.log.read_text()[-3000:]
-        self.info: dict[str, Any] = json.loads(line)
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                out.append(record)
-        return out
-
-    def signal(self, sig: signal.Signals) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.ready()
 
 
 def _slow(inner: Handler, ads: set[str]) -> Handler:
@@ -283,10 +226,10 @@ async def _find_everything(nodes: list[Node], chains: Chains) -> None:
 
 
 async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
-    tmp_path: Path, valkey: ValkeyCluster, etcd: EtcdCluster, backend: ClusterBackend
+    tmp_path: Path, valkey: ValkeyCluster, etcd_cluster: EtcdCluster, backend: ClusterBackend
 ) -> None:
     root = f"/t{uuid.uuid4().hex[:12]}/ipni"
-    endpoints = ",".join(etcd.endpoints)
+    endpoints = ",".join(etcd_cluster.endpoints)
     chains = Chains(tmp_path)
     chains.add_round()
     nodes = [Node(tmp_path, f"n{i}", valkey, endpoints, root) for i in range(3)]
@@ -335,9 +278,7 @@ async def test_nodes_survive_kill_freeze_and_failover_then_join_and_drain(
             nursery.cancel_scope.cancel()
     finally:
         for node in nodes:
-            if node.proc.poll() is None:
-                node.signal(signal.SIGCONT)
-                node.kill()
+            node.kill()
         for pub in chains.pubs:
             pub.close()
         if not all(n.alive() for n in valkey.nodes):

@@ -1,4 +1,5 @@
-"""Fixtures of the cluster tests: one real 3-member etcd for the session, a key root per test.
+"""Fixtures of the cluster tests: a key root per test, a client of the session's real 3-member
+etcd (``etcd_cluster``, in ``tests/conftest.py``).
 
 The cluster starts once per session (about a second) in pytest's temporary directory and is
 stopped at the end (SIGTERM, then SIGKILL).  A test that freezes or kills a member restores it
@@ -9,25 +10,12 @@ root, so no test sees another's claims.  No etcd binary: the tests fail, with ho
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from indexer.cluster.etcd import EtcdClient
-from tests.cluster.etcd import EtcdCluster, EtcdMissing
-
-
-@pytest.fixture(scope="session")
-def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    try:
-        cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
-    except EtcdMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+from tests.cluster.etcd import EtcdCluster
 
 
 @pytest.fixture
