@@ -36,9 +36,7 @@ every publisher closed on the way out, failures included.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,7 +51,7 @@ import msgspec
 import trio
 from coredis.connection import TCPLocation
 
-from bench.find import _complete, _cpu, _get, _load, _post
+from bench.find import BATCH, _check, _cpu, _get, _load, _post
 from indexer.publisher.chain import Publisher
 from store.cluster import ClusterBackend, keys, open_cluster
 from sync import Link, Message
@@ -71,7 +69,6 @@ ADS = 4
 PER_AD = 5_000
 NODE_COUNTS = (1, 2, 3)
 ROUNDS = 2
-BATCH = 100
 LOOKUPS = 20_000
 POOL = 2_000
 LIMIT = 120.0  # seconds: any one wait
@@ -257,22 +254,6 @@ def _applied(nodes: list[Node]) -> list[int]:
     return [
         sum(1 for r in n.events("ad committed") if r.get("outcome") == "applied") for n in nodes
     ]
-
-
-def _check(port: int, requests: dict[str, list[bytes]]) -> None:
-    """One request per route: 200, and answers of the shape the benchmark counts on."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        for name, reqs in requests.items():
-            sock.sendall(reqs[0])
-            buf = bytearray()
-            while not (size := _complete(buf)):
-                buf += sock.recv(262144)
-            status, body = int(buf[9:12]), bytes(buf[buf.find(b"\r\n\r\n") + 4 : size])
-            assert status == 200, (name, status, body[:300])
-            if name == "find":
-                assert json.loads(body)["MultihashResults"][0]["ProviderResults"], body[:300]
-            if name == "batch":
-                assert len(json.loads(body)["MultihashResults"]) == BATCH, body[:300]
 
 
 async def _find(
