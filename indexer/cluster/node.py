@@ -32,6 +32,7 @@ sync may stop (``floor``), where announces go (``relay``) and how ads are applie
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ from sync import BadPeerId, Link, PeerId
 __all__ = ["ClusterNode", "ClusterView", "NodeStatus"]
 
 log = structlog.get_logger("cluster")
+
+STAGED_EVERY = 5.0  # seconds between counts of the staged ads a node's status shows
 
 
 class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +107,7 @@ class ClusterNode:
     _asked: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     _floors: dict[bytes, bytes] = field(default_factory=dict)
     _joined_at: float = 0.0
+    _staged: tuple[float, int] = (-math.inf, 0)  # when staged ads were counted, and how many
     last_error: str | None = None
 
     # -- what the ingester asks --
@@ -130,7 +134,12 @@ class ClusterNode:
 
     def _status(self, own: Ownership) -> NodeStatus:
         now, mono = self.wall(), trio.current_time()
-        staged = sum(st.count for p in self.staging.providers() for _, st in self.staging.stacks(p))
+        if mono - self._staged[0] >= STAGED_EVERY:  # a scan of every stack: not every tick
+            count = sum(
+                st.count for p in self.staging.providers() for _, st in self.staging.stacks(p)
+            )
+            self._staged = (mono, count)
+        staged = self._staged[1]
         return NodeStatus(
             node=self.name,
             lease=f"{own.lease:x}",
