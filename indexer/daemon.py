@@ -19,7 +19,9 @@ path but ``/healthcheck``; ``ingest.refuse_private_addrs`` goes to the fetcher a
 At start it raises its soft open-files limit to the hard one and fits the three servers'
 connection caps (``[http]`` settings) inside it, less what LevelDB may hold, so a flood on one
 server cannot take the descriptors the others (or LevelDB) need; the ingest server's
-``/health`` and ``/sync/status`` answer 405 to anything but GET and HEAD.
+``/health`` and ``/sync/status`` answer 405 to anything but GET and HEAD (``OPTIONS`` on
+``/sync/status``: 200 with ``Allow``, as storetheindex).  ``/sync/status`` keeps storetheindex's
+shape (``sync_status``); the richer per-publisher rows are the admin API's ``/publishers``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,8 @@ import trio
 from indexer import __version__
 from indexer.admin import AdminApi, Metrics, UnknownPeer, publisher_rows
 from indexer.config import Config, etcd_endpoints, store_nodes
+from indexer.find.info import rfc3339
+from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
@@ -46,7 +51,8 @@ from indexer.policy import LivePolicy
 from indexer.security import warn_exposed
 from staging import StagingArea
 from store import KV, IndexStore, StoreUnavailable
-from sync import BadPeerId, PeerId, PrivateKey
+from sync import BadPeerId, Link, PeerId, PrivateKey
+from sync.errors import BadCid
 from sync.ipnisync.fetch import fetcher_factory
 from sync.net.httpserver import (
     Handler,
@@ -275,7 +281,10 @@ class Daemon:
             if not status and path != "/health":
                 return Response.text(404, "not found")
             if request.method not in ("GET", "HEAD"):
-                return Response.text(405, "method not allowed", headers=(("allow", "GET, HEAD"),))
+                allow = (("allow", "GET, HEAD"), *(_CORS if status else ()))
+                if status and request.method == "OPTIONS":  # storetheindex: 200 with Allow
+                    return Response(200, b"", headers=allow)
+                return Response.text(405, "method not allowed", headers=allow)
             if not status:
                 return Response.text(200, f"ready {__version__}")
             return sync_status(ingester, staging, request)
@@ -322,18 +331,153 @@ def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
     return find, ingest, admin
 
 
-STATUS_PAGE = 1000  # rows of /sync/status per page unless ?limit= says fewer
+STATUS_PAGE = 1000  # publishers of /sync/status per page unless ?limit= says fewer
+_CORS = (("access-control-allow-origin", "*"),)
+
+
+def _go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.Round(time.Second).String()``: ``0s``, ``5s``, ``1m5s``, ``1h0m5s``."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _phase(start: float | None, end: float | None, error: object, now: float) -> dict[str, object]:
+    """storetheindex's phase run fields (``StartTime``, ``EndTime``, ``Ongoing``, ``Elapsed``,
+    ``Error``), each left out when empty as Go's ``omitempty`` does."""
+    out: dict[str, object] = {}
+    if start is not None:
+        out["StartTime"] = rfc3339(start)
+        if end is None:
+            out["Ongoing"] = True
+            out["Elapsed"] = _go_duration(now - start)
+        else:
+            out["EndTime"] = rfc3339(end)
+            out["Elapsed"] = _go_duration(end - start)
+    elif end is not None:  # known only from the durable record: when it last ended
+        out["EndTime"] = rfc3339(end)
+    if error:
+        out["Error"] = error
+    return out
+
+
+def _placed(out: dict[str, object], name: str, run: dict[str, object]) -> None:
+    """A running phase is the current one (``Scan``); a finished one the newest in its history
+    (``ScanHistory``), as storetheindex archives a phase when it ends."""
+    if run:
+        if run.get("Ongoing"):
+            out[name] = run
+        else:
+            out[f"{name}History"] = [run]
+
+
+def _tracker(row: dict[str, Any], provider: str | None, now: float) -> dict[str, object]:
+    """One publisher's row as storetheindex's ``syncStatusJSON`` (PascalCase, RFC 3339)."""
+    out: dict[str, object] = {}
+    if provider:
+        out["Provider"] = provider
+    live = row["sync"]
+    if live is None:  # nothing since start: what the durable record holds
+        scan = _phase(None, row["last_sync"], row["last_error"], now)
+        if row["latest_scanned"]:
+            scan["HeadAd"] = row["latest_scanned"]
+        _placed(out, "Scan", scan)
+        return out
+    scan = _phase(live["started"], live["finished"], live["error"], now)
+    scan.update({k: v for k, v in (("AdsScanned", live["walked"]),) if v})
+    if live["finished"] is not None and row["latest_scanned"]:
+        scan["HeadAd"] = row["latest_scanned"]
+    _placed(out, "Scan", scan)
+    total, done, left = live["staged"], live["processed"], row["pending_ads"]
+    if total or done or left:
+        processing = _phase(live["started"], None if left else live["finished"], None, now)
+        if left and not processing.get("Ongoing"):
+            processing.pop("EndTime", None)
+            processing["Ongoing"] = True
+        for key, value in (("AdsProcessed", done), ("AdsTotal", total), ("AdsLeft", left)):
+            if value:
+                processing[key] = value
+        if row["latest_processed"]:
+            processing["CurrentAd"] = row["latest_processed"]
+        if live["ad_errors"]:
+            processing["ErrorCount"] = live["ad_errors"]
+        _placed(out, "Processing", processing)
+    if live["indexed"]:
+        download = _phase(live["started"], None if left else live["finished"], None, now)
+        download["MultihashCount"] = live["indexed"]
+        _placed(out, "Download", download)
+    return out
+
+
+def _providers_of(staging: StagingArea) -> dict[bytes, bytes]:
+    """The provider each publisher's staged ads are for (the first, by provider ID)."""
+    found: dict[bytes, bytes] = {}
+    for provider in staging.providers():
+        for _, stack in staging.stacks(provider):
+            found.setdefault(stack.publisher, provider)
+    return found
+
+
+@dataclass
+class _Providers:
+    """Each publisher's provider: from its staged ads, else the registry (read once, lazily)."""
+
+    ingester: Ingester
+    staged: dict[bytes, bytes]
+    registry: dict[bytes, bytes] | None = None
+
+    def of(self, publisher: bytes) -> str | None:
+        raw = self.staged.get(publisher)
+        if raw is None:
+            if self.registry is None:
+                self.registry = {}
+                for peer, record in self.ingester.index.providers():
+                    if record.publisher is not None:
+                        self.registry.setdefault(record.publisher, peer)
+            raw = self.registry.get(publisher)
+        return None if raw is None else str(PeerId(raw))
+
+
+def _status_json(body: object, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    data = msgspec.json.encode(body)
+    return Response(200, data, "application/json; charset=utf-8", headers=(*_CORS, *headers))
+
+
+def _ad_status(staging: StagingArea, text: str) -> Response:
+    """``/sync/status/ad/{cid}``: ``{"Ad": cid, "Indexed": bool}`` (processed, ok or not)."""
+    try:
+        ad = Link.parse(text)
+    except BadCid:
+        return Response.text(400, "Cannot decode advertisement cid", headers=_CORS)
+    return _status_json({"Ad": str(ad), "Indexed": staging.done(ad.raw) is not None})
 
 
 def sync_status(ingester: Ingester, staging: StagingArea, request: Request) -> Response:
-    """Both cursors, last sync, last error and staged work of one or every known publisher.
+    """storetheindex's ``/sync/status``: an object keyed by publisher peer ID, 204 when none.
 
-    The list is paged: ``?limit=N`` (at most ``STATUS_PAGE``) rows ordered by peer ID, from the
-    first after ``?after=<peer ID>``; a ``Link: <...>; rel="next"`` header names the next page.
+    Every known publisher (durable record or live sync) is a tracker of storetheindex's shape
+    (``Provider``, ``Scan``/``ScanHistory``, ``Processing``/``ProcessingHistory``,
+    ``Download``/``DownloadHistory``), built from ``publisher_rows`` (the admin API's
+    ``/publishers`` keeps those richer rows).  Unlike storetheindex the object is bounded:
+    ``?limit=N`` (at most ``STATUS_PAGE``) publishers ordered by peer ID, from the first after
+    ``?after=<peer ID>``; a ``Link: <...>; rel="next"`` header names the next page.
+    ``/sync/status/{peer}`` is one tracker (204 when unknown); ``/sync/status/ad/{cid}`` is
+    ``{"Ad", "Indexed"}``.  Every answer carries ``Access-Control-Allow-Origin: *``.
     """
+    media = negotiate(request, ("application/json", "*/*"))
+    if isinstance(media, Response):
+        return dataclasses.replace(media, headers=(*media.headers, *_CORS))
     wanted = request.path.removeprefix("/sync/status").strip("/")
+    if wanted.startswith("ad/") or wanted == "ad":
+        return _ad_status(staging, wanted.removeprefix("ad").strip("/"))
     try:
         only = PeerId.parse(wanted) if wanted else None
+    except BadPeerId:
+        return Response.text(400, "Cannot decode peer id", headers=_CORS)
+    try:
         after = PeerId.parse(request.query["after"][0]) if "after" in request.query else None
         limit = int(request.query.get("limit", [str(STATUS_PAGE)])[0])
         if not 0 < limit <= STATUS_PAGE:
@@ -344,14 +488,21 @@ def sync_status(ingester: Ingester, staging: StagingArea, request: Request) -> R
             limit=None if only else limit + 1,  # one more: is there a next page?
         )  # fmt: skip
     except (BadPeerId, ValueError) as exc:
-        return Response.text(400, f"bad request: {exc}")
-    except UnknownPeer as exc:
-        return Response.text(404, str(exc))
+        return Response.text(400, f"bad request: {exc}", headers=_CORS)
+    except UnknownPeer:
+        rows = []
+    if not rows:
+        return Response(204, b"", headers=_CORS)
+    now, providers = time.time(), _Providers(ingester, _providers_of(staging))
+
+    def tracker(row: dict[str, Any]) -> dict[str, object]:
+        return _tracker(row, providers.of(PeerId.parse(str(row["publisher"])).raw), now)
+
     if only:
-        return Response(200, msgspec.json.encode(rows[0]), "application/json")
+        return _status_json(tracker(rows[0]))
     page = rows[:limit]
     headers: tuple[tuple[str, str], ...] = ()
     if len(rows) > limit:
         nxt = f"/sync/status?limit={limit}&after={page[-1]['publisher']}"
         headers = (("link", f'<{nxt}>; rel="next"'),)
-    return Response(200, msgspec.json.encode(page), "application/json", headers=headers)
+    return _status_json({str(row["publisher"]): tracker(row) for row in page}, headers)

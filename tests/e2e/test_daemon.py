@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -31,7 +32,8 @@ class Daemon:
         self.info: dict[str, Any] = json.loads(line)
 
     def status(self, publisher: str) -> dict[str, Any] | None:
-        r = httpx.get(f"{self.info['ingest_url']}/sync/status/{publisher}", timeout=5)
+        """The publisher's row on the admin API (``/sync/status`` has storetheindex's shape)."""
+        r = httpx.get(f"{self.info['admin_url']}/publishers/{publisher}", timeout=5)
         return r.json() if r.status_code == 200 else None
 
     def stop(self) -> int:
@@ -109,5 +111,75 @@ async def test_gossipsub_announce_triggers_the_same_sync(tmp_path: Path) -> None
             await wait_processed(daemon, pub, added["cid"], limit=10)
         finally:
             serving.stop()
+    finally:
+        assert daemon.stop() == 0
+
+
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+async def test_sync_status_has_storetheindex_shape(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "idx", "--no-p2p")
+    ingest = daemon.info["ingest_url"]
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            empty = await client.get(f"{ingest}/sync/status")
+            assert (empty.status_code, empty.content) == (204, b"")  # nothing tracked yet
+            assert empty.headers["access-control-allow-origin"] == "*"
+            pub = ok("init", "--data-dir", str(tmp_path / "pub"))["peer_id"]
+            added = ok("add", "--data-dir", str(tmp_path / "pub"), "--context-id", "s",
+                       "--multihashes", "-", stdin=mh_lines(200, 3))  # fmt: skip
+            serving = Serving(tmp_path / "pub", "--announce", ingest)
+            try:
+                await wait_processed(daemon, pub, added["cid"])
+            finally:
+                serving.stop()
+            listed = await client.get(f"{ingest}/sync/status")
+            assert listed.status_code == 200 and "link" not in listed.headers
+            assert listed.headers["content-type"] == "application/json; charset=utf-8"
+            assert listed.headers["access-control-allow-origin"] == "*"
+            body = listed.json()
+            assert list(body) == [pub]  # an object keyed by publisher peer ID
+            tracker = body[pub]
+            assert tracker["Provider"] == pub
+            [scan] = tracker["ScanHistory"]  # a finished phase is archived, as storetheindex does
+            assert "Scan" not in tracker and "Ongoing" not in scan
+            assert RFC3339.fullmatch(scan["StartTime"]) and RFC3339.fullmatch(scan["EndTime"])
+            assert scan["AdsScanned"] == 1 and scan["HeadAd"] == added["cid"]
+            assert re.fullmatch(r"(\d+m)?\d+s", scan["Elapsed"])
+            [processing] = tracker["ProcessingHistory"]
+            assert processing["AdsProcessed"] == processing["AdsTotal"] == 1
+            assert "AdsLeft" not in processing and processing["CurrentAd"] == added["cid"]
+            assert tracker["DownloadHistory"][0]["MultihashCount"] == 3
+            assert set(tracker) <= {
+                "Provider", "Scan", "ScanHistory", "Processing", "ProcessingHistory",
+                "Download", "DownloadHistory",
+            }  # fmt: skip
+            one = await client.get(f"{ingest}/sync/status/{pub}")
+            assert one.status_code == 200 and one.json() == tracker
+            stranger = PrivateKey.generate().peer_id()
+            assert (await client.get(f"{ingest}/sync/status/{stranger}")).status_code == 204
+            bad = await client.get(f"{ingest}/sync/status/not-a-peer")
+            assert bad.status_code == 400 and bad.text.strip() == "Cannot decode peer id"
+            ad = await client.get(f"{ingest}/sync/status/ad/{added['cid']}")
+            assert ad.status_code == 200 and ad.json() == {"Ad": added["cid"], "Indexed": True}
+            other = str(Link(b"\x01\x55" + b"\x12\x20" + bytes(32)))
+            assert (await client.get(f"{ingest}/sync/status/ad/{other}")).json() == {
+                "Ad": other, "Indexed": False,
+            }  # fmt: skip
+            bad_ad = await client.get(f"{ingest}/sync/status/ad/nope")
+            assert bad_ad.status_code == 400
+            assert bad_ad.text.strip() == "Cannot decode advertisement cid"
+            options = await client.options(f"{ingest}/sync/status")
+            assert options.status_code == 200 and options.headers["allow"] == "GET, HEAD"
+            refused = await client.get(f"{ingest}/sync/status", headers={"accept": "text/html"})
+            assert refused.status_code == 406
+            paged = await client.get(f"{ingest}/sync/status", params={"limit": "1"})
+            assert paged.json() == body and "link" not in paged.headers
+            assert (await client.get(f"{ingest}/sync/status?limit=0")).status_code == 400
+            # the richer row stays on the admin API
+            row = daemon.status(pub)
+            assert row is not None and row["latest_processed"] == added["cid"]
+            assert row["pending_ads"] == 0 and row["last_error"] is None
     finally:
         assert daemon.stop() == 0
