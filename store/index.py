@@ -90,6 +90,10 @@ class ProviderRecord(msgspec.Struct, frozen=True):
     # The ``Override`` flag of each context in ``context_extended`` (same keys: base64 of the
     # ContextID).  Records written before it existed decode with none: no context overrides.
     context_override: dict[str, bool] = msgspec.field(default_factory=dict)
+    # When ``last_error`` was recorded (Unix seconds), and whether the provider is inactive (its
+    # publisher silent past the polling bound); records written before either decode without.
+    last_error_time: float | None = None
+    inactive: bool = False
 
     def overrides(self, context_key: str) -> bool:
         """Whether the context's extended providers replace the chain-level ones for it."""

@@ -124,7 +124,11 @@ class ClusterApplier:
 
     async def fail(self, entry: Entry, error: str) -> None:
         prior = await self.backend.provider(entry.provider)
-        record = None if prior is None else msgspec.structs.replace(prior, last_error=error)
+        record = (
+            None
+            if prior is None
+            else msgspec.structs.replace(prior, last_error=error, last_error_time=time.time())
+        )
         await self._commit(entry, record, [], DoneMark(False, error))
 
     async def apply(

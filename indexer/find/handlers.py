@@ -3,9 +3,11 @@
 Rules this module keeps (storetheindex ``server/find/server.go``, ``internal/httpserver/util.go``):
 
 - ``ROUTES`` lists every route and its methods (the OpenAPI document is tested against it).
-  Every answer carries ``Access-Control-Allow-Origin: *``.  ``OPTIONS`` on a route answers 200
-  with ``Allow``; any other method not listed answers 405 with ``Allow``.  A path that is no
-  route answers 404 ``Not Found``; a path argument containing ``/`` is no route.
+  Every answer carries ``Access-Control-Allow-Origin: *``.  ``OPTIONS`` on a route is a CORS
+  preflight: 200 with ``Allow``, ``Access-Control-Allow-Methods`` (the route's methods and
+  ``OPTIONS``) and ``Access-Control-Allow-Headers: Content-Type, Accept`` (indexstar's; it
+  answers 202, storetheindex 200); any other method not listed answers 405 with ``Allow``.
+  A path that is no route answers 404 ``Not Found``; a path argument containing ``/`` is no route.
 - The order of checks is Go's: method, then ``Accept`` (406), then the input (400).
 - ``GET /multihash/{mh}`` and ``GET /cid/{cid}`` answer a ``FindResponse`` in JSON, or with
   ``Accept: application/x-ndjson`` one ``ProviderResult`` per line, streamed (chunked), with
@@ -74,6 +76,7 @@ _JSON_MEDIA = (JSON, "*/*")
 _JSON_TYPE = "application/json; charset=utf-8"
 _MAX_ARG = 2048
 _CORS = ("access-control-allow-origin", "*")
+_ALLOW_HEADERS = "Content-Type, Accept"
 
 Route = Callable[[Request, str], Awaitable[Response]]
 
@@ -150,9 +153,10 @@ class _FindApi:
             return media
 
         listed = await self.reader.providers()
+        lags = await self.reader.lags()
 
         def listing(records: Sequence[tuple[bytes, ProviderRecord]]) -> bytes:
-            return encode([provider_info(peer, record) for peer, record in records])
+            return encode([provider_info(p, record, lags.get(p, 0)) for p, record in records])
 
         return _json(await trio.to_thread.run_sync(listing, listed))
 
@@ -166,7 +170,8 @@ class _FindApi:
         record = await self.reader.provider(peer.raw)
         if record is None:
             return Response.text(404, "provider not found")
-        return _json(encode(provider_info(peer.raw, record)))
+        lag = (await self.reader.lags(peer.raw)).get(peer.raw, 0)
+        return _json(encode(provider_info(peer.raw, record, lag)))
 
     async def health(self, request: Request, arg: str) -> Response:
         message = f"ready {self.version}" if self.version else "ready"
@@ -214,8 +219,12 @@ def find_handler(
         methods = ROUTES[template]
         if request.method not in methods:
             allow = (("allow", ", ".join(methods)),)
-            if request.method == "OPTIONS":
-                return _with_cors(Response.text(200, "", headers=allow))
+            if request.method == "OPTIONS":  # a CORS preflight, answered as indexstar does
+                preflight = (
+                    ("access-control-allow-methods", ", ".join((*methods, "OPTIONS"))),
+                    ("access-control-allow-headers", _ALLOW_HEADERS),
+                )
+                return _with_cors(Response.text(200, "", headers=(*allow, *preflight)))
             return _with_cors(Response.text(405, "method not allowed", headers=allow))
         return _with_cors(await routes[template](request, arg))
 

@@ -13,7 +13,10 @@ Rules this module keeps (storetheindex ``internal/registry/apiconv.go`` ``RegToA
   providers.  ``Providers`` and ``Metadatas`` are parallel lists (``null`` for an entry with no
   metadata of its own); each ``Contextual`` item has ``Override``, ``ContextID`` (the raw bytes as
   a Go string, not base64), ``Providers`` and ``Metadatas``, ordered by ContextID bytes.
-- ``LastError`` is the last ingest error (its time is not recorded: ``LastErrorTime`` is absent).
+- ``LastError`` is the last ingest error and ``LastErrorTime`` when it was recorded (RFC 3339;
+  absent for records written before the time was kept).  ``Inactive`` is the record's flag.
+  ``Lag`` is how many of the provider's ads are staged and not yet applied (storetheindex: the
+  ads left in the sync when the last one was applied); 0 is left out, as Go's ``omitempty``.
 - ``/stats`` is the reader's ``stats`` (``reader.py``): on one node ``EntriesCount`` counts
   multihash keys and ``EntriesEstimate`` is the database's size on disk over 40, as storetheindex
   estimates, computed in a worker thread; on a cluster both are -1 (unknown).  It is computed at
@@ -95,8 +98,8 @@ def _publisher(provider: str, record: ProviderRecord) -> AddrInfo | None:
     return None
 
 
-def provider_info(peer: bytes, record: ProviderRecord) -> ProviderInfo:
-    """The ``ProviderInfo`` of one registry record."""
+def provider_info(peer: bytes, record: ProviderRecord, lag: int = 0) -> ProviderInfo:
+    """The ``ProviderInfo`` of one registry record; ``lag``: its ads staged, not yet applied."""
     provider = str(PeerId(peer))
     last_ad = None if record.last_ad is None else CidLink(str(Link(record.last_ad)))
     last_time = ""
@@ -109,7 +112,12 @@ def provider_info(peer: bytes, record: ProviderRecord) -> ProviderInfo:
         publisher=_publisher(provider, record),
         extended_providers=_extended(record),
         frozen_at=None,
+        inactive=record.inactive,
         last_error=record.last_error or "",
+        last_error_time=rfc3339(record.last_error_time)
+        if record.last_error and record.last_error_time
+        else "",
+        lag=max(0, lag),
     )
 
 

@@ -11,7 +11,8 @@ Rules this module keeps:
   marshals them: ``FindResponse`` is an object with ``MultihashResults``, and the batch request
   is ``FindRequest`` (the spec's ``requestBody`` points at ``FindResponse`` by mistake).
 - Delegated routing follows ipfs/specs ``http-routing-v1.md`` and IPIP-484: ``Providers`` of
-  ``peer`` records, NDJSON one record per line, and a 404 with an empty answer for no records.
+  ``peer`` records (and, for clients older than IPIP-417, ``bitswap`` ones), NDJSON one record
+  per line, and a 404 with an empty answer for no records.
 - Path parameters carry a ``pattern`` that only well-formed input matches, so a client (or a
   schema-driven fuzzer: ``tests/indexer/find/test_schemathesis.py``) that follows the document is
   never answered 400: every string matching ``PATTERNS`` parses (tested over generated strings).
@@ -121,8 +122,8 @@ def _routing(description: str) -> JsonObj:
         "content": {
             "application/json": {"schema": _ref("RoutingProviders")},
             "application/x-ndjson": {
-                "schema": _ref("PeerRecord"),
-                "description": "one PeerRecord per line, streamed (asked for by Accept)",
+                "schema": _ref("RoutingRecord"),
+                "description": "one record per line, streamed (asked for by Accept)",
             },
         },
     }
@@ -163,7 +164,8 @@ _PATHS: JsonObj = {
             "cid",
             "cid",
             "A CIDv0 or multibase CIDv1.  The pattern describes sha2-256 CIDv0 and base32 CIDv1 "
-            "(raw, dag-pb, dag-cbor, dag-json); any CID is accepted.",
+            "(raw, dag-pb, dag-cbor, dag-json); any CID is accepted, in every multibase "
+            "go-multibase decodes (base16, base32, base36, base58btc, base64, base64url, ...).",
         ),
     ),
     "/multihash": {
@@ -337,14 +339,22 @@ _SCHEMAS: JsonObj = {
             "AddrInfo": _ref("AddrInfo"),
             "LastAdvertisement": _ref("CidLink"),
             "LastAdvertisementTime": {"type": "string", "format": "date-time"},
-            "Lag": {"type": "integer"},
+            "Lag": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "the provider's ads staged and not yet applied (absent: none)",
+            },
             "Publisher": _ref("AddrInfo"),
             "ExtendedProviders": _ref("ExtendedProviders"),
             "FrozenAt": _ref("CidLink"),
             "FrozenAtTime": {"type": "string", "format": "date-time"},
-            "Inactive": {"type": "boolean"},
+            "Inactive": {"type": "boolean", "enum": [True], "description": "absent: active"},
             "LastError": {"type": "string"},
-            "LastErrorTime": {"type": "string", "format": "date-time"},
+            "LastErrorTime": {
+                "type": "string",
+                "format": "date-time",
+                "description": "when LastError was recorded (RFC 3339)",
+            },
         },
     },
     "PeerRecord": {
@@ -360,13 +370,28 @@ _SCHEMAS: JsonObj = {
         },
         "additionalProperties": _B64,
     },
+    "BitswapRecord": {
+        "type": "object",
+        "description": "The pre-IPIP-417 `bitswap` record (boxo's deprecated BitswapRecord), "
+        "sent after a bitswap peer's `peer` record to clients that read only these (kubo <= "
+        "0.22, boxo < 0.13, by their User-Agent).",
+        "required": ["Schema", "Protocol", "ID", "Addrs"],
+        "properties": {
+            "Schema": {"type": "string", "enum": ["bitswap"]},
+            "Protocol": {"type": "string", "enum": ["transport-bitswap"]},
+            "ID": {"type": "string", "description": "peer ID, base58btc"},
+            "Addrs": {"type": "array", "items": {"type": "string", "description": "multiaddr"}},
+        },
+        "additionalProperties": False,
+    },
+    "RoutingRecord": {"oneOf": [_ref("PeerRecord"), _ref("BitswapRecord")]},
     "RoutingProviders": {
         "type": "object",
         "required": ["Providers"],
         "properties": {
             "Providers": {
                 "type": "array",
-                "items": _ref("PeerRecord"),
+                "items": _ref("RoutingRecord"),
                 "description": "at most 100 records",
             }
         },

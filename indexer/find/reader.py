@@ -20,6 +20,9 @@ Rules this module keeps:
   ``clock`` (the backend caches value records for its own ``record_ttl``): a context or provider
   another node removed stops being served within those bounds.  Registry misses of one request
   are read concurrently.
+- ``lags`` is each provider's count of staged ads not yet applied (``ProviderInfo.Lag``), only
+  those with some; on one node it reads the staging area in the same database (the listing in a
+  worker thread), on a cluster it is empty (each node stages its own: no lag is reported).
 - ``stats`` is ``/stats``.  On one node it is computed in a worker thread (``count_keys``, the
   database's size on disk over 40, as storetheindex estimates).  A cluster has no cheap global
   key count nor a disk to measure: both fields are ``UNKNOWN`` (-1), the API's "unknown" form.
@@ -35,6 +38,7 @@ from typing import Protocol
 import trio
 
 from indexer.find.model import Stats
+from staging import StagingArea
 from store import IndexStore, ProviderRecord, ValueRecord
 from store.cluster import IndexBackend
 from sync import PeerId
@@ -81,6 +85,8 @@ class IndexReader(Protocol):
     async def providers(self) -> Sequence[tuple[bytes, ProviderRecord]]: ...
 
     async def stats(self) -> Stats: ...
+
+    async def lags(self, only: bytes | None = None) -> Mapping[bytes, int]: ...
 
 
 @dataclass
@@ -151,6 +157,17 @@ class StoreReader:
     async def stats(self) -> Stats:
         return await trio.to_thread.run_sync(self.compute_stats)
 
+    def compute_lags(self, only: bytes | None = None) -> dict[bytes, int]:
+        staging = StagingArea(self.index.kv)
+        providers = [only] if only is not None else staging.providers()
+        lags = {p: sum(stack.count for _, stack in staging.stacks(p)) for p in providers}
+        return {p: n for p, n in lags.items() if n}
+
+    async def lags(self, only: bytes | None = None) -> dict[bytes, int]:
+        if only is not None:
+            return self.compute_lags(only)
+        return await trio.to_thread.run_sync(self.compute_lags)
+
 
 @dataclass
 class BackendReader:
@@ -207,6 +224,9 @@ class BackendReader:
 
     async def stats(self) -> Stats:
         return UNKNOWN_STATS
+
+    async def lags(self, only: bytes | None = None) -> dict[bytes, int]:
+        return {}  # a node's staged ads are its own: the cluster reports no lag
 
 
 def as_reader(index: IndexStore | IndexReader) -> IndexReader:

@@ -7,7 +7,9 @@ go-libp2p ``peer.Decode``; go-cid ``Decode``):
 - A multihash path argument is base58btc, else hex; either way it must be one whole multihash
   (code, length, exactly that many digest bytes).  Failing both: 400 ``find: input is not a valid
   base58 or hex encoded multihash``.
-- A CID is CIDv0 (``Qm...``) or a multibase CIDv1; its multihash is looked up.  A peer ID is base58
+- A CID is CIDv0 (``Qm...``) or a CIDv1 in any multibase go-multibase decodes (base2, 8, 10, 16,
+  32 and its hex/padded/upper forms, 36, 58btc, 58flickr, 64 raw/padded/url, base256emoji,
+  identity; not base45, proquint nor base32z); its multihash is looked up.  A peer ID is base58
   (``12D3KooW...``, ``Qm...``) or a ``libp2p-key`` CIDv1.  Either failing: 400 with the reason.
 - The batch body is ``{"Multihashes": [base64...]}``; malformed JSON or a malformed multihash in
   it is a 400 naming the problem.
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 
 import base58
 import msgspec
+import multibase as py_multibase
+from multiformats import multibase
 
 from indexer.find.model import FindRequest, decode
 from sync import Link, PeerId
@@ -37,6 +41,7 @@ __all__ = [
     "NDJSON",
     "BadInput",
     "batch_multihashes",
+    "multibase_decode",
     "negotiate",
     "parse_cid",
     "parse_multihash_text",
@@ -83,10 +88,55 @@ def parse_multihash_text(text: str) -> bytes | BadInput:
     return BadInput("find: input is not a valid base58 or hex encoded multihash")
 
 
-def parse_cid(text: str) -> bytes | BadInput:
-    """The multihash of a CID given as text."""
+# go-multibase's ``Decode``: every prefix it decodes, by the ``multiformats`` encoding's name
+# (base45 is named there but not decoded; multiformats' proquint and base32z are not Go's).
+_GO_MULTIBASE = {
+    "0": "base2", "7": "base8", "9": "base10", "f": "base16", "F": "base16upper",
+    "b": "base32", "B": "base32upper", "c": "base32pad", "C": "base32padupper",
+    "v": "base32hex", "V": "base32hexupper", "t": "base32hexpad", "T": "base32hexpadupper",
+    "k": "base36", "K": "base36upper", "z": "base58btc", "Z": "base58flickr",
+    "m": "base64", "u": "base64url", "M": "base64pad", "U": "base64urlpad",
+}  # fmt: skip
+_EMOJI = "\U0001f680"  # base256emoji's prefix
+
+
+def _padding_ok(prefix: str, body: str) -> bool:
+    """Go's raw base64 (``m``, ``u``) refuses ``=``; its padded base64 (``M``, ``U``) needs it."""
+    if prefix in "mu":
+        return "=" not in body
+    return prefix not in "MU" or len(body) % 4 == 0
+
+
+def multibase_decode(text: str) -> bytes:
+    """Bytes of a multibase string, for every encoding go-multibase decodes; else ``ValueError``
+    (identity: the rest of the string's UTF-8 bytes, as Go's ``[]byte(data[1:])``)."""
+    if not text:
+        raise ValueError("cannot decode multibase for zero length string")
+    prefix = text[0]
+    if prefix == "\x00":
+        return text[1:].encode()
     try:
-        return Link.parse(text).multihash.raw
+        if prefix == _EMOJI:
+            return bytes(py_multibase.decode(text))
+        name = _GO_MULTIBASE.get(prefix)
+        if name is None or not _padding_ok(prefix, text[1:]):
+            raise ValueError(f"unsupported or malformed multibase {prefix!r}")
+        return bytes(multibase.get(name).decode(text))
+    except (ValueError, KeyError, TypeError, multibase.err.MultibaseValueError) as exc:
+        raise ValueError(f"selected encoding not supported or malformed: {exc}") from None
+
+
+def parse_cid(text: str) -> bytes | BadInput:
+    """The multihash of a CID given as text: CIDv0, or a CIDv1 in any multibase go-multibase
+    decodes (go-cid ``Decode``)."""
+    try:
+        if len(text) == 46 and text.startswith("Qm"):
+            return Link.parse(text).multihash.raw
+        try:
+            raw = multibase_decode(text)
+        except ValueError as exc:
+            raise BadCid(f"bad CID {text[:64]!r}: {exc}") from None
+        return Link.from_bytes(raw).multihash.raw
     except BadCid as exc:
         return BadInput(f"find: {exc}")
 

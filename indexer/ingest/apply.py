@@ -132,7 +132,7 @@ class LocalApplier:
 
     async def fail(self, entry: Entry, error: str) -> None:
         prior = self.index.provider(entry.provider) or ProviderRecord()
-        record = msgspec.structs.replace(prior, last_error=error)
+        record = msgspec.structs.replace(prior, last_error=error, last_error_time=self.clock())
         writes = IndexStore.put_provider(entry.provider, record)
         self.staging.finish(entry, ok=False, error=error, writes=writes)
 
@@ -219,7 +219,7 @@ async def apply_entry(
         writes: list[Write] = []
         if (prior := index.provider(entry.provider)) is not None:
             error = f"ad {Link(entry.ad.cid)}: {entry.ad.error}"
-            record = msgspec.structs.replace(prior, last_error=error)
+            record = msgspec.structs.replace(prior, last_error=error, last_error_time=clock())
             writes = IndexStore.put_provider(entry.provider, record)
         staging.finish(entry, ok=False, error=entry.ad.error, writes=writes)
         return "error"

@@ -149,8 +149,10 @@ async def test_context_level_extended_providers_and_shapes(tmp_path: Path) -> No
 
         r = await rig.client.get(f"/providers/{main_id}")
         info = decode(r.content, ProviderInfo)
-        assert info.last_error.startswith("SchemaError") and b"LastErrorTime" not in r.content
-        assert info.last_advertisement_time == "2023-06-28T12:21:06Z"
+        assert info.last_error.startswith("SchemaError")
+        # LastErrorTime: when the error was recorded, on the applier's clock (the rig's, fixed)
+        assert info.last_error_time == info.last_advertisement_time == "2023-06-28T12:21:06Z"
+        assert r.content.endswith(b'"LastErrorTime":"2023-06-28T12:21:06Z"}')
         extended = fill(
             '"ExtendedProviders":{"Providers":[{"ID":"$main","Addrs":[]},'
             '{"ID":"$chain","Addrs":["/dns4/c"]}],'

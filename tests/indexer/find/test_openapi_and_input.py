@@ -74,8 +74,13 @@ def test_openapi_routing_path_lists_its_filters_media_types_and_statuses() -> No
             assert set(media) == {"application/json", "application/x-ndjson"}
             answer = resolve(document, media["application/json"]["schema"]["$ref"])
             line = resolve(document, media["application/x-ndjson"]["schema"]["$ref"])
-            assert answer["properties"]["Providers"]["items"]["$ref"].endswith("/PeerRecord")
-            assert line["properties"]["Schema"]["enum"] == ["peer"]
+            item = answer["properties"]["Providers"]["items"]["$ref"]
+            assert item == media["application/x-ndjson"]["schema"]["$ref"]  # the same records
+            # a peer record, or (for clients older than IPIP-417) a legacy bitswap record
+            peer, legacy = (resolve(document, one["$ref"]) for one in line["oneOf"])
+            assert peer["properties"]["Schema"]["enum"] == ["peer"]
+            assert legacy["properties"]["Schema"]["enum"] == ["bitswap"]
+            assert legacy["required"] == ["Schema", "Protocol", "ID", "Addrs"]
 
 
 def test_json_is_escaped_as_go_escapes_it() -> None:
