@@ -12,8 +12,8 @@ Rules this module keeps (ipfs/specs ``src/routing/http-routing-v1.md``; ipni/ind
   missing or malformed CID is a 400 that says why; bad filters are a 400 too (``filters``).
 - ``Accept`` naming ``application/x-ndjson`` (q > 0) gets NDJSON, one record per line, streamed;
   anything else gets ``application/json`` ``{"Providers": [...]}`` with at most ``max_json``
-  records (100: the spec's SHOULD and indexstar's default).  ``streaming=False`` always answers
-  JSON, which the spec allows a server to do.
+  records (100: the spec's SHOULD and indexstar's default; legacy records count).
+  ``streaming=False`` always answers JSON, which the spec allows a server to do.
 - No record after filtering: ``empty_status``, 404 by default as cid.contact does (clients must
   read a 404 as zero results); 200 is IPIP-0513's answer.  The body is still an empty answer of
   the negotiated type (``{"Providers":[]}``, or no NDJSON line).
@@ -21,14 +21,22 @@ Rules this module keeps (ipfs/specs ``src/routing/http-routing-v1.md``; ipni/ind
   records, ``max-age=15`` without (the spec's examples), ``stale-while-revalidate`` and
   ``stale-if-error`` of an hour (an index answer changes with each ingested ad, unlike the DHT's
   48 h provider records); ``X-Content-Type-Options: nosniff``.
+- Compatibility (a documented choice, not the spec's): clients older than IPIP-417 (boxo < 0.13,
+  kubo <= 0.22) keep only ``Schema: "bitswap"`` records and drop ``peer`` ones.  For a request
+  ``legacy`` picks (by default ``pre_ipip417_client``: such a client's ``User-Agent``, and no
+  IPIP-484 filter), each ``peer`` record with bitswap is followed by the same peer as a
+  ``bitswap`` record (``records.PeerRecord.legacy_json``).  Newer clients read both schemas, so
+  they are not sent it: they would see each bitswap peer twice.
 - ``routing_handler`` takes a single node's ``IndexStore`` or any ``IndexReader``
   (``indexer.find.reader``; e.g. a ``BackendReader`` over a cluster), as ``find_handler`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from email.utils import formatdate
+from typing import Any
 
 import msgspec
 
@@ -38,7 +46,16 @@ from indexer.routing.records import Index, PeerRecord, find_records
 from sync import BadCid, Link
 from sync.net.httpserver import Handler, Request, Response
 
-__all__ = ["JSON", "NDJSON", "PREFIX", "ROUTES", "routing_handler", "wants_ndjson"]
+__all__ = [
+    "FILTER_PARAMS",
+    "JSON",
+    "NDJSON",
+    "PREFIX",
+    "ROUTES",
+    "pre_ipip417_client",
+    "routing_handler",
+    "wants_ndjson",
+]
 
 PREFIX = "/routing/v1/"
 # The route answered, as the OpenAPI document (``indexer/find/openapi.py``) describes it.
@@ -90,15 +107,51 @@ def _headers(found: bool) -> tuple[tuple[str, str], ...]:
     )
 
 
-async def _lines(records: Sequence[PeerRecord]) -> AsyncIterator[bytes]:
+_OLD_KUBO = re.compile(r"(?:kubo|go-ipfs)/0\.(\d+)\.")
+_OLD_BOXO = re.compile(r"github\.com/ipfs/boxo/routing/http/client@v0\.(\d+)\.")
+FILTER_PARAMS = ("filter-addrs", "filter-protocols")
+
+
+def pre_ipip417_client(request: Request) -> bool:
+    """Whether the request comes from a client that reads only ``bitswap`` schema records:
+    kubo <= 0.22 (``kubo/0.22.0/...``; go-ipfs) or boxo's client < 0.13 (its default
+    ``User-Agent``, ``github.com/ipfs/boxo/routing/http/client@v0.12.0``).  A request with
+    IPIP-484 filters comes from a newer client."""
+    if any(name in request.query for name in FILTER_PARAMS):
+        return False
+    agent = request.header("user-agent")
+    kubo = _OLD_KUBO.match(agent)
+    if kubo is not None:
+        return int(kubo.group(1)) <= 22
+    boxo = _OLD_BOXO.search(agent)
+    return boxo is not None and int(boxo.group(1)) < 13
+
+
+def _answer(records: Sequence[PeerRecord], legacy: bool) -> list[dict[str, Any]]:
+    """Each record, followed (for old clients) by its legacy ``bitswap`` record if it has one."""
+    out = []
     for record in records:
-        yield _encode(record.to_json()) + b"\n"
+        out.append(record.to_json())
+        if legacy and (old := record.legacy_json()) is not None:
+            out.append(old)
+    return out
+
+
+async def _lines(records: Sequence[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for record in records:
+        yield _encode(record) + b"\n"
 
 
 def routing_handler(
-    index: Index, *, streaming: bool = True, empty_status: int = 404, max_json: int = 100
+    index: Index,
+    *,
+    streaming: bool = True,
+    empty_status: int = 404,
+    max_json: int = 100,
+    legacy: Callable[[Request], bool] = pre_ipip417_client,
 ) -> Handler:
-    """A handler answering ``/routing/v1/...`` from ``index`` (404 for any other path)."""
+    """A handler answering ``/routing/v1/...`` from ``index`` (404 for any other path);
+    ``legacy`` says which requests also get the pre-IPIP-417 ``bitswap`` records."""
     reader = as_reader(index)
 
     async def handle(request: Request) -> Response:
@@ -131,10 +184,11 @@ def routing_handler(
         ]
         status = 200 if records else empty_status
         headers = _headers(bool(records))
+        answer = _answer(records, legacy(request))
         if streaming and wants_ndjson(request.header("accept")):
-            body = _lines(records) if records else b""
+            body = _lines(answer) if answer else b""
             return Response(status, body, NDJSON, headers)
-        payload = _encode({"Providers": [r.to_json() for r in records[:max_json]]})
+        payload = _encode({"Providers": answer[:max_json]})
         return Response(status, payload, JSON, headers, compressible=True)
 
     return handle

@@ -23,6 +23,9 @@ ipni/indexstar ``delegated_translator.go`` ``drProvFromResult`` for the record):
   (indexstar drops only byte-identical records, so a peer can appear once per metadata there.)
 - Addresses that are not valid multiaddrs are dropped: a client parses every one it gets.
 - Peer IDs print as base58btc (``12D3KooW...``), whatever form the ad used.
+- ``legacy_json`` is the same peer as boxo's deprecated ``bitswap`` schema record
+  (``{"Schema": "bitswap", "Protocol": "transport-bitswap", "ID", "Addrs"}``), for a peer whose
+  protocols include bitswap only: clients older than IPIP-417 read nothing else.
 """
 
 from __future__ import annotations
@@ -47,9 +50,17 @@ from sync.model.metadata import (
     Transport,
 )
 
-__all__ = ["Index", "PeerRecord", "addr_protocols", "find_records", "protocol_fields"]
+__all__ = [
+    "BITSWAP_NAME",
+    "Index",
+    "PeerRecord",
+    "addr_protocols",
+    "find_records",
+    "protocol_fields",
+]
 
 _KNOWN = frozenset({BITSWAP, GRAPHSYNC_FILECOINV1, IPFS_GATEWAY_HTTP, FILECOIN_PIECE_HTTP})
+BITSWAP_NAME = "transport-bitswap"
 
 
 Index = IndexStore | IndexReader  # what ``routing_handler`` serves: wrapped by ``as_reader``
@@ -71,6 +82,13 @@ class PeerRecord:
         for name, value in self.fields.items():
             out.setdefault(name, value)
         return out
+
+    def legacy_json(self) -> dict[str, Any] | None:
+        """The pre-IPIP-417 ``bitswap`` schema record of a bitswap peer (boxo's deprecated
+        ``BitswapRecord``: ``Schema``, ``Protocol``, ``ID``, ``Addrs``); None for any other."""
+        if BITSWAP_NAME not in self.fields:
+            return None
+        return {"Schema": "bitswap", "Protocol": BITSWAP_NAME, "ID": self.id, "Addrs": self.addrs}
 
 
 @lru_cache(maxsize=65536)
