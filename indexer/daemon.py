@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,13 +43,14 @@ import trio
 
 from indexer import __version__
 from indexer.admin import AdminApi, Metrics, UnknownPeer, publisher_rows
-from indexer.config import Config, etcd_endpoints, store_nodes
+from indexer.config import Config, ConfigError, etcd_endpoints, load_config, store_nodes
 from indexer.find.info import rfc3339
 from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
 from indexer.policy import LivePolicy
+from indexer.reload import Reloader
 from indexer.security import warn_exposed
 from staging import StagingArea
 from store import KV, IndexStore, StoreUnavailable
@@ -88,6 +91,18 @@ def _split(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+async def _reload_on_sighup(reloader: Reloader) -> None:
+    """SIGHUP reloads the configuration; a bad file is one logged line, the old one stays."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (a daemon run inside a test's thread)
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            try:
+                reloader.reload()
+            except ConfigError as exc:
+                log.error("configuration not reloaded; the old one stays", error=str(exc))
+
+
 async def _listen(
     nursery: trio.Nursery, name: str, handler: Handler, addr: str, limits: Limits
 ) -> Any:
@@ -122,6 +137,7 @@ class Daemon:
     config: Config
     key: PrivateKey
     admin_token: str = ""
+    config_path: Path | None = None  # what a reload reads (None: <data_dir>/config.toml)
 
     async def run(
         self, *, task_status: trio.TaskStatus[DaemonInfo] = trio.TASK_STATUS_IGNORED
@@ -179,10 +195,15 @@ class Daemon:
                         run_compaction, ingester.index, idle=config.ingest.compact_idle
                     )
                 )
+                path = self.config_path or self.data_dir / "config.toml"
+                as_read = load_config(path)  # the file without the command line's overrides
+                reloader = Reloader(path, policy, intake, ingester, as_read)
+                nursery.start_soon(_reload_on_sighup, reloader)
                 admin_api = AdminApi(
                     ingester, staging, policy, metrics, self.key.peer_id(), self.data_dir,
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                     cluster_view=(lambda: cluster.node.view) if cluster else None,
+                    reload=reloader.reload,
                 )  # fmt: skip
                 admin = await _listen(
                     nursery, "admin", admin_api.handler(), config.server.admin_addr, admin_limits

@@ -44,6 +44,7 @@ import structlog
 from indexer.admin.metrics import CONTENT_TYPE, Metrics
 from indexer.admin.views import UnknownPeer, publisher_rows, staging_detail, staging_rows
 from indexer.errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
+from indexer.errors import ConfigError
 from indexer.ingest.engine import Ingester
 from indexer.policy import LivePolicy
 from staging import StagingArea
@@ -56,7 +57,13 @@ __all__ = ["AdminApi"]
 
 log = structlog.get_logger("admin")
 
-_LEAVES = {"/status", "/healthcheck", "/metrics", "/cluster"}  # no sub-paths under these
+_LEAVES = {
+    "/status",
+    "/healthcheck",
+    "/metrics",
+    "/cluster",
+    "/reloadconfig",
+}  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _OPEN = "/healthcheck"  # the one path served without the token
@@ -97,6 +104,7 @@ class AdminApi:
     refuse_private: bool = False
     clock: Callable[[], float] = time.monotonic
     cluster_view: Callable[[], object | None] | None = None  # a cluster node's (msgspec Struct)
+    reload: Callable[[], object] | None = None  # reads the config file again (``indexer.reload``)
     _refused: int = field(default=0, init=False)
     _logged_at: float | None = field(default=None, init=False)
 
@@ -135,6 +143,7 @@ class AdminApi:
             ("/publishers", ("GET",), self._publishers),
             ("/status", ("GET",), self._status),
             ("/cluster", ("GET",), self._cluster),
+            ("/reloadconfig", ("POST",), self._reload),
             ("/healthcheck", ("GET",), self._healthcheck),
             ("/metrics", ("GET",), self._metrics),
         ]
@@ -242,6 +251,14 @@ class AdminApi:
         return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     # --- ours ---------------------------------------------------------------------------
+
+    def _reload(self, request: Request, rest: str) -> Response:
+        if self.reload is None:
+            raise _BadRequest(404, "this daemon cannot reload its configuration")
+        try:
+            return Response(200, msgspec.json.encode(self.reload()), "application/json")
+        except ConfigError as exc:
+            raise _BadRequest(400, f"not reloaded, the old configuration stays: {exc}") from None
 
     def _cluster(self, request: Request, rest: str) -> Response:
         if self.cluster_view is None:

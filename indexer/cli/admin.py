@@ -365,3 +365,21 @@ def cluster(admin_url: str, admin_token: str, as_json: bool) -> None:
     if doc["unowned"]:
         title += f", {len(doc['unowned'])} unowned"
     print_table(title, headers, rows)
+
+
+@admin.command("reload-config")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def reload_config(admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Read the daemon's config file again (as SIGHUP does); a bad file changes nothing."""
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("POST", "/reloadconfig")
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+        return
+    click.echo(f"reloaded {doc['path']}")
+    if doc["not_applied"]:
+        click.echo(f"not applied until a restart: {', '.join(doc['not_applied'])}")

@@ -137,7 +137,8 @@ def daemon(
         raise CliError(str(exc)) from None
     _, key = _init(data_dir)
     try:
-        trio.run(_main, Daemon(data_dir, config, key, admin_token=token), as_json)
+        node = Daemon(data_dir, config, key, admin_token=token, config_path=config_path)
+        trio.run(_main, node, as_json)
     except BaseExceptionGroup as group:
         raise _start_failure(group) from None
     except (ClusterError, OSError) as exc:

@@ -48,6 +48,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -127,6 +128,7 @@ class Ingester:
             config.max_workers, config.max_slow_workers, config.slow_sync_after
         )
         self._changed = trio.Event()
+        self._reconfigured = trio.Event()
 
     def _notify(self) -> None:
         """Wake whoever waits for a change of state (``wait_idle``)."""
@@ -151,10 +153,20 @@ class Ingester:
                 log.info("replaying announces accepted before a restart", announces=replayed)
             task_status.started()
             while True:
-                if self.config.poll_interval <= 0:
-                    await trio.sleep_forever()
-                await trio.sleep(self.config.poll_interval)
+                interval = self.config.poll_interval
+                reconfigured = self._reconfigured
+                with trio.move_on_after(interval if interval > 0 else math.inf):
+                    await reconfigured.wait()
+                    continue  # a reload: wait again, for the new interval
                 self.poll_known_publishers()
+
+    def reconfigure(self, config: IngestConfig) -> None:
+        """Use ``config`` from now on (a reload): read at each use, so it applies at once; the
+        slots sized at construction stay as they are."""
+        self.config = config
+        self._reconfigured.set()
+        self._reconfigured = trio.Event()
+        self._notify()
 
     def poll_known_publishers(self) -> int:
         """Re-check every publisher the staging area knows, at its last addresses."""

@@ -140,6 +140,12 @@ class AnnounceIntake:
         self._pairs = _Buckets(self.rate, self.burst, self.table)
         self._sources = _Buckets(self.source_rate, self.source_burst, self.table)
 
+    def rates_changed(self) -> None:
+        """Apply ``rate``, ``burst``, ``source_rate``, ``source_burst`` changed since made (a
+        config reload); buckets keep the tokens they hold."""
+        self._pairs.rate, self._pairs.burst = self.rate, self.burst
+        self._sources.rate, self._sources.burst = self.source_rate, self.source_burst
+
     def accept(
         self, message: Message, sender: PeerId | None = None, *, source: str = ""
     ) -> IntakeResult:
