@@ -158,6 +158,7 @@ class Daemon:
                     refuse_private=config.ingest.refuse_private_addrs,
                     max_publishers=config.ingest.max_pending_publishers,
                     relay=cluster.node.relay if cluster else None,
+                    self_id=self.key.peer_id(),
                 )
                 await nursery.start(ingester.run)
                 ingest = await _listen(
