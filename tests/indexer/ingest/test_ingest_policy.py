@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from indexer.ingest.engine import IngestConfig, Ingester, OwnProviderPolicy
-from staging import StagingArea
+from staging import Entry, StackRecord, StagedAd, StagingArea
 from store import KV
 from sync import Link, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -200,3 +200,55 @@ def _entries(chain: ChainBuilder, ad: Link) -> Link:
     from sync import load_advertisement
 
     return load_advertisement(ad, chain.blocks[ad]).entries
+
+
+async def test_a_provider_whose_entries_are_gone_is_still_registered_from_its_ad(kv: KV) -> None:
+    pub, prov = key(0), key(1)
+    chain = ChainBuilder()
+    lost = chain.add(prov, mhs(40, 3), addresses=("/ip4/1.2.3.4/tcp/4001",))
+    lost_chunk = _entries(chain, lost)
+    source = chain.serving_as(pub)
+    inner = ipnisync_handler(source)
+
+    async def handler(request: Request) -> Response:
+        if request.path.endswith(str(lost_chunk)):
+            return Response.text(404, "gone")
+        return await inner(request)
+
+    async with trio.open_nursery() as nursery:
+        addr = await serve(nursery, handler, pub)
+        ingester = await ingest(kv, allow((pub, prov)), (pub, addr), retry_base=0.01)
+        nursery.cancel_scope.cancel()
+    done = StagingArea(ingester.kv).done(lost.raw)
+    assert done is not None and not done.ok
+    record = ingester.index.provider(prov.peer_id().raw)
+    assert record is not None  # registered before (without) its entries, as storetheindex
+    assert record.addresses == ["/ip4/1.2.3.4/tcp/4001"]
+    assert record.publisher == pub.peer_id().raw and record.publisher_addrs == [addr]
+    assert record.last_ad == lost.raw and record.last_ad_time is not None
+    assert "BlockNotFound" in (record.last_error or "")
+    assert owner(ingester, multihash(40)) == []  # nothing indexed from it
+
+
+def test_failed_record_registers_only_from_a_valid_ad() -> None:
+    from indexer.ingest.apply import failed_record
+    from store import ProviderRecord
+
+    pub, prov = key(0), key(1)
+    chain = ChainBuilder()
+    ad = chain.add(prov, mhs(0, 1), addresses=("/ip4/5.6.7.8/tcp/1",))
+    staging_entry = _entry(chain, ad, pub)
+    registered = failed_record(None, staging_entry, "BlockNotFound: gone", 7.0)
+    assert registered is not None and registered.addresses == ["/ip4/5.6.7.8/tcp/1"]
+    assert registered.last_ad == ad.raw and registered.last_error == "BlockNotFound: gone"
+    invalid = _entry(chain, ad, pub, error="bad signature")
+    assert failed_record(None, invalid, "bad", 7.0) is None  # unauthenticated: no record
+    prior = ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"])
+    kept = failed_record(prior, invalid, "bad", 7.0)
+    assert kept == ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"], last_error="bad")
+
+
+def _entry(chain: ChainBuilder, ad: Link, pub: PrivateKey, error: str | None = None) -> Entry:
+    stack = StackRecord(walk_id=1, count=1, publisher=pub.peer_id().raw, addrs=[], created=0.0)
+    staged = StagedAd(ad.raw, chain.blocks[ad], error=error)
+    return Entry(provider=key(1).peer_id().raw, seq=1, pos=0, stack=stack, ad=staged)
