@@ -252,3 +252,45 @@ def _entry(chain: ChainBuilder, ad: Link, pub: PrivateKey, error: str | None = N
     stack = StackRecord(walk_id=1, count=1, publisher=pub.peer_id().raw, addrs=[], created=0.0)
     staged = StagedAd(ad.raw, chain.blocks[ad], error=error)
     return Entry(provider=key(1).peer_id().raw, seq=1, pos=0, stack=stack, ad=staged)
+
+
+async def test_first_sync_depth_and_a_per_sync_depth_of_minus_one(kv: KV) -> None:
+    a, b = key(0), key(1)
+    chains = {a: ChainBuilder(), b: ChainBuilder()}
+    for signer, chain in chains.items():
+        for i in range(5):
+            chain.add(signer, mhs(100 * (signer is b) + 10 * i, 2))
+    config = IngestConfig(segment=2, first_sync_depth=2, depth_limit=1)
+    ingester = Ingester(kv, http_fetcher, policy=allow((a, a), (b, b)), config=config)
+    async with trio.open_nursery() as nursery:
+        addr_a = await serve(nursery, ipnisync_handler(chains[a]), a)
+        addr_b = await serve(nursery, ipnisync_handler(chains[b]), b)
+        await nursery.start(ingester.run)
+        with trio.fail_after(30):
+            ingester.request_sync(a.peer_id(), [addr_a])  # a first sync: first_sync_depth
+            ingester.request_sync(b.peer_id(), [addr_b], depth=-1)  # asked for: no limit
+            await ingester.wait_idle()
+            assert [bool(owner(ingester, multihash(10 * i))) for i in range(5)] == [
+                False, False, False, True, True
+            ]  # fmt: skip
+            assert all(owner(ingester, multihash(100 + 10 * i)) for i in range(5))
+            for i in range(5, 8):
+                chains[a].add(a, mhs(10 * i, 2))
+            ingester.request_sync(a.peer_id(), [addr_a])  # not a first sync: depth_limit 1
+            await ingester.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert [bool(owner(ingester, multihash(10 * i))) for i in range(8)] == [
+        False, False, False, True, True, False, False, True
+    ]  # fmt: skip
+
+
+def test_walk_depth_rules() -> None:
+    from indexer.ingest.syncs import walk_depth
+
+    plain, first = IngestConfig(), IngestConfig(first_sync_depth=3, depth_limit=7)
+    assert [walk_depth(plain, d, first=True) for d in (None, 0, -1, 5)] == [0, 0, 0, 5]
+    assert [walk_depth(first, d, first=True) for d in (None, 0, -1, 5)] == [3, 3, 0, 5]
+    assert [walk_depth(first, d, first=False) for d in (None, 0, -1, 5)] == [7, 7, 0, 5]
+    unlimited_first = IngestConfig(first_sync_depth=-1, depth_limit=7)
+    assert walk_depth(unlimited_first, None, first=True) == 0
+    assert walk_depth(IngestConfig(depth_limit=-1), None, first=False) == 0
