@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,7 @@ from indexer.config import Config, etcd_endpoints, store_nodes
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
-from indexer.policy import LivePolicy
+from indexer.policy import AllowedReader, LivePolicy
 from indexer.security import warn_exposed
 from staging import StagingArea
 from store import KV, IndexStore, StoreUnavailable
@@ -166,7 +166,8 @@ class Daemon:
                     config.server.ingest_addr, ingest_limits,
                 )  # fmt: skip
                 find = await _listen(
-                    nursery, "find", self._find_handler(kv, cluster), config.server.find_addr,
+                    nursery, "find", self._find_handler(kv, cluster, policy.provider_allowed),
+                    config.server.find_addr,
                     find_limits,
                 )  # fmt: skip
                 await nursery.start(
@@ -283,15 +284,23 @@ class Daemon:
 
         return handle
 
-    def _find_handler(self, kv: KV, cluster: ClusterParts | None = None) -> Handler:
+    def _find_handler(
+        self,
+        kv: KV,
+        cluster: ClusterParts | None = None,
+        allowed: Callable[[PeerId], bool] | None = None,
+    ) -> Handler:
         """The find API, with delegated routing v1 mounted by prefix beside it: over the local
-        index, or a cluster node's over the cluster (registry records cached ``record_ttl``)."""
+        index, or a cluster node's over the cluster (registry records cached ``record_ttl``);
+        providers ``allowed`` refuses left out at query time (``AllowedReader``)."""
         from indexer.find import BackendReader, IndexReader, as_reader, find_handler
         from indexer.routing import PREFIX, routing_handler
 
         reader: IndexReader = as_reader(IndexStore(kv))
         if cluster is not None:
             reader = BackendReader(cluster.backend, ttl=self.config.cluster.record_ttl)
+        if allowed is not None:
+            reader = AllowedReader(reader, allowed)
         find, routing = find_handler(reader, __version__), routing_handler(reader)
 
         async def handle(request: Request) -> Response:
