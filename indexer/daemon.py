@@ -46,7 +46,7 @@ from indexer.policy import AllowedReader, LivePolicy
 from indexer.security import warn_exposed
 from staging import StagingArea
 from store import KV, IndexStore, StoreUnavailable
-from sync import BadPeerId, PeerId, PrivateKey
+from sync import BadPeerId, Message, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
 from sync.net.httpserver import (
     Handler,
@@ -67,6 +67,7 @@ __all__ = ["DB_DIR", "ClusterParts", "Daemon", "DaemonInfo"]
 DB_DIR = "db"
 STATUS = "/sync/status/"
 log = structlog.get_logger("daemon")
+_REPUBLISH_QUEUE = 256  # accepted HTTP announces waiting to be re-published on gossipsub
 
 
 class DaemonInfo(msgspec.Struct, frozen=True):
@@ -249,12 +250,32 @@ class Daemon:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        from sync.announce.gossip import open_gossip, receive_announces
+        from sync.announce.gossip import open_gossip, publish_announce, receive_announces
+
+        topic = self.config.server.topic
+        send, queued = trio.open_memory_channel[Message](_REPUBLISH_QUEUE)
+
+        def republish(message: Message) -> None:  # ingest.resend_direct_announce
+            try:
+                send.send_nowait(message)
+            except trio.WouldBlock:
+                log.warning("announce not re-published: the gossipsub queue is full")
+
+        async def publishing() -> None:
+            async for message in queued:
+                try:
+                    await publish_announce(pubsub, message, topic)
+                except Exception as exc:
+                    log.warning("announce not re-published", exc_info=exc)
 
         async with (
             open_gossip(host) as pubsub,
-            receive_announces(pubsub, self.config.server.topic) as it,
+            receive_announces(pubsub, topic) as it,
+            trio.open_nursery() as nursery,
         ):
+            if self.config.ingest.resend_direct_announce:
+                nursery.start_soon(publishing)
+                intake.republish = republish
             task_status.started()
             async for sender, message in it:
                 try:  # one message must not end the subscription (nor the daemon)

@@ -16,6 +16,10 @@ Rules this module keeps:
   ``/p2p/`` peer are a 400); the relay still spends its own rate-limit buckets as the source.
   Our own re-published message (``self_id`` sent it) is dropped.  Over HTTP it is ignored, as
   storetheindex's handler does.
+- ``republish`` (the daemon's, with ``ingest.resend_direct_announce``: storetheindex's
+  ``ResendDirectAnnounce``): every accepted HTTP announce (not a duplicate) is handed to it as
+  the message to re-publish on gossipsub: the addresses kept, without ``/p2p/``, and
+  ``OrigPeer`` naming the publisher.  It must not block (the daemon queues it).
 - A publisher the policy denies gets 403; so does, with ``refuse_private``, an announce none of
   whose addresses is public (``sync.ipnisync.maurl.is_public``); its private ones are dropped.
 - Announces are unauthenticated, so rate limits are kept per source (the client's IP, or the
@@ -74,6 +78,7 @@ class _Accepted:
     addrs: list[str]
     key: bytes  # the dedupe key
     now: float
+    direct: bool  # over HTTP (not gossipsub)
 
 
 # A cluster node's: make an accepted announce the cluster's (raises a ``StoreError`` if not).
@@ -156,6 +161,7 @@ class AnnounceIntake:
     clock: Callable[[], float] = time.monotonic
     relay: Relay | None = None
     self_id: PeerId | None = None  # this node's libp2p peer: its own re-published announces
+    republish: Callable[[Message], None] | None = None  # accepted HTTP announces, for gossipsub
     _seen: _Lru = field(default_factory=_Lru)
 
     def __post_init__(self) -> None:
@@ -197,6 +203,9 @@ class AnnounceIntake:
             self.ingester.record_announce(accepted.publisher, accepted.head, accepted.addrs)
         self._seen.touch(accepted.key, accepted.now)
         self.ingester.request_sync(accepted.publisher, accepted.addrs, accepted.head)
+        if accepted.direct and self.republish is not None:
+            relayed = Message.create(accepted.head, accepted.addrs)
+            self.republish(Message(relayed.cid, relayed.addrs, orig_peer=str(accepted.publisher)))
         return IntakeResult(204)
 
     def _decide(
@@ -245,7 +254,7 @@ class AnnounceIntake:
             and not self.ingester.is_known_publisher(publisher)
         ):
             return IntakeResult(503, "too many syncs pending; announce again later")
-        return _Accepted(publisher, message.cid, addrs, key, now)
+        return _Accepted(publisher, message.cid, addrs, key, now, direct=sender is None)
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler for ``PUT /announce`` and ``PUT /ingest/announce``."""

@@ -125,6 +125,13 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "publishers on a private network can then not be indexed"
         ),
     ] = False
+    resend_direct_announce: Annotated[
+        bool,
+        _doc(
+            "true: re-publish every accepted HTTP announce on gossipsub with OrigPeer set, for "
+            "other indexers (storetheindex's ResendDirectAnnounce; needs server.p2p_addr)"
+        ),
+    ] = False
     entries_budget: Annotated[
         EntriesBudget, _doc("what an ad's entries may cost beyond the multihashes they yield")
     ] = DEFAULT_BUDGET
