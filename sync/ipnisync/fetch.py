@@ -12,8 +12,13 @@ Rules this module keeps:
   (``HTTP_PROXY``/``HTTPS_PROXY``, the operator's choice) the proxy resolves and dials the
   publisher: only the address check above applies then.
 - HTTP addresses are preferred; libp2p ones are used (HTTP over ``/http/1.1`` streams) only when
-  there are none, and only with a libp2p host, else ``BadMultiaddr``.  A connection failure
-  moves on to the publisher's next HTTP address, and the one that answered is kept.
+  there are none, and only with a libp2p host, else ``BadMultiaddr``.  Over libp2p the
+  ipnisync path is looked up first in the publisher's ``/.well-known/libp2p/protocols`` (the
+  ``/ipni/v1/ad`` protocol's ``path``, as go-libp2p's ``NamespacedClient``); a publisher with no
+  such document (404, 405, 406) is asked at ``/ipni/v1/ad``, one whose document lists no
+  ``/ipni/v1/ad`` is ``FetchFailed``.  The lookup is retried until it succeeds once.  A
+  connection failure moves on to the publisher's next HTTP address, and the one that answered
+  is kept.
 - Legacy HTTP publishers (go-libipni ``ipnisync.Syncer.fetch``): over plain HTTP (not libp2p), a
   403 or 404 under ``<base>/ipni/v1/ad`` is retried once at ``<base>`` (the root of the
   address's ``http-path``); the first 200 there makes the fetcher use the root for every later
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import ssl
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -310,6 +316,46 @@ class Libp2pFetcher(HttpFetcher):
         )
         base = f"http://{publisher}{IPNI_PATH}"
         super().__init__(publisher, [base], max_block=max_block, opener=opener, legacy=False)
+        self._discovered = False
+
+    async def _get(
+        self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
+    ) -> bytes | None:
+        if not self._discovered:
+            path = await self._protocol_path()
+            self._urls = [f"http://{self.publisher}{path}"]
+            self._discovered = True
+        return await super()._get(resource, headers, cap, allow_empty=allow_empty)
+
+    async def _protocol_path(self) -> str:
+        """Where the publisher serves ipnisync: its ``/.well-known/libp2p/protocols`` entry for
+        ``/ipni/v1/ad`` (go-libp2p's ``NamespacedClient``); ``/ipni/v1/ad`` itself when it
+        serves no well-known document (404, 405, 406)."""
+        from sync.net.p2phttp import WELL_KNOWN_PROTOCOLS
+
+        url = f"http://{self.publisher}{WELL_KNOWN_PROTOCOLS}"
+        try:
+            async with self._client.get(url, {"accept": "application/json"}) as response:
+                if response.status in (404, 405, 406):
+                    await _drain(response)
+                    return IPNI_PATH
+                raw = await _body(response, url, _MAX_HEAD, allow_empty=False)
+        except ResponseTooLarge as exc:
+            raise BlockTooLarge(str(exc)) from None
+        except (TransportFailed, AddressRefused) as exc:
+            raise FetchFailed(
+                f"fetch {WELL_KNOWN_PROTOCOLS} from {self.publisher}: {exc}"
+            ) from None
+        assert raw is not None
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise FetchFailed(f"{url}: not JSON: {exc}") from None
+        entry = meta.get(IPNI_PATH) if isinstance(meta, dict) else None
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise FetchFailed(f"{url}: the publisher offers no {IPNI_PATH} over libp2p HTTP")
+        return path.rstrip("/") or ""
 
 
 def open_fetcher(

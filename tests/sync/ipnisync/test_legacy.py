@@ -178,3 +178,38 @@ def test_unknown_codes_are_skipped_not_fatal() -> None:
     truncated = bytes(multiaddr.Multiaddr("/ip4/1.2.3.4").to_bytes())[:3]
     with pytest.raises(BadMultiaddr):
         Message.from_cbor(Message(cid=link, addrs=(truncated,)).to_cbor())
+
+
+async def test_libp2p_http_path_comes_from_the_well_known_protocols() -> None:
+    from sync.ipnisync.fetch import Libp2pFetcher
+    from sync.ipnisync.protocol import IPNI_PATH
+    from sync.net.p2p import host_addrs, open_host
+    from sync.net.p2phttp import serve_http_over_libp2p
+
+    source, _, raw = legacy_source()
+    link = source.head_link
+    assert link is not None
+    other = PrivateKey.generate()
+    paths: list[str] = []
+    inner = ipnisync_handler(source, prefix="/custom/ipni")
+
+    async def handler(request: Request) -> Response:
+        paths.append(request.path)
+        return await inner(request)
+
+    loopback = ["/ip4/127.0.0.1/tcp/0"]
+    with trio.fail_after(20):
+        async with open_host(KEY, loopback) as server, open_host(other, loopback) as client:
+            serve_http_over_libp2p(server, handler, {IPNI_PATH: "/custom/ipni", "/x/1": "/x"})
+            async with open_fetcher(host_addrs(server), PEER, host=client) as fetcher:
+                assert type(fetcher) is Libp2pFetcher
+                head = await fetcher.head()
+                assert head is not None and head.head == link
+                assert await fetcher.block(link) == raw
+            assert paths == ["/custom/ipni/head", f"/custom/ipni/{link}"]  # no /ipni/v1/ad
+            third = PrivateKey.generate()
+            async with open_host(third, loopback) as bare:
+                serve_http_over_libp2p(bare, handler, {"/x/1": "/x"})
+                async with open_fetcher(host_addrs(bare), third.peer_id(), host=client) as f:
+                    with pytest.raises(FetchFailed, match="offers no /ipni/v1/ad"):
+                        await f.head()
