@@ -18,8 +18,10 @@ Rules this module keeps:
   policy refuses now has no registry record for find or delegated routing, so its values (and
   the results they give) are left out, as they are for a removed provider, even when they were
   indexed before it was blocked.  ``GET /providers`` still lists it (the operator's view).
-- Wildcards: ``"*"`` is the only pattern (everyone), which is enough for storetheindex's
-  defaults (``Allow = true``, no exceptions); our default is the same.
+- Wildcards: ``"*"`` (everyone) is the only pattern, in every list and as a ``publish_for``
+  key (any publisher).  storetheindex's defaults (``Allow`` and ``Publish`` true: anyone may
+  publish for anyone) are ``publish_for = {"*" = ["*"]}``; our default is stricter: a publisher
+  publishes for itself only unless ``publish_for`` names it.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def publishes_for(self, publisher: PeerId, provider: PeerId) -> bool:
         """Is ``publisher`` listed as publishing on behalf of ``provider``?"""
-        return self._listed(provider, self.publish_for.get(str(publisher), ()))
+        mine = self.publish_for.get(str(publisher), ())
+        return self._listed(provider, mine) or self._listed(provider, self.publish_for.get("*", ()))
 
 
 def _peers(name: str, values: tuple[str, ...]) -> tuple[str, ...]:

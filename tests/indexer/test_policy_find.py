@@ -1,5 +1,6 @@
-"""A provider blocked after it was indexed is dropped from find and routing at query time, over
-real HTTP and a really ingested index (``indexer.policy.AllowedReader``)."""
+"""Policy: a provider blocked after it was indexed is dropped from find and routing at query
+time, over real HTTP and a really ingested index (``indexer.policy.AllowedReader``); the
+``publish_for`` wildcard that expresses storetheindex's default."""
 
 from __future__ import annotations
 
@@ -69,3 +70,15 @@ async def test_a_blocked_provider_is_dropped_from_find_and_routing(tmp_path: Pat
                 policy.allow(bad.peer_id())
                 assert await found() == (both, both)
             nursery.cancel_scope.cancel()
+
+
+def test_a_wildcard_publish_for_is_storetheindex_default() -> None:
+    pub, prov, other = key(603).peer_id(), key(604).peer_id(), key(605).peer_id()
+    assert not Policy().may_publish(pub, prov)  # ours: a publisher publishes for itself
+    assert Policy().may_publish(pub, pub)
+    anyone = Policy(publish_for={"*": ("*",)}).normalized()
+    assert anyone.may_publish(pub, prov) and anyone.may_publish(other, pub)
+    some = Policy(publish_for={"*": (str(prov),)}).normalized()
+    assert some.may_publish(other, prov) and not some.may_publish(other, pub)
+    denied = Policy(publish_for={"*": ("*",)}, deny_providers=(str(prov),)).normalized()
+    assert not denied.may_publish(pub, prov)
