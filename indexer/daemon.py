@@ -32,7 +32,7 @@ import functools
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,12 +49,12 @@ from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
-from indexer.policy import LivePolicy
+from indexer.policy import AllowedReader, LivePolicy
 from indexer.reload import Reloader
 from indexer.security import warn_exposed
 from staging import StagingArea
 from store import KV, IndexStore, StoreUnavailable
-from sync import BadPeerId, Link, PeerId, PrivateKey
+from sync import BadPeerId, Link, Message, PeerId, PrivateKey
 from sync.errors import BadCid
 from sync.ipnisync.fetch import fetcher_factory
 from sync.net.httpserver import (
@@ -76,6 +76,7 @@ __all__ = ["DB_DIR", "ClusterParts", "Daemon", "DaemonInfo"]
 DB_DIR = "db"
 STATUS = "/sync/status/"
 log = structlog.get_logger("daemon")
+_REPUBLISH_QUEUE = 256  # accepted HTTP announces waiting to be re-published on gossipsub
 
 
 class DaemonInfo(msgspec.Struct, frozen=True):
@@ -180,6 +181,7 @@ class Daemon:
                     refuse_private=config.ingest.refuse_private_addrs,
                     max_publishers=config.ingest.max_pending_publishers,
                     relay=cluster.node.relay if cluster else None,
+                    self_id=self.key.peer_id(),
                 )
                 await nursery.start(ingester.run)
                 ingest = await _listen(
@@ -187,7 +189,8 @@ class Daemon:
                     config.server.ingest_addr, ingest_limits,
                 )  # fmt: skip
                 find = await _listen(
-                    nursery, "find", self._find_handler(kv, cluster), config.server.find_addr,
+                    nursery, "find", self._find_handler(kv, cluster, policy.provider_allowed),
+                    config.server.find_addr,
                     find_limits,
                 )  # fmt: skip
                 await nursery.start(
@@ -274,12 +277,32 @@ class Daemon:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        from sync.announce.gossip import open_gossip, receive_announces
+        from sync.announce.gossip import open_gossip, publish_announce, receive_announces
+
+        topic = self.config.server.topic
+        send, queued = trio.open_memory_channel[Message](_REPUBLISH_QUEUE)
+
+        def republish(message: Message) -> None:  # ingest.resend_direct_announce
+            try:
+                send.send_nowait(message)
+            except trio.WouldBlock:
+                log.warning("announce not re-published: the gossipsub queue is full")
+
+        async def publishing() -> None:
+            async for message in queued:
+                try:
+                    await publish_announce(pubsub, message, topic)
+                except Exception as exc:
+                    log.warning("announce not re-published", exc_info=exc)
 
         async with (
             open_gossip(host) as pubsub,
-            receive_announces(pubsub, self.config.server.topic) as it,
+            receive_announces(pubsub, topic) as it,
+            trio.open_nursery() as nursery,
         ):
+            if self.config.ingest.resend_direct_announce:
+                nursery.start_soon(publishing)
+                intake.republish = republish
             task_status.started()
             async for sender, message in it:
                 try:  # one message must not end the subscription (nor the daemon)
@@ -312,15 +335,23 @@ class Daemon:
 
         return handle
 
-    def _find_handler(self, kv: KV, cluster: ClusterParts | None = None) -> Handler:
+    def _find_handler(
+        self,
+        kv: KV,
+        cluster: ClusterParts | None = None,
+        allowed: Callable[[PeerId], bool] | None = None,
+    ) -> Handler:
         """The find API, with delegated routing v1 mounted by prefix beside it: over the local
-        index, or a cluster node's over the cluster (registry records cached ``record_ttl``)."""
+        index, or a cluster node's over the cluster (registry records cached ``record_ttl``);
+        providers ``allowed`` refuses left out at query time (``AllowedReader``)."""
         from indexer.find import BackendReader, IndexReader, as_reader, find_handler
         from indexer.routing import PREFIX, routing_handler
 
         reader: IndexReader = as_reader(IndexStore(kv))
         if cluster is not None:
             reader = BackendReader(cluster.backend, ttl=self.config.cluster.record_ttl)
+        if allowed is not None:
+            reader = AllowedReader(reader, allowed)
         find, routing = find_handler(reader, __version__), routing_handler(reader)
 
         async def handle(request: Request) -> Response:

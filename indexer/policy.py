@@ -14,18 +14,32 @@ Rules this module keeps:
 - A blocked peer is refused as a publisher (announces get 403, syncs are not started) and as a
   provider (its ads are walked past as not allowed); an explicit allow overrides the config's
   lists for that peer, and the last call for a peer wins.
+- At query time too (``AllowedReader``, the daemon's find and routing reader): a provider the
+  policy refuses now has no registry record for find or delegated routing, so its values (and
+  the results they give) are left out, as they are for a removed provider, even when they were
+  indexed before it was blocked.  ``GET /providers`` still lists it (the operator's view).
+- Wildcards: ``"*"`` (everyone) is the only pattern, in every list and as a ``publish_for``
+  key (any publisher).  storetheindex's defaults (``Allow`` and ``Publish`` true: anyone may
+  publish for anyone) are ``publish_for = {"*" = ["*"]}``; our default is stricter: a publisher
+  publishes for itself only unless ``publish_for`` names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
 from sync import BadPeerId, PeerId
 
-__all__ = ["LivePolicy", "Policy"]
+if TYPE_CHECKING:  # types only: importing the policy does not import find
+    from indexer.find.model import Stats
+    from indexer.find.reader import IndexReader, Known
+    from store import ProviderRecord, ValueRecord
+
+__all__ = ["AllowedReader", "LivePolicy", "Policy"]
 
 _PEERS = 'peer IDs, or "*" for everyone'
 
@@ -87,7 +101,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def publishes_for(self, publisher: PeerId, provider: PeerId) -> bool:
         """Is ``publisher`` listed as publishing on behalf of ``provider``?"""
-        return self._listed(provider, self.publish_for.get(str(publisher), ()))
+        mine = self.publish_for.get(str(publisher), ())
+        return self._listed(provider, mine) or self._listed(provider, self.publish_for.get("*", ()))
 
 
 def _peers(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -136,3 +151,34 @@ class LivePolicy:
         if publisher == provider:
             return True
         return self.base.publishes_for(publisher, provider)
+
+
+@dataclass(frozen=True)
+class AllowedReader:
+    """``inner`` with the providers ``allowed`` refuses (asked at each query) left out of the
+    registry that find and routing expand values with."""
+
+    inner: IndexReader
+    allowed: Callable[[PeerId], bool]
+
+    async def lookup(self, multihash: bytes) -> Sequence[ValueRecord]:
+        return await self.inner.lookup(multihash)
+
+    async def lookup_many(self, multihashes: Sequence[bytes]) -> Sequence[Sequence[ValueRecord]]:
+        return await self.inner.lookup_many(multihashes)
+
+    async def registry(self, providers: Collection[bytes]) -> Mapping[bytes, Known]:
+        known = await self.inner.registry(providers)
+        return {raw: (rec if self.allowed(PeerId(raw)) else None) for raw, rec in known.items()}
+
+    async def provider(self, provider: bytes) -> ProviderRecord | None:
+        return await self.inner.provider(provider)
+
+    async def providers(self) -> Sequence[tuple[bytes, ProviderRecord]]:
+        return await self.inner.providers()
+
+    async def stats(self) -> Stats:
+        return await self.inner.stats()
+
+    async def lags(self, only: bytes | None = None) -> Mapping[bytes, int]:
+        return await self.inner.lags(only)

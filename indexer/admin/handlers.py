@@ -178,8 +178,10 @@ class AdminApi:
             raise _BadRequest(400, "missing peer id: POST /ingest/sync/{peer}")
         publisher = _peer(rest)
         depth_text, resync_text = _query(request, "depth"), _query(request, "resync")
-        if depth_text and not depth_text.isdigit():
-            raise _BadRequest(400, f"depth must be a non-negative integer, not {depth_text!r}")
+        if depth_text and not (depth_text.isdigit() or depth_text == "-1"):  # -1: no limit
+            raise _BadRequest(
+                400, f"depth must be -1 or a non-negative integer, not {depth_text!r}"
+            )
         if resync_text and resync_text not in _TRUE | _FALSE:
             raise _BadRequest(400, f"resync must be true or false, not {resync_text!r}")
         addrs = self._addrs(publisher, request.body)

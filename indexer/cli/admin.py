@@ -117,7 +117,11 @@ def admin() -> None:
 @admin.command("sync")
 @click.option("--publisher", "peer_text", required=True, help="The publisher's peer ID.")
 @click.option("--addr", help="Its multiaddr (optional when the daemon knows the publisher).")
-@click.option("--depth", type=click.IntRange(min=0), help="Walk at most N ads (0: as configured).")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=-1),
+    help="Walk at most N ads (0: as configured, -1: no limit).",
+)
 @click.option("--resync", is_flag=True, help="Walk past ads already indexed.")
 @click.option("--wait", is_flag=True, help="Follow the sync until everything is indexed.")
 @ADMIN_URL

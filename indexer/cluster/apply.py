@@ -33,13 +33,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import msgspec
 import structlog
 import trio
 
 from indexer.cluster.ownership import Claim, Ownership
 from indexer.errors import ClusterError, NotOwner
-from indexer.ingest.apply import GetFetcher, Outcome, Parsed, registry_record
+from indexer.ingest.apply import GetFetcher, Outcome, Parsed, failed_record, registry_record
 from indexer.ingest.settings import IngestConfig
 from staging import Entry, StagingArea
 from store.cluster.protocol import AdCommit, DoneMark, IndexBackend, PutValue, RemoveValue
@@ -124,11 +123,7 @@ class ClusterApplier:
 
     async def fail(self, entry: Entry, error: str) -> None:
         prior = await self.backend.provider(entry.provider)
-        record = (
-            None
-            if prior is None
-            else msgspec.structs.replace(prior, last_error=error, last_error_time=time.time())
-        )
+        record = failed_record(prior, entry, error, self.clock())
         await self._commit(entry, record, [], DoneMark(False, error))
 
     async def apply(

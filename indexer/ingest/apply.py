@@ -15,6 +15,11 @@ Rules this module keeps:
   signed by a stranger) is marked processed-with-error, applies nothing, and its error is kept
   on the provider's record (``last_error``, if the provider is registered) where find's
   ProviderInfo and the admin views show it.
+- An ad that fails for good (``fail``: its entries could not be fetched after the retries, or
+  they were wrong) still registers its provider from the ad (addresses, publisher, last ad,
+  extended providers), with the error in ``last_error``: storetheindex registers the provider
+  before it syncs the entries.  Not an invalid ad's provider (unauthenticated: as above).  Both
+  appliers build that record with the pure ``failed_record``.
 - Entries are applied block by block; each block's multihashes go in one batch with the walk's
   progress after it, and the last block's batch also pops the ad and marks it done.  A block's
   batch is written in a thread (LevelDB releases the GIL) while the next block is fetched and
@@ -44,7 +49,7 @@ from staging import Entry, StagingArea
 from store import IndexStore, ProviderRecord, Write
 from store.index import ExtendedProviderRecord
 from sync import Advertisement, Link, PeerId, decode_node
-from sync.errors import unwrap_group
+from sync.errors import ModelError, unwrap_group
 from sync.ipnisync.fetch import BlockFetcher
 from sync.walk.entries import (
     DEFAULT_BUDGET,
@@ -61,6 +66,7 @@ __all__ = [
     "LocalApplier",
     "Outcome",
     "apply_entry",
+    "failed_record",
     "registry_record",
 ]
 
@@ -131,9 +137,8 @@ class LocalApplier:
         )
 
     async def fail(self, entry: Entry, error: str) -> None:
-        prior = self.index.provider(entry.provider) or ProviderRecord()
-        record = msgspec.structs.replace(prior, last_error=error, last_error_time=self.clock())
-        writes = IndexStore.put_provider(entry.provider, record)
+        record = failed_record(self.index.provider(entry.provider), entry, error, self.clock())
+        writes = [] if record is None else IndexStore.put_provider(entry.provider, record)
         self.staging.finish(entry, ok=False, error=error, writes=writes)
 
 
@@ -167,6 +172,30 @@ def registry_record(
     if ad.is_rm:
         record = _drop_context(record, key)
     return record
+
+
+def failed_record(
+    prior: ProviderRecord | None, entry: Entry, error: str, now: float
+) -> ProviderRecord | None:
+    """The provider's record after ``entry`` failed for good with ``error`` (pure).
+
+    A valid ad registers its provider as ``registry_record`` does, with ``last_error`` set; an
+    invalid one (staged with an error, or no longer decodable) only sets ``last_error`` on a
+    provider already registered, and ``None`` (no record) otherwise.
+    """
+    ad: Advertisement | None = None
+    if entry.ad.error is None:
+        link = Link(entry.ad.cid)
+        try:
+            ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
+        except ModelError:
+            ad = None
+    if ad is not None:
+        record = registry_record(prior, entry, ad, now)
+        return msgspec.structs.replace(record, last_error=error, last_error_time=now)
+    if prior is None:
+        return None
+    return msgspec.structs.replace(prior, last_error=error, last_error_time=now)
 
 
 def _set_context(

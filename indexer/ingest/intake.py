@@ -9,6 +9,17 @@ Rules this module keeps:
   this bounds what one announce can make the indexer keep).
 - Every address must carry the same ``/p2p/<publisher>`` (over HTTP it is the only way to know
   the publisher; over gossipsub the sender is the publisher when the addresses carry none).
+  Addresses with a protocol code we do not know are skipped and logged, not refused (go-libipni
+  ``GetAddrs``).
+- ``OrigPeer`` (go-libipni's re-published announces): over gossipsub, a message that carries it
+  is a relay's, and the original publisher it names is the publisher (addresses naming another
+  ``/p2p/`` peer are a 400); the relay still spends its own rate-limit buckets as the source.
+  Our own re-published message (``self_id`` sent it) is dropped.  Over HTTP it is ignored, as
+  storetheindex's handler does.
+- ``republish`` (the daemon's, with ``ingest.resend_direct_announce``: storetheindex's
+  ``ResendDirectAnnounce``): every accepted HTTP announce (not a duplicate) is handed to it as
+  the message to re-publish on gossipsub: the addresses kept, without ``/p2p/``, and
+  ``OrigPeer`` naming the publisher.  It must not block (the daemon queues it).
 - A publisher the policy denies gets 403; so does, with ``refuse_private``, an announce none of
   whose addresses is public (``sync.ipnisync.maurl.is_public``); its private ones are dropped.
 - Announces are unauthenticated, so rate limits are kept per source (the client's IP, or the
@@ -45,6 +56,7 @@ from indexer.ingest.engine import Ingester
 from indexer.ingest.supervise import describe
 from store import StoreError
 from sync import Link, Message, PeerId, SyncError
+from sync.errors import BadMultiaddr
 from sync.ipnisync.maurl import is_public, publisher_endpoint
 from sync.net.httpserver import Request, Response
 
@@ -66,6 +78,7 @@ class _Accepted:
     addrs: list[str]
     key: bytes  # the dedupe key
     now: float
+    direct: bool  # over HTTP (not gossipsub)
 
 
 # A cluster node's: make an accepted announce the cluster's (raises a ``StoreError`` if not).
@@ -119,6 +132,20 @@ class _Buckets:
             self._tokens.popitem(last=False)
 
 
+def _publisher(message: Message, sender: PeerId | None) -> PeerId | None:
+    """Whose announce ``message`` is: a gossip relay's names the original in ``OrigPeer``."""
+    named = message.publisher()
+    if sender is None or not message.orig_peer:
+        return named or sender
+    try:
+        orig = PeerId.parse(message.orig_peer)
+    except SyncError as exc:
+        raise BadMultiaddr(f"announce OrigPeer: {exc}") from None
+    if named is not None and named != orig:
+        raise BadMultiaddr(f"announce addresses name {named}, its OrigPeer {orig}")
+    return orig
+
+
 @dataclass
 class AnnounceIntake:
     ingester: Ingester
@@ -133,6 +160,8 @@ class AnnounceIntake:
     table: int = _TABLE  # entries per intake table (dedupe, both kinds of bucket)
     clock: Callable[[], float] = time.monotonic
     relay: Relay | None = None
+    self_id: PeerId | None = None  # this node's libp2p peer: its own re-published announces
+    republish: Callable[[Message], None] | None = None  # accepted HTTP announces, for gossipsub
     _seen: _Lru = field(default_factory=_Lru)
 
     def __post_init__(self) -> None:
@@ -180,6 +209,9 @@ class AnnounceIntake:
             self.ingester.record_announce(accepted.publisher, accepted.head, accepted.addrs)
         self._seen.touch(accepted.key, accepted.now)
         self.ingester.request_sync(accepted.publisher, accepted.addrs, accepted.head)
+        if accepted.direct and self.republish is not None:
+            relayed = Message.create(accepted.head, accepted.addrs)
+            self.republish(Message(relayed.cid, relayed.addrs, orig_peer=str(accepted.publisher)))
         return IntakeResult(204)
 
     def _decide(
@@ -190,10 +222,15 @@ class AnnounceIntake:
                 400, f"at most {MAX_ADDRS} addresses of at most {MAX_ADDR_BYTES} bytes each"
             )
         try:
-            publisher = message.publisher() or sender
+            publisher = _publisher(message, sender)
             addrs = [a.rsplit("/p2p/", 1)[0] for a in message.addresses()]
         except SyncError as exc:
             return IntakeResult(400, str(exc))
+        if sender is not None and message.orig_peer and sender == self.self_id:
+            return IntakeResult(204, "our own re-published announce")
+        if unknown := message.unknown():
+            log.info("announce addresses with unknown multiaddr codes skipped",
+                     publisher=str(publisher), skipped=unknown, kept=len(addrs))  # fmt: skip
         if publisher is None:
             return IntakeResult(400, "announce addresses must end in /p2p/<publisher>")
         if not self.allow(publisher):
@@ -223,7 +260,7 @@ class AnnounceIntake:
             and not self.ingester.is_known_publisher(publisher)
         ):
             return IntakeResult(503, "too many syncs pending; announce again later")
-        return _Accepted(publisher, message.cid, addrs, key, now)
+        return _Accepted(publisher, message.cid, addrs, key, now, direct=sender is None)
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler for ``PUT /announce`` and ``PUT /ingest/announce``."""

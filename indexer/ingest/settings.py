@@ -37,7 +37,15 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         2000
     )
     depth_limit: Annotated[
-        int, _doc("ads a sync walks at most; 0: to the first known ad (a limit leaves older out)")
+        int,
+        _doc("ads a sync walks at most; 0 or -1: to the first known ad (a limit leaves older out)"),
+    ] = 0
+    first_sync_depth: Annotated[
+        int,
+        _doc(
+            "ads a publisher's first sync walks at most (storetheindex's FirstSyncDepth); "
+            "0: depth_limit, -1: no limit"
+        ),
     ] = 0
     max_block: Annotated[int, _doc("bytes: a larger block from a publisher is refused")] = MAX_BLOCK
     fetch_timeout: Annotated[
@@ -115,6 +123,13 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "true: never dial a publisher at a loopback, private, link-local or unique-local "
             "address, so announces cannot point the indexer at internal services (SSRF); but "
             "publishers on a private network can then not be indexed"
+        ),
+    ] = False
+    resend_direct_announce: Annotated[
+        bool,
+        _doc(
+            "true: re-publish every accepted HTTP announce on gossipsub with OrigPeer set, for "
+            "other indexers (storetheindex's ResendDirectAnnounce; needs server.p2p_addr)"
         ),
     ] = False
     entries_budget: Annotated[

@@ -61,7 +61,15 @@ from sync.walk.chain import Policy
 from sync.walk.lookahead import AheadBlocks
 from sync.walk.syncer import SyncResult, sync_publisher
 
-__all__ = ["ADDR_SETS", "Floor", "SyncRequest", "SyncRunner", "SyncSettings", "Waiting"]
+__all__ = [
+    "ADDR_SETS",
+    "Floor",
+    "SyncRequest",
+    "SyncRunner",
+    "SyncSettings",
+    "Waiting",
+    "walk_depth",
+]
 
 log = structlog.get_logger("ingest")
 
@@ -72,11 +80,25 @@ AddrKey = tuple[str, ...]
 Floor = Callable[[PeerId], Awaitable[Link | None]]
 
 
+def walk_depth(config: IngestConfig, requested: int | None, *, first: bool) -> int:
+    """The depth limit of one sync walk, as ``ChainWalk`` takes it (0: none).
+
+    A depth asked for (admin sync) wins: -1 is no limit (storetheindex's), 0 as configured;
+    else a publisher's first sync (nothing walked yet) takes ``first_sync_depth`` when set
+    (go-libipni's ``FirstSyncDepth``), every other one ``depth_limit``.
+    """
+    if requested:
+        return max(requested, 0)
+    if first and config.first_sync_depth:
+        return max(config.first_sync_depth, 0)
+    return max(config.depth_limit, 0)
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     addrs: list[str]
     head: Link | None
-    depth: int | None = None  # None: the configured depth limit
+    depth: int | None = None  # None: as configured (``walk_depth``); -1: no limit
     resync: bool = False
 
 
@@ -271,7 +293,8 @@ class SyncRunner:
 
         settings = self.settings
         config = settings.config
-        depth = config.depth_limit if request.depth is None else request.depth
+        first = floor is None and self.staging.publisher(publisher.raw).latest_scanned is None
+        depth = walk_depth(config, request.depth, first=first)
         async with (self._known_slots if trusted else self._slots).hold():
             now = trio.current_time()  # a slot is held: the attempt starts now
             scope = trio.CancelScope()

@@ -7,7 +7,11 @@ Rules this module keeps:
 - The JSON form is Go's ``encoding/json`` of the struct: ``{"Cid": {"/": cid}, "Addrs":
   [padded base64 of binary multiaddrs], "ExtraData": base64 or null, "OrigPeer": ""}``.
 - Decoding validates everything (CID, every multiaddr) and raises ``DecodeError`` /
-  ``BadMultiaddr``; it never returns a half-checked message.
+  ``BadMultiaddr``; it never returns a half-checked message.  An address with a protocol code
+  py-multiaddr does not know is kept in ``addrs`` (the wire bytes, re-sent as they came) but
+  left out of ``addresses()`` and counted by ``unknown()``, as go-libipni's ``GetAddrs`` skips
+  them: one such address does not reject the announce.  A legacy ``httpath`` component is read
+  as ``http-path`` (``sync.ipnisync.maurl.known_multiaddr``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import msgspec
 
 from sync.errors import BadCid, BadMultiaddr, BadPeerId, DecodeError
+from sync.ipnisync.maurl import known_multiaddr
 from sync.model import dagcbor
 from sync.model.cid import Link
 from sync.model.peer import PeerId
@@ -71,7 +76,13 @@ class Message:
         return cls(cid=cid, addrs=tuple(out))
 
     def addresses(self) -> list[str]:
-        return [multiaddr_text(a) for a in self.addrs]
+        """The addresses as text, those with an unknown protocol code left out."""
+        known = (known_multiaddr(a) for a in self.addrs)
+        return [multiaddr_text(a) for a in known if a is not None]
+
+    def unknown(self) -> int:
+        """How many addresses have a protocol code py-multiaddr does not know (skipped)."""
+        return sum(known_multiaddr(a) is None for a in self.addrs)
 
     def publisher(self) -> PeerId | None:
         """The single ``/p2p/`` peer every address carries, or None if they carry none."""
@@ -150,7 +161,8 @@ class Message:
     @classmethod
     def _checked(cls, cid: Link, addrs: list[bytes], extra: bytes, orig: str) -> Message:
         for a in addrs:
-            multiaddr_text(a)
+            if (known := known_multiaddr(a)) is not None:
+                multiaddr_text(known)
         return cls(cid=cid, addrs=tuple(addrs), extra_data=extra, orig_peer=orig)
 
 

@@ -12,8 +12,18 @@ Rules this module keeps:
   (``HTTP_PROXY``/``HTTPS_PROXY``, the operator's choice) the proxy resolves and dials the
   publisher: only the address check above applies then.
 - HTTP addresses are preferred; libp2p ones are used (HTTP over ``/http/1.1`` streams) only when
-  there are none, and only with a libp2p host, else ``BadMultiaddr``.  A connection failure
-  moves on to the publisher's next HTTP address, and the one that answered is kept.
+  there are none, and only with a libp2p host, else ``BadMultiaddr``.  Over libp2p the
+  ipnisync path is looked up first in the publisher's ``/.well-known/libp2p/protocols`` (the
+  ``/ipni/v1/ad`` protocol's ``path``, as go-libp2p's ``NamespacedClient``); a publisher with no
+  such document (404, 405, 406) is asked at ``/ipni/v1/ad``, one whose document lists no
+  ``/ipni/v1/ad`` is ``FetchFailed``.  The lookup is retried until it succeeds once.  A
+  connection failure moves on to the publisher's next HTTP address, and the one that answered
+  is kept.
+- Legacy HTTP publishers (go-libipni ``ipnisync.Syncer.fetch``): over plain HTTP (not libp2p), a
+  403 or 404 under ``<base>/ipni/v1/ad`` is retried once at ``<base>`` (the root of the
+  address's ``http-path``); the first 200 there makes the fetcher use the root for every later
+  request to that publisher (the fetcher's life: one worker's or one sync's).  A 404 at the root
+  too is ``BlockNotFound``, a 403 ``FetchFailed``.
 - ``head()`` returns ``None`` on 204; the head's signature must verify and its signer must be the
   publisher (``SignatureError``).  ``block()`` returns the raw bytes: the caller checks the hash.
   ``block(link, kind)`` sends go-libipni's ``Ipni-Cid-Schema-Type: Advertisement|EntryChunk``.
@@ -36,12 +46,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import ssl
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 import multiaddr
+import structlog
 import trio
 
 from sync.errors import (
@@ -63,6 +75,8 @@ from sync.net.httpclient import HttpClient, Opener, ResponseLike
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "CID_SCHEMA_HEADER",
@@ -140,12 +154,15 @@ class HttpFetcher:
         ssl_context: ssl.SSLContext | None = None,
         opener: Opener | None = None,
         refuse_private: bool = False,
+        legacy: bool = True,
     ) -> None:
         if not urls:
             raise BadMultiaddr(f"no HTTP address for publisher {publisher}")
         self.publisher = publisher
         self.max_block = max_block
         self._urls = [u.rstrip("/") for u in urls]
+        self._legacy = legacy  # plain HTTP: the legacy root is tried on a 403 or 404
+        self._at_root = False  # this publisher answered at the root: no IPNI path from now on
         self._client: Opener = opener or HttpClient(
             timeout=timeout,
             ssl_context=ssl_context or _tls_context(),
@@ -186,10 +203,8 @@ class HttpFetcher:
         failures: list[str] = []
         refused = 0
         for i, base in enumerate(list(self._urls)):
-            url = f"{base}/{resource}"
             try:
-                async with self._client.get(url, headers) as response:
-                    body = await _body(response, url, cap, allow_empty)
+                body = await self._get_at(base, resource, headers, cap, allow_empty)
             except ResponseTooLarge as exc:  # the client's backstop: ours to report
                 raise BlockTooLarge(str(exc)) from None
             except (TransportFailed, AddressRefused) as exc:
@@ -202,16 +217,53 @@ class HttpFetcher:
         failed = AddressRefused if refused == len(failures) else FetchFailed
         raise failed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
 
+    async def _get_at(
+        self, base: str, resource: str, headers: Mapping[str, str], cap: int, allow_empty: bool
+    ) -> bytes | None:
+        """``resource`` from one address: under ``/ipni/v1/ad``, then (a legacy publisher) at
+        the root of its path on a 403 or 404; a root that answers 200 is used from then on."""
+        root = _root_of(base)
+        if self._at_root and root is not None:
+            paths = [root]
+        elif self._legacy and root is not None:
+            paths = [base, root]
+        else:
+            paths = [base]
+        for n, path in enumerate(paths):
+            url = f"{path}/{resource}"
+            async with self._client.get(url, headers) as response:
+                status = response.status
+                if n + 1 < len(paths) and status in (403, 404):
+                    await _drain(response)
+                    continue  # go-libipni: retry without the IPNI path, for legacy HTTP
+                body = await _body(response, url, cap, allow_empty)
+            if path is root and status == 200 and not self._at_root:
+                self._at_root = True
+                log.info("legacy HTTP publisher: fetching without the IPNI path",
+                         publisher=str(self.publisher), url=root)  # fmt: skip
+            return body
+        raise AssertionError("unreachable: the last path's answer is returned or raised")
+
+
+def _root_of(base: str) -> str | None:
+    """``base`` without its ``/ipni/v1/ad`` suffix (the legacy root); None when it has none."""
+    return base[: -len(IPNI_PATH)] if base.endswith(IPNI_PATH) else None
+
+
+async def _drain(response: ResponseLike) -> None:
+    """Read an error body so the connection can be reused; past 64 KiB closing it is cheaper."""
+    read = 0
+    with contextlib.suppress(ResponseTooLarge):  # too big to drain: dropped
+        async for chunk in response:
+            read += len(chunk)
+            if read > _MAX_HEAD:
+                break
+
 
 async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -> bytes | None:
     status = response.status
     if status != 200:
-        read = 0
-        with contextlib.suppress(ResponseTooLarge):  # too big to drain: dropped
-            async for chunk in response:  # drained so that the connection can be reused; past
-                read += len(chunk)  # 64 KiB, closing the connection is cheaper
-                if read > _MAX_HEAD:
-                    break
+        await _drain(response)
         if status == 404:
             raise BlockNotFound(f"{url}: 404 not found")
         if status == 204 and allow_empty:
@@ -263,7 +315,47 @@ class Libp2pFetcher(HttpFetcher):
             host, info, timeout=timeout, headers=_ACCEPT_GZIP, max_body=_max_raw(max_block)
         )
         base = f"http://{publisher}{IPNI_PATH}"
-        super().__init__(publisher, [base], max_block=max_block, opener=opener)
+        super().__init__(publisher, [base], max_block=max_block, opener=opener, legacy=False)
+        self._discovered = False
+
+    async def _get(
+        self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
+    ) -> bytes | None:
+        if not self._discovered:
+            path = await self._protocol_path()
+            self._urls = [f"http://{self.publisher}{path}"]
+            self._discovered = True
+        return await super()._get(resource, headers, cap, allow_empty=allow_empty)
+
+    async def _protocol_path(self) -> str:
+        """Where the publisher serves ipnisync: its ``/.well-known/libp2p/protocols`` entry for
+        ``/ipni/v1/ad`` (go-libp2p's ``NamespacedClient``); ``/ipni/v1/ad`` itself when it
+        serves no well-known document (404, 405, 406)."""
+        from sync.net.p2phttp import WELL_KNOWN_PROTOCOLS
+
+        url = f"http://{self.publisher}{WELL_KNOWN_PROTOCOLS}"
+        try:
+            async with self._client.get(url, {"accept": "application/json"}) as response:
+                if response.status in (404, 405, 406):
+                    await _drain(response)
+                    return IPNI_PATH
+                raw = await _body(response, url, _MAX_HEAD, allow_empty=False)
+        except ResponseTooLarge as exc:
+            raise BlockTooLarge(str(exc)) from None
+        except (TransportFailed, AddressRefused) as exc:
+            raise FetchFailed(
+                f"fetch {WELL_KNOWN_PROTOCOLS} from {self.publisher}: {exc}"
+            ) from None
+        assert raw is not None
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise FetchFailed(f"{url}: not JSON: {exc}") from None
+        entry = meta.get(IPNI_PATH) if isinstance(meta, dict) else None
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise FetchFailed(f"{url}: the publisher offers no {IPNI_PATH} over libp2p HTTP")
+        return path.rstrip("/") or ""
 
 
 def open_fetcher(

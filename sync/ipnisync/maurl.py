@@ -20,6 +20,15 @@ Rules this module keeps:
   first component (``/unix``, ``/ip6zone``, ``/onion3``...) is refused.  A bare ``/p2p/<id>``
   names nothing to dial and is kept.  ``publisher_endpoint(..., refuse_private=True)`` drops the
   refused addresses and raises ``AddressRefused`` when that leaves none.
+- Legacy ``httpath`` (go-libipni ``maurl``: code ``0x300200``, the URL-escaped path as its
+  bytes, from before multiaddr had ``http-path``): py-multiaddr does not know it (and its
+  registry is locked), so it is translated here, never registered: ``/httpath/<escaped>`` in
+  text becomes ``/http-path/<escaped>`` (``canonical``), and in binary ``known_multiaddr``
+  rewrites the component as ``http-path`` with the unescaped path, the same address.
+- Unknown codes (go-libipni ``message.GetAddrs``): a binary multiaddr with a protocol code
+  py-multiaddr does not know cannot be split (its size is unknown), so ``known_multiaddr``
+  returns ``None`` for it and the caller skips that address; any other malformation is
+  ``BadMultiaddr``.
 """
 
 from __future__ import annotations
@@ -35,7 +44,20 @@ from sync.errors import AddressRefused, BadMultiaddr, BadPeerId
 from sync.ipnisync.protocol import IPNI_PATH
 from sync.model.peer import PeerId
 
-__all__ = ["Endpoint", "address_range", "is_public", "publisher_endpoint", "refusal"]
+__all__ = [
+    "HTTPATH",
+    "Endpoint",
+    "address_range",
+    "canonical",
+    "is_public",
+    "known_multiaddr",
+    "publisher_endpoint",
+    "refusal",
+]
+
+HTTPATH = 0x300200
+"""go-libipni's legacy ``httpath`` protocol code (before multiaddr's ``http-path``, 0x01e1)."""
+_HTTP_PATH = 0x01E1
 
 _HOSTS = {"ip4", "ip6", "dns", "dns4", "dns6"}
 _DNS = {"dns", "dns4", "dns6", "dnsaddr"}
@@ -81,6 +103,87 @@ _V6 = _nets(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
+def canonical(text: str) -> str:
+    """``text`` with a legacy ``/httpath/`` component written as ``/http-path/`` (same value:
+    both are the URL-escaped path in text).  Anything it cannot read is left for the parser."""
+    from multiaddr.codecs import codec_by_name
+    from multiaddr.exceptions import Error
+    from multiaddr.protocols import protocol_with_name
+
+    parts = text.split("/")
+    at = 1
+    while at < len(parts):
+        if parts[at] == "httpath":
+            parts[at] = "http-path"
+            at += 2
+            continue
+        try:
+            proto = protocol_with_name(parts[at])
+        except (Error, ValueError):
+            break
+        if proto.codec is not None and codec_by_name(proto.codec).IS_PATH:
+            break  # /unix/<path>: the rest is its value
+        at += 1 if proto.codec is None else 2
+    return "/".join(parts)
+
+
+def _uvarint(raw: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(raw) and shift <= 63:
+        byte = raw[at]
+        value, at, shift = value | (byte & 0x7F) << shift, at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+    raise BadMultiaddr(f"bad binary multiaddr {raw.hex()}: truncated varint")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def known_multiaddr(raw: bytes) -> bytes | None:
+    """The binary multiaddr ``raw`` with a legacy ``httpath`` rewritten as ``http-path``;
+    ``None`` when it holds a protocol code py-multiaddr does not know (the address is skipped).
+
+    Only the framing is read here (``BadMultiaddr`` when it is broken); values are checked by
+    py-multiaddr when the result is parsed.
+    """
+    from multiaddr.codecs import codec_by_name
+    from multiaddr.exceptions import ProtocolLookupError, ProtocolNotFoundError
+    from multiaddr.protocols import protocol_with_code
+
+    out, at = bytearray(), 0
+    while at < len(raw):
+        start = at
+        code, at = _uvarint(raw, at)
+        if code == HTTPATH:
+            size, at = _uvarint(raw, at)
+            path = unquote(raw[at : at + size].decode("utf-8", "replace")).encode()
+            out += _varint(_HTTP_PATH) + _varint(len(path)) + path
+            at += size
+            continue
+        try:
+            proto = protocol_with_code(code)
+        except (ProtocolNotFoundError, ProtocolLookupError):
+            return None
+        if proto.codec is not None:
+            fixed = codec_by_name(proto.codec).SIZE
+            if fixed > 0:
+                at += fixed // 8
+            else:
+                size, at = _uvarint(raw, at)
+                at += size
+        if at > len(raw):
+            raise BadMultiaddr(f"bad binary multiaddr {raw.hex()}: truncated /{proto.name}")
+        out += raw[start:at]
+    return bytes(out)
+
+
 def address_range(ip: str) -> str | None:
     """The name of the non-public range ``ip`` is in; ``None`` when it is a public address.
 
@@ -111,7 +214,7 @@ def refusal(addr: str) -> str | None:
     reports it as ``BadMultiaddr`` first).
     """
     try:
-        items = [(p.name, v) for p, v in multiaddr.Multiaddr(addr).items()]
+        items = [(p.name, v) for p, v in multiaddr.Multiaddr(canonical(addr)).items()]
     except (
         multiaddr.exceptions.Error,
         ValueError,
@@ -162,7 +265,7 @@ def publisher_endpoint(
     refused: list[str] = []
     for text in addrs:
         try:
-            ma = multiaddr.Multiaddr(text)
+            ma = multiaddr.Multiaddr(canonical(text))
             items = list(ma.items())
         except (
             multiaddr.exceptions.Error,

@@ -65,6 +65,8 @@ BEFORE = {
     "ingest.prefetch": 4,
     "ingest.max_slow_workers": 256,
     "ingest.history": 4096,
+    "ingest.first_sync_depth": 0,
+    "ingest.resend_direct_announce": False,
     "http.body_timeout": 10.0,
     "http.head_timeout": 10.0,
     "http.idle_timeout": 60.0,

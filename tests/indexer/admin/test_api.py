@@ -171,7 +171,7 @@ async def test_status_and_healthcheck(node: tuple[Node, httpx.AsyncClient]) -> N
     ("method", "path", "body", "status", "says"),
     [
         ("POST", "/ingest/sync/not-a-peer", None, 400, "Cannot decode peer id"),
-        ("POST", "/ingest/sync/{peer}?depth=-1", "{addr}", 400, "depth"),
+        ("POST", "/ingest/sync/{peer}?depth=-2", "{addr}", 400, "depth"),
         ("POST", "/ingest/sync/{peer}?resync=maybe", "{addr}", 400, "resync"),
         ("POST", "/ingest/sync/{peer}", "not json", 400, "JSON string"),
         ("POST", "/ingest/sync/{peer}", '"/ip4/1.2.3.4/tcp/1/http/foo"', 400, "multiaddr"),

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from indexer.ingest.engine import IngestConfig, Ingester, OwnProviderPolicy
-from staging import StagingArea
+from staging import Entry, StackRecord, StagedAd, StagingArea
 from store import KV
 from sync import Link, PeerId, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
@@ -200,3 +200,97 @@ def _entries(chain: ChainBuilder, ad: Link) -> Link:
     from sync import load_advertisement
 
     return load_advertisement(ad, chain.blocks[ad]).entries
+
+
+async def test_a_provider_whose_entries_are_gone_is_still_registered_from_its_ad(kv: KV) -> None:
+    pub, prov = key(0), key(1)
+    chain = ChainBuilder()
+    lost = chain.add(prov, mhs(40, 3), addresses=("/ip4/1.2.3.4/tcp/4001",))
+    lost_chunk = _entries(chain, lost)
+    source = chain.serving_as(pub)
+    inner = ipnisync_handler(source)
+
+    async def handler(request: Request) -> Response:
+        if request.path.endswith(str(lost_chunk)):
+            return Response.text(404, "gone")
+        return await inner(request)
+
+    async with trio.open_nursery() as nursery:
+        addr = await serve(nursery, handler, pub)
+        ingester = await ingest(kv, allow((pub, prov)), (pub, addr), retry_base=0.01)
+        nursery.cancel_scope.cancel()
+    done = StagingArea(ingester.kv).done(lost.raw)
+    assert done is not None and not done.ok
+    record = ingester.index.provider(prov.peer_id().raw)
+    assert record is not None  # registered before (without) its entries, as storetheindex
+    assert record.addresses == ["/ip4/1.2.3.4/tcp/4001"]
+    assert record.publisher == pub.peer_id().raw and record.publisher_addrs == [addr]
+    assert record.last_ad == lost.raw and record.last_ad_time is not None
+    assert "BlockNotFound" in (record.last_error or "")
+    assert owner(ingester, multihash(40)) == []  # nothing indexed from it
+
+
+def test_failed_record_registers_only_from_a_valid_ad() -> None:
+    from indexer.ingest.apply import failed_record
+    from store import ProviderRecord
+
+    pub, prov = key(0), key(1)
+    chain = ChainBuilder()
+    ad = chain.add(prov, mhs(0, 1), addresses=("/ip4/5.6.7.8/tcp/1",))
+    staging_entry = _entry(chain, ad, pub)
+    registered = failed_record(None, staging_entry, "BlockNotFound: gone", 7.0)
+    assert registered is not None and registered.addresses == ["/ip4/5.6.7.8/tcp/1"]
+    assert registered.last_ad == ad.raw and registered.last_error == "BlockNotFound: gone"
+    invalid = _entry(chain, ad, pub, error="bad signature")
+    assert failed_record(None, invalid, "bad", 7.0) is None  # unauthenticated: no record
+    prior = ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"])
+    kept = failed_record(prior, invalid, "bad", 7.0)
+    assert kept == ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"], last_error="bad")
+
+
+def _entry(chain: ChainBuilder, ad: Link, pub: PrivateKey, error: str | None = None) -> Entry:
+    stack = StackRecord(walk_id=1, count=1, publisher=pub.peer_id().raw, addrs=[], created=0.0)
+    staged = StagedAd(ad.raw, chain.blocks[ad], error=error)
+    return Entry(provider=key(1).peer_id().raw, seq=1, pos=0, stack=stack, ad=staged)
+
+
+async def test_first_sync_depth_and_a_per_sync_depth_of_minus_one(kv: KV) -> None:
+    a, b = key(0), key(1)
+    chains = {a: ChainBuilder(), b: ChainBuilder()}
+    for signer, chain in chains.items():
+        for i in range(5):
+            chain.add(signer, mhs(100 * (signer is b) + 10 * i, 2))
+    config = IngestConfig(segment=2, first_sync_depth=2, depth_limit=1)
+    ingester = Ingester(kv, http_fetcher, policy=allow((a, a), (b, b)), config=config)
+    async with trio.open_nursery() as nursery:
+        addr_a = await serve(nursery, ipnisync_handler(chains[a]), a)
+        addr_b = await serve(nursery, ipnisync_handler(chains[b]), b)
+        await nursery.start(ingester.run)
+        with trio.fail_after(30):
+            ingester.request_sync(a.peer_id(), [addr_a])  # a first sync: first_sync_depth
+            ingester.request_sync(b.peer_id(), [addr_b], depth=-1)  # asked for: no limit
+            await ingester.wait_idle()
+            assert [bool(owner(ingester, multihash(10 * i))) for i in range(5)] == [
+                False, False, False, True, True
+            ]  # fmt: skip
+            assert all(owner(ingester, multihash(100 + 10 * i)) for i in range(5))
+            for i in range(5, 8):
+                chains[a].add(a, mhs(10 * i, 2))
+            ingester.request_sync(a.peer_id(), [addr_a])  # not a first sync: depth_limit 1
+            await ingester.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert [bool(owner(ingester, multihash(10 * i))) for i in range(8)] == [
+        False, False, False, True, True, False, False, True
+    ]  # fmt: skip
+
+
+def test_walk_depth_rules() -> None:
+    from indexer.ingest.syncs import walk_depth
+
+    plain, first = IngestConfig(), IngestConfig(first_sync_depth=3, depth_limit=7)
+    assert [walk_depth(plain, d, first=True) for d in (None, 0, -1, 5)] == [0, 0, 0, 5]
+    assert [walk_depth(first, d, first=True) for d in (None, 0, -1, 5)] == [3, 3, 0, 5]
+    assert [walk_depth(first, d, first=False) for d in (None, 0, -1, 5)] == [7, 7, 0, 5]
+    unlimited_first = IngestConfig(first_sync_depth=-1, depth_limit=7)
+    assert walk_depth(unlimited_first, None, first=True) == 0
+    assert walk_depth(IngestConfig(depth_limit=-1), None, first=False) == 0

@@ -12,10 +12,10 @@ import trio
 import trio.testing
 
 from indexer.ingest.engine import Ingester
-from indexer.ingest.intake import AnnounceIntake
+from indexer.ingest.intake import AnnounceIntake, IntakeResult
 from staging import StagingArea
 from store import KV
-from sync import Link, Message, PeerId
+from sync import Link, Message, PeerId, encode_block
 from sync.errors import FetchFailed
 from sync.ipnisync.fetch import BlockFetcher, fetcher_factory
 from sync.ipnisync.routes import ipnisync_handler
@@ -162,3 +162,59 @@ def test_ipv6_sources_share_a_bucket_per_64() -> None:
     assert _source_key("198.51.100.7") != _source_key("198.51.100.8")
     assert _source_key("::ffff:198.51.100.7") != _source_key("::ffff:198.51.100.8")
     assert _source_key("12D3KooWpeer") == b"12D3KooWpeer"
+
+
+async def test_orig_peer_names_the_publisher_of_a_relayed_gossip_announce(tmp_path: Path) -> None:
+    pub, relay, me = key(0).peer_id(), key(1).peer_id(), key(2).peer_id()
+    link, _ = encode_block({"announced": 1})
+    bare = Message.create(link, ["/ip4/127.0.0.1/tcp/1/http"])
+    relayed = Message(link, bare.addrs, orig_peer=str(pub))
+    with KV(tmp_path / "db") as kv:
+        ingester = Ingester(kv, http_fetcher)
+        intake = AnnounceIntake(ingester, allow=lambda p: p != relay, self_id=me)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ingester.run)
+            _relayed(intake, ingester, relayed, bare, (pub, relay, me))
+            nursery.cancel_scope.cancel()
+
+
+def _relayed(
+    intake: AnnounceIntake,
+    ingester: Ingester,
+    relayed: Message,
+    bare: Message,
+    peers: tuple[PeerId, PeerId, PeerId],
+) -> None:
+    pub, relay, me = peers
+    link = relayed.cid
+    assert intake.accept(relayed, relay, source=str(relay)).status == 204
+    assert ingester.is_syncing(pub.raw) and not ingester.is_syncing(relay.raw)
+    # over HTTP, OrigPeer is ignored: the addresses must name the publisher
+    assert intake.accept(Message(link, bare.addrs, orig_peer=str(pub))).status == 400
+    named = Message.create(link, ["/ip4/127.0.0.1/tcp/2/http"], relay)
+    clash = intake.accept(Message(link, named.addrs, orig_peer=str(pub)), relay)
+    assert clash.status == 400 and "OrigPeer" in clash.message
+    bad = intake.accept(Message(link, bare.addrs, orig_peer="nonsense"), relay)
+    assert bad.status == 400
+    own = intake.accept(Message(link, bare.addrs, orig_peer=str(key(3).peer_id())), me)
+    assert own == IntakeResult(204, "our own re-published announce")
+    assert not ingester.is_syncing(key(3).peer_id().raw)
+
+
+async def test_an_address_with_an_unknown_code_is_skipped_not_the_announce(
+    tmp_path: Path,
+) -> None:
+    pub = key(0).peer_id()
+    link, _ = encode_block({"announced": 1})
+    good = Message.create(link, ["/ip4/127.0.0.1/tcp/1/http"], pub)
+    strange = good.addrs[0][:8] + b"\xf7\xee\x01\x02zz"  # /ip4/../tcp/1 + code 0x7777 + value
+    with KV(tmp_path / "db") as kv:
+        ingester = Ingester(kv, http_fetcher)
+        intake = AnnounceIntake(ingester)
+        message = Message.from_cbor(Message(link, (strange, *good.addrs)).to_cbor())
+        assert message.unknown() == 1
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ingester.run)
+            assert intake.accept(message).status == 204
+            assert ingester.is_syncing(pub.raw)
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,56 @@
+"""A relayed gossipsub announce (go-libipni's re-published form, ``OrigPeer`` set) from a second
+py-libp2p host: the daemon syncs the original publisher, not the relay that sent it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from sync import Link, Message, PrivateKey
+from sync.announce.gossip import open_gossip, publish_announce
+from sync.net.p2p import open_host, peer_info
+from tests.e2e.test_daemon import Daemon
+from tests.e2e.test_publisher_cli import Serving, mh_lines, ok
+
+
+async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "idx", "--p2p-addr", "/ip4/127.0.0.1/tcp/0")
+    try:
+        [daemon_addr] = daemon.info["p2p_addrs"]
+        pub = ok("init", "--data-dir", str(tmp_path / "pub"))["peer_id"]
+        added = ok("add", "--data-dir", str(tmp_path / "pub"), "--context-id", "r",
+                   "--multihashes", "-", stdin=mh_lines(300, 3))  # fmt: skip
+        serving = Serving(tmp_path / "pub")  # HTTP only: the relay is the one on gossipsub
+        try:
+            # as storetheindex re-publishes an HTTP announce: the publisher's addresses without
+            # /p2p/, the publisher in OrigPeer, sent (and signed) by the relay
+            http_addr = serving.info["http_multiaddr"].split("/p2p/")[0]
+            message = Message.create(Link.parse(added["cid"]), [http_addr])
+            message = Message(message.cid, message.addrs, orig_peer=pub)
+            [last] = mh_lines(302, 1).split()
+            url = f"{daemon.info['find_url']}/multihash/{last}"
+            relay_key = PrivateKey.generate()
+            found: list[str] = []
+            with trio.fail_after(60):
+                async with (
+                    open_host(relay_key, ["/ip4/127.0.0.1/tcp/0"]) as host,
+                    open_gossip(host) as pubsub,
+                    httpx.AsyncClient(timeout=5) as client,
+                ):
+                    await host.connect(peer_info(daemon_addr))
+                    for _ in range(30):  # until the daemon's subscription has propagated
+                        await publish_announce(pubsub, message)
+                        r = await client.get(url)
+                        if r.status_code == 200:
+                            [result] = r.json()["MultihashResults"]
+                            found = [p["Provider"]["ID"] for p in result["ProviderResults"]]
+                            break
+                        await trio.sleep(1)
+            assert found == [pub]
+            assert str(relay_key.peer_id()) != pub
+        finally:
+            serving.stop()
+    finally:
+        assert daemon.stop() == 0
