@@ -241,11 +241,14 @@ def test_failed_record_registers_only_from_a_valid_ad() -> None:
     registered = failed_record(None, staging_entry, "BlockNotFound: gone", 7.0)
     assert registered is not None and registered.addresses == ["/ip4/5.6.7.8/tcp/1"]
     assert registered.last_ad == ad.raw and registered.last_error == "BlockNotFound: gone"
+    assert registered.last_error_time == 7.0
     invalid = _entry(chain, ad, pub, error="bad signature")
     assert failed_record(None, invalid, "bad", 7.0) is None  # unauthenticated: no record
     prior = ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"])
     kept = failed_record(prior, invalid, "bad", 7.0)
-    assert kept == ProviderRecord(addresses=["/ip4/9.9.9.9/tcp/1"], last_error="bad")
+    assert kept == ProviderRecord(
+        addresses=["/ip4/9.9.9.9/tcp/1"], last_error="bad", last_error_time=7.0
+    )
 
 
 def _entry(chain: ChainBuilder, ad: Link, pub: PrivateKey, error: str | None = None) -> Entry:
