@@ -49,12 +49,14 @@ from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.maintenance import run_compaction
+from indexer.ingest.register import RegisterIntake
 from indexer.policy import AllowedReader, LivePolicy
 from indexer.reload import Reloader
 from indexer.security import warn_exposed
 from staging import StagingArea
-from store import KV, IndexStore, StoreUnavailable
+from store import KV, IndexStore, ProviderRecord, StoreUnavailable
 from sync import BadPeerId, Link, Message, PeerId, PrivateKey
+from sync.announce.register import PeerRecord
 from sync.errors import BadCid
 from sync.ipnisync.fetch import fetcher_factory
 from sync.net.httpserver import (
@@ -185,7 +187,10 @@ class Daemon:
                 )
                 await nursery.start(ingester.run)
                 ingest = await _listen(
-                    nursery, "ingest", self._ingest_handler(intake, ingester, staging),
+                    nursery, "ingest",
+                    self._ingest_handler(intake, ingester, staging, self._register(
+                        ingester, cluster, policy
+                    )),
                     config.server.ingest_addr, ingest_limits,
                 )  # fmt: skip
                 find = await _listen(
@@ -314,12 +319,36 @@ class Daemon:
                     "gossip announce", sender=sender, status=result.status, note=result.message
                 )
 
+    def _register(
+        self, ingester: Ingester, cluster: ClusterParts | None, policy: LivePolicy
+    ) -> RegisterIntake:
+        """``POST /register``: the provider's addresses into its registry record."""
+
+        async def save(record: PeerRecord) -> None:
+            addrs = list(record.addrs)
+            if cluster is not None:  # unfenced: an ad's own record write may follow it
+                prior = await cluster.backend.provider(record.peer.raw)
+                new = msgspec.structs.replace(prior or ProviderRecord(), addresses=addrs)
+                await cluster.backend.put_provider(record.peer.raw, new)
+                return
+            prior = ingester.index.provider(record.peer.raw)
+            new = msgspec.structs.replace(prior or ProviderRecord(), addresses=addrs)
+            ingester.index.kv.write_batch(IndexStore.put_provider(record.peer.raw, new))
+
+        return RegisterIntake(save, allow=policy.provider_allowed)
+
     def _ingest_handler(
-        self, intake: AnnounceIntake, ingester: Ingester, staging: StagingArea
+        self,
+        intake: AnnounceIntake,
+        ingester: Ingester,
+        staging: StagingArea,
+        register: RegisterIntake | None = None,
     ) -> Handler:
         async def handle(request: Request) -> Response:
             if request.path in ANNOUNCE_PATHS:
                 return await intake.handle(request)
+            if request.path == "/register" and register is not None:
+                return await register.handle(request)
             path = request.path
             status = path.rstrip("/") == "/sync/status" or path.startswith("/sync/status/")
             if not status and path != "/health":

@@ -60,7 +60,15 @@ from sync.errors import BadMultiaddr
 from sync.ipnisync.maurl import is_public, publisher_endpoint
 from sync.net.httpserver import Request, Response
 
-__all__ = ["MAX_ADDRS", "MAX_ADDR_BYTES", "AnnounceIntake", "IntakeResult", "Relay"]
+__all__ = [
+    "MAX_ADDRS",
+    "MAX_ADDR_BYTES",
+    "AnnounceIntake",
+    "IntakeResult",
+    "Relay",
+    "TokenBuckets",
+    "source_key",
+]
 
 log = structlog.get_logger("intake")
 
@@ -101,7 +109,7 @@ class _Lru(OrderedDict[bytes, float]):
             self.popitem(last=False)
 
 
-def _source_key(source: str) -> bytes:
+def source_key(source: str) -> bytes:
     """The rate-limit key of a source: an IPv6 address by its /64 (one host's share), else as is."""
     try:
         ip = ipaddress.ip_address(source)
@@ -113,7 +121,7 @@ def _source_key(source: str) -> bytes:
 
 
 @dataclass
-class _Buckets:
+class TokenBuckets:
     """Token buckets by key: ``rate`` tokens a second up to ``burst``; at most ``limit`` keys."""
 
     rate: float
@@ -166,8 +174,8 @@ class AnnounceIntake:
 
     def __post_init__(self) -> None:
         self._seen.limit = self.table
-        self._pairs = _Buckets(self.rate, self.burst, self.table)
-        self._sources = _Buckets(self.source_rate, self.source_burst, self.table)
+        self._pairs = TokenBuckets(self.rate, self.burst, self.table)
+        self._sources = TokenBuckets(self.source_rate, self.source_burst, self.table)
 
     def rates_changed(self) -> None:
         """Apply ``rate``, ``burst``, ``source_rate``, ``source_burst`` changed since made (a
@@ -248,7 +256,7 @@ class AnnounceIntake:
             self.ingester.is_syncing(publisher.raw) or self.ingester.is_known_ad(message.cid)
         ):
             return IntakeResult(204, "already accepted")
-        by_source = _source_key(source or (str(sender) if sender else ""))
+        by_source = source_key(source or (str(sender) if sender else ""))
         pair = by_source + b"\0" + publisher.raw
         if not (self._sources.has(by_source, now) and self._pairs.has(pair, now)):
             return IntakeResult(429, f"too many announces from {source or publisher}")

@@ -5,7 +5,9 @@ Rules this module keeps:
 - The signature covers ``uvarint(len(domain)) || domain || uvarint(len(type)) || type ||
   uvarint(len(payload)) || payload``.
 - IPNI's domain is ``indexer``; ad signatures carry payload type ``/indexer/ingest/adSignature``,
-  extended-provider signatures ``/indexer/ingest/extendedProviderSignature``.
+  extended-provider signatures ``/indexer/ingest/extendedProviderSignature``.  A provider's
+  registration (``POST /register``) is libp2p's own peer record: domain ``libp2p-peer-record``,
+  payload type the multicodec ``0x0301`` (``PEER_RECORD_DOMAIN``, ``PEER_RECORD_TYPE``).
 - ``open_envelope`` checks the payload type before the signature, and raises ``BadEnvelope`` /
   ``SignatureError``; it never returns an unverified payload.
 """
@@ -23,6 +25,8 @@ __all__ = [
     "AD_SIGNATURE_TYPE",
     "EP_SIGNATURE_TYPE",
     "INDEXER_DOMAIN",
+    "PEER_RECORD_DOMAIN",
+    "PEER_RECORD_TYPE",
     "Envelope",
     "open_envelope",
     "seal",
@@ -31,6 +35,8 @@ __all__ = [
 INDEXER_DOMAIN = "indexer"
 AD_SIGNATURE_TYPE = b"/indexer/ingest/adSignature"
 EP_SIGNATURE_TYPE = b"/indexer/ingest/extendedProviderSignature"
+PEER_RECORD_DOMAIN = "libp2p-peer-record"
+PEER_RECORD_TYPE = b"\x03\x01"  # the multicodec libp2p-peer-record, as a uvarint
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,11 @@ def _unsigned(domain: str, payload_type: bytes, payload: bytes) -> bytes:
     return bytes(out)
 
 
-def seal(key: PrivateKey, payload_type: bytes, payload: bytes) -> bytes:
+def seal(
+    key: PrivateKey, payload_type: bytes, payload: bytes, *, domain: str = INDEXER_DOMAIN
+) -> bytes:
     """Sign ``payload`` and return the marshalled envelope."""
-    signature = key.sign(_unsigned(INDEXER_DOMAIN, payload_type, payload))
+    signature = key.sign(_unsigned(domain, payload_type, payload))
     return encode_fields(
         [
             (1, key.public_key().marshal()),
@@ -69,7 +77,7 @@ def _bytes_field(fields: Fields, number: int) -> bytes:
     return value
 
 
-def open_envelope(raw: bytes, payload_type: bytes) -> Envelope:
+def open_envelope(raw: bytes, payload_type: bytes, *, domain: str = INDEXER_DOMAIN) -> Envelope:
     """Parse and verify a marshalled envelope of the given payload type."""
     if not raw:
         raise BadEnvelope("missing signature")
@@ -86,6 +94,6 @@ def open_envelope(raw: bytes, payload_type: bytes) -> Envelope:
         public_key = PublicKey.unmarshal(key_bytes)
     except BadPeerId as exc:
         raise BadEnvelope(f"envelope public key: {exc}") from None
-    if not public_key.verify(_unsigned(INDEXER_DOMAIN, got_type, payload), signature):
+    if not public_key.verify(_unsigned(domain, got_type, payload), signature):
         raise SignatureError("envelope signature does not verify")
     return Envelope(public_key, got_type, payload)

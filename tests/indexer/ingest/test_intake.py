@@ -155,13 +155,13 @@ async def test_refuse_private_answers_403_when_no_address_is_public(tmp_path: Pa
 
 
 def test_ipv6_sources_share_a_bucket_per_64() -> None:
-    from indexer.ingest.intake import _source_key
+    from indexer.ingest.intake import source_key
 
-    assert _source_key("2001:db8:1:2::1") == _source_key("2001:db8:1:2:ffff::9")
-    assert _source_key("2001:db8:1:2::1") != _source_key("2001:db8:1:3::1")
-    assert _source_key("198.51.100.7") != _source_key("198.51.100.8")
-    assert _source_key("::ffff:198.51.100.7") != _source_key("::ffff:198.51.100.8")
-    assert _source_key("12D3KooWpeer") == b"12D3KooWpeer"
+    assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9")
+    assert source_key("2001:db8:1:2::1") != source_key("2001:db8:1:3::1")
+    assert source_key("198.51.100.7") != source_key("198.51.100.8")
+    assert source_key("::ffff:198.51.100.7") != source_key("::ffff:198.51.100.8")
+    assert source_key("12D3KooWpeer") == b"12D3KooWpeer"
 
 
 async def test_orig_peer_names_the_publisher_of_a_relayed_gossip_announce(tmp_path: Path) -> None:
