@@ -48,6 +48,7 @@ from indexer.find.info import rfc3339
 from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
+from indexer.ingest.liveness import Liveness, run_liveness
 from indexer.ingest.maintenance import run_compaction
 from indexer.ingest.register import RegisterIntake
 from indexer.policy import AllowedReader, LivePolicy
@@ -203,6 +204,8 @@ class Daemon:
                         run_compaction, ingester.index, idle=config.ingest.compact_idle
                     )
                 )
+                if cluster is None:  # the cluster's registry is not this node's to sweep
+                    await nursery.start(run_liveness, Liveness(ingester, ingester.index))
                 path = self.config_path or self.data_dir / "config.toml"
                 as_read = load_config(path)  # the file without the command line's overrides
                 reloader = Reloader(path, policy, intake, ingester, as_read)

@@ -158,6 +158,7 @@ def registry_record(
         publisher_addrs=entry.stack.addrs,
         last_ad=entry.ad.cid,
         last_ad_time=now,
+        inactive=False,  # an ad: active again
     )
     ep = ad.extended_provider
     key = base64.b64encode(ad.context_id).decode()

@@ -77,6 +77,17 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     poll_interval: Annotated[
         float, _doc("seconds between re-checks of every known publisher; 0: never")
     ] = 0.0
+    poll_silent_after: Annotated[
+        float,
+        _doc(
+            "seconds without an ad after which a provider's publisher is polled "
+            "(storetheindex's PollInterval); 0: never"
+        ),
+    ] = 86400.0
+    deactivate_after: Annotated[
+        float,
+        _doc("seconds without an ad after which a provider is marked Inactive; 0: never"),
+    ] = 604800.0
     max_syncs: Annotated[
         int,
         _doc(
