@@ -14,8 +14,9 @@ Rules this module keeps:
   publisher's handler, which runs the publisher's waiting requests in turn (``syncs.Waiting``).
   Each sync's live progress (``SyncProgress``) is kept per publisher for the admin API, in a
   bounded history (``progress``); ``observer`` hears of every finished sync and processed ad
-  (the metrics).  Handlers exit when they have nothing to do and are started again on the next
-  request.
+  (the metrics), and of each provider's ad with its multihashes and the time since the
+  provider's previous ad (or its worker's start): storetheindex's ingest rates.  Handlers
+  exit when they have nothing to do and are started again on the next request.
 - **Supervision.** A handler or a worker serves one publisher or provider: any failure of it,
   a ``SyncError`` in an exception group or not, or a bug, is caught (``indexer.ingest.supervise``),
   logged (a bug with its traceback) and recorded where an operator looks (the publisher's sync
@@ -48,6 +49,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -57,7 +59,14 @@ import structlog
 import trio
 
 from indexer.errors import IndexerError
-from indexer.ingest.apply import Applier, FetcherFactory, LocalApplier
+from indexer.ingest.apply import (
+    Applier,
+    FetcherFactory,
+    GetFetcher,
+    LocalApplier,
+    Outcome,
+    Parsed,
+)
 from indexer.ingest.progress import IngestObserver, NullObserver, SyncHistory, SyncProgress
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
@@ -86,6 +95,35 @@ class OwnProviderPolicy:
 
     def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
         return publisher == provider or (publisher.raw, provider.raw) in self.allowed
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    """An ``Applier`` that keeps, while an ad is applied or failed, its provider in ``busy``:
+    what ``Ingester.applying`` answers (the admin API must not pop an ad being applied)."""
+
+    inner: Applier
+    busy: set[bytes]
+
+    def hold(self, provider: bytes) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.inner.hold(provider)
+
+    async def apply(
+        self, entry: Entry, get_fetcher: GetFetcher, *, on_block: Callable[[int], None] | None,
+        parsed: Parsed,
+    ) -> Outcome:  # fmt: skip
+        self.busy.add(entry.provider)
+        try:
+            return await self.inner.apply(entry, get_fetcher, on_block=on_block, parsed=parsed)
+        finally:
+            self.busy.discard(entry.provider)
+
+    async def fail(self, entry: Entry, error: str) -> None:
+        self.busy.add(entry.provider)
+        try:
+            await self.inner.fail(entry, error)
+        finally:
+            self.busy.discard(entry.provider)
 
 
 @dataclass
@@ -119,6 +157,10 @@ class Ingester:
         self._handlers: set[bytes] = set()
         self._workers: set[bytes] = set()
         self._nudges: dict[bytes, trio.Event] = {}  # workers waiting to own their provider
+        # Per provider being worked: when its current ad began, multihashes indexed of it.
+        self._ad_began: dict[bytes, float] = {}
+        self._ad_count: dict[bytes, int] = {}
+        self._applying: set[bytes] = set()  # providers whose worker is inside an ad (_Tracked)
         self._nursery: trio.Nursery | None = None
         self.progress = SyncHistory(self.config.history)
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
@@ -282,7 +324,7 @@ class Ingester:
                 worker = Worker(
                     provider,
                     self._staging,
-                    self.applier,
+                    _Tracked(self.applier, self._applying),
                     self.open_fetcher,
                     self.config,
                     self._work_slots,
@@ -291,6 +333,7 @@ class Ingester:
                     self.clock,
                     self._ahead,
                 )
+                self._ad_began[provider] = self.clock()
                 try:
                     await worker.run()
                     # A sync may have committed for this provider while the run was closing (it
@@ -326,6 +369,8 @@ class Ingester:
         finally:
             self._workers.discard(provider)
             self._nudges.pop(provider, None)
+            self._ad_began.pop(provider, None)
+            self._ad_count.pop(provider, None)
             self._notify()
 
     def _record_worker_failure(self, provider: bytes, error: str) -> None:
@@ -338,12 +383,17 @@ class Ingester:
 
     def _indexed(self, entry: Entry, count: int) -> None:
         self.observer.multihashes_indexed(count)
+        self._ad_count[entry.provider] = self._ad_count.get(entry.provider, 0) + count
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.indexed += count
 
     def _processed(self, entry: Entry, ok: bool) -> None:
         self.observer.ad_processed(ok)
+        now, provider = self.clock(), entry.provider
+        began = self._ad_began.get(provider, now)
+        self._ad_began[provider] = now
+        self.observer.ad_ingested(provider, self._ad_count.pop(provider, 0), max(0.0, now - began))
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.processed += 1
@@ -364,6 +414,10 @@ class Ingester:
         """Publishers with a sync running or waiting."""
         return sorted(self._waiting.publishers() | self._handlers)
 
+    def applying(self, provider: bytes) -> bool:
+        """A worker is applying (or failing) one of ``provider``'s ads right now."""
+        return provider in self._applying
+
     @property
     def working(self) -> frozenset[bytes]:
         """Providers a worker is applying ads for."""
@@ -377,6 +431,10 @@ class Ingester:
     @property
     def idle(self) -> bool:
         return not (self._waiting or self._handlers or self._workers)
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of state: a request, a handler or worker ending, an ad."""
+        await self._changed.wait()
 
     async def wait_idle(self) -> None:
         """Return once no sync is pending or running and no provider has staged work.
