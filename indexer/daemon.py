@@ -177,7 +177,9 @@ class Daemon:
                     ingester, staging, policy, metrics, self.key.peer_id(), self.data_dir,
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                     cluster_view=(lambda: cluster.node.view) if cluster else None,
+                    freeze_at_percent=0.0 if cluster else config.ingest.freeze_at_percent,
                 )  # fmt: skip
+                await nursery.start(admin_api.watch_usage)
                 admin = await _listen(
                     nursery, "admin", admin_api.handler(), config.server.admin_addr, admin_limits
                 )

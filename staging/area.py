@@ -26,6 +26,7 @@ Rules this module keeps (the design card's invariants hang on them):
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -214,6 +215,18 @@ class StagingArea:
 
     def clear_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> bool:
         return publishers.clear_announce(self.kv, publisher, head, addrs)
+
+    # --- freeze -----------------------------------------------------------------------------
+
+    def frozen_at(self) -> float | None:
+        """When the indexer was frozen (``PUT /freeze``, or its disk filling), if it is."""
+        raw = self.kv.get(keys.FROZEN)
+        return None if raw is None else struct.unpack(">d", raw)[0]
+
+    def set_frozen(self, at: float | None) -> None:
+        """Freeze (durably: synced) at ``at``, or unfreeze with None."""
+        value = None if at is None else struct.pack(">d", at)
+        self.kv.write_batch([(keys.FROZEN, value)], sync=True)
 
     # --- the worker side -------------------------------------------------------------------
 

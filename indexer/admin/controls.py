@@ -5,8 +5,9 @@ import providers from another indexer (storetheindex's ``/removeprovider``,
 Rules this module keeps:
 
 - ``remove_provider`` first stops new work (the block, when asked; then its staged stacks go,
-  unapplied), waits for a worker applying one of its ads to end (an ad in flight finishes, so
-  its writes cannot outlive the removal), then removes its contexts in batches of
+  unapplied), waits while a worker is inside one of its ads (``Ingester.applying``: the ad in
+  flight finishes, so its writes cannot outlive the removal; a worker waiting to retry or
+  frozen holds nothing), then removes its contexts in batches of
   ``REMOVE_BATCH`` (``IndexStore.remove_provider_batch``) with a checkpoint between batches, so
   neither memory nor the event loop is held by a provider of millions of contexts, and last its
   registry record.  Its multihashes are left dangling for compaction; find stops returning them
@@ -93,7 +94,7 @@ async def remove_provider(
     if block:
         policy.block(provider)
     dropped = staging.drop_provider(raw)
-    while raw in ingester.working:  # an ad in flight: let it finish, then remove what it wrote
+    while ingester.applying(raw):  # an ad in flight: let it finish, then remove what it wrote
         await ingester.wait_changed()
     dropped += staging.drop_provider(raw)  # what a worker re-staged as it ended (nothing, or state)
     contexts = 0

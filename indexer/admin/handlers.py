@@ -7,7 +7,13 @@ Routes (storetheindex's where they exist, so its tools and scripts work):
   peer ID, depth, flag or address, or when no address of the publisher is known; 403 when the
   policy denies the publisher.  ``GET /ingest/sync/``: the peers syncing, sorted.
 - ``PUT /ingest/allow/{peer}``, ``PUT /ingest/block/{peer}``: 200 (until restart).
-- ``GET /status`` (``{"ID", "Frozen", "Usage"}``), ``GET /healthcheck`` (``"OK"``).
+- ``GET /status`` (``{"ID", "Frozen", "Usage"}``, plus ``"FrozenAt"`` (RFC 3339) when frozen),
+  ``GET /healthcheck`` (``"OK"``).
+- ``PUT /freeze``: freeze the indexer (``Ingester.freeze``: durable; no content ingested, find
+  served, announces recorded); ours: ``DELETE /freeze`` unfreezes.  With ``freeze_at_percent``
+  above 0, ``check_usage`` freezes it once ``usage()`` (the data directory's disk, in percent;
+  injectable) reaches it: run every ``USAGE_EVERY`` seconds by ``watch_usage`` and at each
+  ``GET /status``.  While frozen ``POST /ingest/sync`` is 409.
 - ``DELETE /removeprovider/{peer}?block=B``, ``PUT /markadprocessed/{peer}?cid=C``,
   ``POST /importproviders`` (``{"indexer": <base64 or plain URL>}``): ``indexer.admin.controls``;
   each answers a JSON summary (storetheindex answers an empty 200; its client reads only the
@@ -41,6 +47,7 @@ With ``refuse_private`` (``ingest.refuse_private_addrs``), ``POST /ingest/sync/{
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import inspect
 import re
@@ -52,6 +59,7 @@ from pathlib import Path
 
 import msgspec
 import structlog
+import trio
 
 from indexer.admin import controls
 from indexer.admin.metrics import CONTENT_TYPE, Metrics
@@ -78,12 +86,14 @@ _LEAVES = {
     "/importproviders",
     "/config/log/level",
     "/config/log/subsystems",
+    "/freeze",
 }  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _OPEN = "/healthcheck"  # the one path served without the token
 _REALM = 'Bearer realm="ipni-indexer admin"'
 _LOG_EVERY = 10.0  # seconds between two log lines about refused requests
+USAGE_EVERY = 60.0  # seconds between two looks at the disk usage (freeze_at_percent)
 
 
 _Answer = Response | Awaitable[Response]
@@ -91,6 +101,10 @@ _Answer = Response | Awaitable[Response]
 
 def _json(value: object, status: int = 200) -> Response:
     return Response(status, msgspec.json.encode(value), "application/json; charset=utf-8")
+
+
+def _rfc3339(at: float) -> str:
+    return datetime.datetime.fromtimestamp(int(at), datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _peer(text: str) -> PeerId:
@@ -122,6 +136,9 @@ class AdminApi:
     refuse_private: bool = False
     clock: Callable[[], float] = time.monotonic
     cluster_view: Callable[[], object | None] | None = None  # a cluster node's (msgspec Struct)
+    freeze_at_percent: float = 0.0  # <= 0: never frozen by the disk filling
+    usage: Callable[[], float] | None = None  # percent of the data disk used (None: measured)
+    wall_clock: Callable[[], float] = time.time
     _refused: int = field(default=0, init=False)
     _logged_at: float | None = field(default=None, init=False)
 
@@ -159,6 +176,7 @@ class AdminApi:
             ("/staging", ("GET",), self._staging),
             ("/publishers", ("GET",), self._publishers),
             ("/status", ("GET",), self._status),
+            ("/freeze", ("PUT", "DELETE"), self._freeze),
             ("/cluster", ("GET",), self._cluster),
             ("/healthcheck", ("GET",), self._healthcheck),
             ("/metrics", ("GET",), self._metrics),
@@ -208,6 +226,8 @@ class AdminApi:
         addrs = self._addrs(publisher, request.body)
         if not self.policy.publisher_allowed(publisher):
             raise _BadRequest(403, f"publisher {publisher} is not allowed")
+        if self.ingester.frozen_at is not None:
+            raise _BadRequest(409, "the indexer is frozen: it ingests nothing (DELETE /freeze)")
         if self.ingester.is_syncing(publisher.raw):
             raise _BadRequest(409, f"Peer {publisher} has already a sync in progress")
         if not self.ingester.syncs_here(publisher.raw):
@@ -258,13 +278,55 @@ class AdminApi:
         log.info("peer blocked until restart; list it in [policy] to keep it", peer=str(peer))
         return Response(200)
 
-    def _status(self, request: Request, rest: str) -> Response:
+    def disk_usage(self) -> float:
+        """Percent of the data directory's disk in use (-1: unknown)."""
+        if self.usage is not None:
+            return self.usage()
         try:
             usage = shutil.disk_usage(self.data_dir)
-            percent = 100.0 * usage.used / usage.total
         except OSError:
-            percent = -1.0
-        return _json({"Frozen": False, "ID": str(self.peer_id), "Usage": percent})
+            return -1.0
+        return 100.0 * usage.used / usage.total
+
+    def check_usage(self) -> float:
+        """The usage now; freezes the indexer when it reached ``freeze_at_percent``."""
+        percent = self.disk_usage()
+        at = self.freeze_at_percent
+        if at > 0 and percent >= at and self.ingester.frozen_at is None:
+            log.warning("data disk nearly full: freezing", usage=percent, freeze_at_percent=at)
+            self.ingester.freeze(self.wall_clock())
+        return percent
+
+    async def watch_usage(
+        self,
+        every: float = USAGE_EVERY,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        while self.freeze_at_percent > 0:
+            self.check_usage()
+            await trio.sleep(every)
+
+    def _status(self, request: Request, rest: str) -> Response:
+        percent = self.check_usage()
+        frozen_at = self.ingester.frozen_at
+        doc: dict[str, object] = {
+            "Frozen": frozen_at is not None, "ID": str(self.peer_id), "Usage": percent,
+        }  # fmt: skip
+        if frozen_at is not None:
+            doc["FrozenAt"] = _rfc3339(frozen_at)
+        return _json(doc)
+
+    def _freeze(self, request: Request, rest: str) -> Response:
+        self._local_only()
+        if request.method == "PUT":
+            self.ingester.freeze(self.wall_clock())
+        else:
+            self.ingester.unfreeze()
+        frozen_at = self.ingester.frozen_at
+        at = None if frozen_at is None else _rfc3339(frozen_at)
+        return _json({"Frozen": frozen_at is not None, "FrozenAt": at})
 
     def _healthcheck(self, request: Request, rest: str) -> Response:
         self.staging.commit_seq()  # a read: the database is open and answers

@@ -340,6 +340,8 @@ def status(admin_url: str, admin_token: str, as_json: bool) -> None:
         return
     usage = doc.get("Usage", -1)
     rows = [["peer ID", doc.get("ID")], ["frozen", doc.get("Frozen")]]
+    if doc.get("FrozenAt"):
+        rows.append(["frozen at", doc["FrozenAt"]])
     rows.append(["disk usage", f"{usage:.1f} %" if usage >= 0 else "unknown"])
     print_table(f"indexer at {admin_url}", [], rows)
 
@@ -515,3 +517,23 @@ def loglevel(settings: tuple[str, ...], admin_url: str, admin_token: str, as_jso
         return
     rows = [[d["Subsystem"], d["Level"], d["Matched"]] for d in doc]
     print_table("log levels set", ["subsystem", "level", "loggers now"], rows)
+
+
+@admin.command("freeze")
+@click.option("--unfreeze", is_flag=True, help="Thaw it: ingest again (DELETE /freeze).")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def freeze(unfreeze: bool, admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Freeze the indexer: no content ingested, find served, announces recorded
+    (storetheindex's PUT /freeze)."""
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("DELETE" if unfreeze else "PUT", "/freeze")
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+    elif doc["Frozen"]:
+        click.echo(f"frozen since {doc['FrozenAt']}")
+    else:
+        click.echo("not frozen: ingesting")

@@ -43,6 +43,9 @@ Rules this module keeps:
 - On a cluster node (``applier``, ``owns``, ``floor`` set by ``indexer.cluster.node``) only the
   publishers it owns are synced; a worker whose provider another node holds waits (at most
   ``HANDOVER_RETRY_MAX`` seconds, less if a sync stages work for it) and claims again.
+- **Freeze** (``freeze``, durable in the staging area): no sync starts (announces are recorded
+  by the intake as ever, and replayed at ``unfreeze``), and every worker stops before its next
+  ad and waits; the staged work stays staged.  Find is not touched.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
   addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
@@ -104,6 +107,7 @@ class _Tracked:
 
     inner: Applier
     busy: set[bytes]
+    notify: Callable[[], None]  # when an ad is out of hand
 
     def hold(self, provider: bytes) -> contextlib.AbstractAsyncContextManager[None]:
         return self.inner.hold(provider)
@@ -117,6 +121,7 @@ class _Tracked:
             return await self.inner.apply(entry, get_fetcher, on_block=on_block, parsed=parsed)
         finally:
             self.busy.discard(entry.provider)
+            self.notify()
 
     async def fail(self, entry: Entry, error: str) -> None:
         self.busy.add(entry.provider)
@@ -124,6 +129,7 @@ class _Tracked:
             await self.inner.fail(entry, error)
         finally:
             self.busy.discard(entry.provider)
+            self.notify()
 
 
 @dataclass
@@ -169,6 +175,32 @@ class Ingester:
             config.max_workers, config.max_slow_workers, config.slow_sync_after
         )
         self._changed = trio.Event()
+        self.frozen_at = self._staging.frozen_at()  # durable: a restart stays frozen
+        self._thawed = trio.Event()
+        if self.frozen_at is None:
+            self._thawed.set()
+
+    # --- freeze ----------------------------------------------------------------------------
+
+    def freeze(self, at: float) -> None:
+        """Stop ingesting content (durably): syncs are not started (announces are still
+        recorded, and replayed at ``unfreeze``), workers stop before their next ad."""
+        if self.frozen_at is None:
+            self._staging.set_frozen(at)
+            self.frozen_at, self._thawed = at, trio.Event()
+            log.warning("indexer frozen: no content is ingested until it is unfrozen")
+
+    def unfreeze(self) -> None:
+        if self.frozen_at is None:
+            return
+        self._staging.set_frozen(None)
+        self.frozen_at = None
+        self._thawed.set()
+        log.info("indexer unfrozen")
+        if self._nursery is not None:
+            self._wake_workers()
+            self._replay_announces()
+        self._notify()
 
     def _notify(self) -> None:
         """Wake whoever waits for a change of state (``wait_idle``)."""
@@ -182,21 +214,26 @@ class Ingester:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._wake_workers()
-            replayed = 0
-            for publisher, record in self._staging.unsynced_announces():
-                try:
-                    self.request_sync(PeerId(publisher), record.addrs, Link(record.head))
-                    replayed += 1
-                except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
-                    log.error("an announce record cannot be replayed", error=describe(exc))
-            if replayed:
-                log.info("replaying announces accepted before a restart", announces=replayed)
+            self._replay_announces()
             task_status.started()
             while True:
                 if self.config.poll_interval <= 0:
                     await trio.sleep_forever()
                 await trio.sleep(self.config.poll_interval)
                 self.poll_known_publishers()
+
+    def _replay_announces(self) -> None:
+        if self.frozen_at is not None:
+            return  # replayed at unfreeze
+        replayed = 0
+        for publisher, record in self._staging.unsynced_announces():
+            try:
+                self.request_sync(PeerId(publisher), record.addrs, Link(record.head))
+                replayed += 1
+            except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
+                log.error("an announce record cannot be replayed", error=describe(exc))
+        if replayed:
+            log.info("replaying announces accepted before a restart", announces=replayed)
 
     def poll_known_publishers(self) -> int:
         """Re-check every publisher the staging area knows, at its last addresses."""
@@ -234,6 +271,8 @@ class Ingester:
     ) -> None:
         """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
         assert self._nursery is not None, "Ingester.run must be started first"
+        if self.frozen_at is not None:
+            return  # frozen: the announce (recorded by the intake) is replayed at unfreeze
         if not self.syncs_here(publisher.raw):
             return  # another node syncs it (the cluster holds the announce for its owner)
         if not self.is_syncing(publisher.raw):
@@ -321,10 +360,12 @@ class Ingester:
         try:
             while True:
                 assert self.applier is not None
+                while self.frozen_at is not None:
+                    await self._thawed.wait()
                 worker = Worker(
                     provider,
                     self._staging,
-                    _Tracked(self.applier, self._applying),
+                    _Tracked(self.applier, self._applying, self._notify),
                     self.open_fetcher,
                     self.config,
                     self._work_slots,
@@ -332,6 +373,7 @@ class Ingester:
                     self._processed,
                     self.clock,
                     self._ahead,
+                    paused=lambda: self.frozen_at is not None,
                 )
                 self._ad_began[provider] = self.clock()
                 try:
@@ -433,7 +475,8 @@ class Ingester:
         return not (self._waiting or self._handlers or self._workers)
 
     async def wait_changed(self) -> None:
-        """Return at the next change of state: a request, a handler or worker ending, an ad."""
+        """Return at the next change of state: a request, a handler or worker ending, an ad
+        processed or out of a worker's hands (``applying``)."""
         await self._changed.wait()
 
     async def wait_idle(self) -> None:

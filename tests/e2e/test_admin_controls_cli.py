@@ -135,3 +135,16 @@ def test_remove_provider_then_find_finds_nothing(synced: Synced, tmp_path: Path)
     # B imported only the record: removing it there drops the record, with a table.
     table = cli("admin", "remove-provider", synced.pub, "--admin-url", synced.b.admin)
     assert table.returncode == 0 and "removed" in table.stdout, table.stderr
+
+
+def test_freeze_and_unfreeze(synced: Synced) -> None:
+    admin = ("--admin-url", synced.b.admin)
+    doc = cli_json("admin", "freeze", *admin)
+    assert doc["Frozen"] is True and doc["FrozenAt"]
+    status = cli_json("admin", "status", *admin)
+    assert status["Frozen"] is True and status["FrozenAt"] == doc["FrozenAt"]
+    table = cli("admin", "status", *admin)
+    assert "frozen at" in table.stdout
+    thawed = cli("admin", "freeze", "--unfreeze", *admin)
+    assert thawed.returncode == 0 and "not frozen" in thawed.stdout
+    assert cli_json("admin", "status", *admin)["Frozen"] is False

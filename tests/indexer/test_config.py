@@ -65,6 +65,7 @@ BEFORE = {
     "ingest.prefetch": 4,
     "ingest.max_slow_workers": 256,
     "ingest.history": 4096,
+    "ingest.freeze_at_percent": 95.0,  # issue 13
     "http.body_timeout": 10.0,
     "http.head_timeout": 10.0,
     "http.idle_timeout": 60.0,

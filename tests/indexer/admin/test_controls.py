@@ -20,6 +20,7 @@ import pytest
 import structlog
 import trio
 
+from indexer.admin import AdminApi
 from indexer.find import find_handler
 from indexer.logs import LOG_LEVELS, configure_logging
 from store import KV, IndexStore, ProviderRecord
@@ -37,6 +38,7 @@ class FindNode(Node):
         super().__init__(tmp_path)
         self.fail_entries = False
         self.find = ""
+        self.usage = 50.0  # the data disk's use the admin API sees (percent)
 
     def _gated(self, inner: Handler) -> Handler:
         gated = super()._gated(inner)
@@ -52,6 +54,11 @@ class FindNode(Node):
 
     async def start(self, nursery: trio.Nursery) -> None:
         await super().start(nursery)
+        api = AdminApi(self.ingester, self.staging, self.policy, self.metrics,
+                       PrivateKey.generate().peer_id(), Path("."), freeze_at_percent=95.0,
+                       usage=lambda: self.usage)  # fmt: skip
+        admin = await nursery.start(serve_tcp, api.handler(), "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{admin[0].socket.getsockname()[1]}"  # freeze-aware
         served = await nursery.start(
             serve_tcp, find_handler(IndexStore(self.kv), "test"), "127.0.0.1", 0
         )
@@ -307,3 +314,55 @@ async def test_log_level_changes_at_run_time(
         bad = await client.post("/config/log/level", params=params)
         assert bad.status_code == 400 and says in bad.text, bad.text
     assert LOG_LEVELS.level_of("x") == logging.INFO  # nothing changed by a refused request
+
+
+async def test_freeze_at_the_usage_threshold_stops_ingest_and_keeps_find(
+    fnode: tuple[FindNode, httpx.AsyncClient],
+) -> None:
+    n, client = fnode
+    status = (await client.get("/status")).json()
+    assert status["Frozen"] is False and "FrozenAt" not in status and status["Usage"] == 50.0
+    await _indexed(n, client)
+    n.usage = 95.0  # the threshold reached: the next look freezes
+    status = (await client.get("/status")).json()
+    assert status["Frozen"] is True and status["FrozenAt"].endswith("Z")
+    assert n.staging.frozen_at() is not None  # durable
+    n.usage = 10.0  # freed: it stays frozen until told
+    assert (await client.get("/status")).json()["Frozen"] is True
+    # No sync starts; an announce is still recorded (the intake's write), to replay later.
+    n.pub.add(b"ctx7", [multihash(700)], bitswap())
+    refused = await client.post(f"/ingest/sync/{n.peer}", json=n.addr)
+    assert refused.status_code == 409 and "frozen" in refused.text
+    head = n.pub.head()
+    assert head is not None
+    n.ingester.record_announce(n.pub.peer_id, head, [n.addr])
+    n.ingester.request_sync(n.pub.peer_id, [n.addr], head)
+    assert n.ingester.syncing == []
+    assert [r.head for _, r in n.staging.unsynced_announces()] == [head.raw]
+    async with httpx.AsyncClient(base_url=n.find, timeout=10) as find:
+        assert (await find.get(f"/multihash/{b58(multihash(0))}")).status_code == 200
+        assert (await find.get(f"/multihash/{b58(multihash(700))}")).status_code == 404
+        thawed = await client.delete("/freeze")
+        assert thawed.status_code == 200 and thawed.json() == {"Frozen": False, "FrozenAt": None}
+        await _found(find, f"/multihash/{b58(multihash(700))}")  # the announce was replayed
+    assert n.staging.frozen_at() is None
+
+
+async def test_freeze_stops_workers_before_their_next_ad(
+    fnode: tuple[FindNode, httpx.AsyncClient],
+) -> None:
+    n, client = fnode
+    assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
+    await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
+    assert n.ingester.applying(n.pub.peer_id.raw)
+    frozen = await client.put("/freeze")
+    assert frozen.status_code == 200 and frozen.json()["Frozen"] is True
+    n.gate.set()  # the ad in hand finishes; the next two wait
+    with trio.fail_after(20):
+        while n.ingester.applying(n.pub.peer_id.raw):
+            await n.ingester.wait_changed()
+    [row] = (await client.get("/staging")).json()
+    assert row["pending_ads"] == 2
+    assert (await client.get("/freeze")).status_code == 405
+    assert (await client.delete("/freeze")).status_code == 200
+    await _until(lambda rows: rows == [], client, "/staging")
