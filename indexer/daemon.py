@@ -215,7 +215,9 @@ class Daemon:
                     token=self.admin_token, refuse_private=config.ingest.refuse_private_addrs,
                     cluster_view=(lambda: cluster.node.view) if cluster else None,
                     reload=reloader.reload,
+                    freeze_at_percent=0.0 if cluster else config.ingest.freeze_at_percent,
                 )  # fmt: skip
+                await nursery.start(admin_api.watch_usage)
                 admin = await _listen(
                     nursery, "admin", admin_api.handler(), config.server.admin_addr, admin_limits
                 )

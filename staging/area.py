@@ -18,6 +18,7 @@ Rules this module keeps (the design card's invariants hang on them):
   tries first) only when ``commit_walk`` is told they are ``verified``: they served the
   publisher's signed head or a valid head ad.  An unverified walk keeps the prior addresses, and
   writes no publisher record at all for a publisher without one unless it staged ads.
+- ``drop_provider`` removes a provider's stacks without applying them, in bounded batches.
 - ``commit_walk`` re-checks, when another walk committed meanwhile, that none of its ads was
   staged or done by that walk, and keeps per provider only the ads newer than the first such ad:
   two publishers announcing one chain at once apply every ad exactly once.
@@ -25,6 +26,7 @@ Rules this module keeps (the design card's invariants hang on them):
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -214,6 +216,18 @@ class StagingArea:
     def clear_announce(self, publisher: bytes, head: bytes, addrs: Sequence[str]) -> bool:
         return publishers.clear_announce(self.kv, publisher, head, addrs)
 
+    # --- freeze -----------------------------------------------------------------------------
+
+    def frozen_at(self) -> float | None:
+        """When the indexer was frozen (``PUT /freeze``, or its disk filling), if it is."""
+        raw = self.kv.get(keys.FROZEN)
+        return None if raw is None else struct.unpack(">d", raw)[0]
+
+    def set_frozen(self, at: float | None) -> None:
+        """Freeze (durably: synced) at ``at``, or unfreeze with None."""
+        value = None if at is None else struct.pack(">d", at)
+        self.kv.write_batch([(keys.FROZEN, value)], sync=True)
+
     # --- the worker side -------------------------------------------------------------------
 
     def providers(self) -> list[bytes]:
@@ -271,6 +285,48 @@ class StagingArea:
         if not isinstance(walk, WalkRecord) or walk.stacks <= 1:
             return [(key, None)]
         return [(key, encode(msgspec.structs.replace(walk, stacks=walk.stacks - 1)))]
+
+    def drop_provider(self, provider: bytes, batch: int = 1000) -> int:
+        """Drop every stack of ``provider`` unapplied (``DELETE /removeprovider``); the number of
+        ads dropped.  Each stack goes from view in one batch (its header, its state, its walk's
+        count), then its ads in batches of at most ``batch`` writes, so memory stays bounded; a
+        crash between leaves only unreachable ads of a stack no longer listed."""
+        dropped = 0
+        for seq, stack in self.stacks(provider):
+            writes: list[Write] = [
+                (keys.stack(provider, seq), None),
+                (keys.stack_state(provider, seq), None),
+            ]
+            walk = self._get(keys.walk(stack.walk_id), WalkRecord)
+            if isinstance(walk, WalkRecord):
+                left = walk.stacks - 1
+                replaced = msgspec.structs.replace(walk, stacks=left)
+                writes.append((keys.walk(stack.walk_id), encode(replaced) if left > 0 else None))
+            self.kv.write_batch(writes)
+            dropped += self._drop_ads(stack.walk_id, provider, batch)
+        # A state a worker rewrote after its stack went (it was mid-ad): never listed, dropped.
+        orphans = [(key, None) for key, _ in self.kv.scan(b"T" + keys.peer(provider))]
+        if orphans:
+            self.kv.write_batch(orphans)
+        return dropped
+
+    def _drop_ads(self, walk_id: int, provider: bytes, batch: int) -> int:
+        prefix, count = keys.staged_prefix(walk_id, provider), 0
+        while True:
+            writes: list[Write] = []
+            for key, raw in self.kv.scan(prefix):
+                cid = decode(raw, StagedAd, key).cid
+                writes += [
+                    (key, None),
+                    (keys.known(cid, walk_id), None),
+                    (keys.progress(cid), None),
+                ]
+                if len(writes) >= batch:
+                    break
+            if not writes:
+                return count
+            count += len(writes) // 3
+            self.kv.write_batch(writes)
 
     def save_progress(self, entry: Entry, progress: bytes, writes: Sequence[Write]) -> None:
         self.kv.write_batch([*writes, (keys.progress(entry.ad.cid), progress)])

@@ -12,6 +12,7 @@
     P <publisher>                       PublisherRecord  latest scanned, addresses, last error
     p <publisher>                       ad cid        the publisher's latest processed ad
     A <publisher>                       AnnounceRecord   the newest accepted announce
+    F                                   8 bytes       frozen since (a float's bits; absent: not)
     C                                   8 bytes       the last commit seq
     I                                   8 bytes       the last walk id
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "COMMIT_SEQ",
+    "FROZEN",
     "WALK_ID",
     "announce",
     "done",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 COMMIT_SEQ = b"C"
+FROZEN = b"F"
 WALK_ID = b"I"
 
 

@@ -41,6 +41,10 @@ Rules this module keeps:
   ``kv.version``: any write empties the cache, so a lookup never returns a removed context.
 - A ``ProviderRecord`` only grows fields with defaults, so records written by an older version
   still decode (``context_override`` was added so).
+- A provider is removed in bounded batches (``remove_provider_batch``): each reads at most
+  ``limit`` of its allocations and deletes them with their value records, so removing a provider
+  of millions of contexts never holds more than one batch; its multihashes are left dangling for
+  ``compact``.  Contexts written by the hashed form (no allocation) are not found so.
 - ``IndexStore`` is typed against the ``KVStore`` protocol (generic over the backend, LevelDB's
   ``KV`` by default), and works on ``MemoryKV`` the same.
 """
@@ -180,6 +184,32 @@ class IndexStore(Generic[Backend]):
             (_allocation_key(provider, context_id), None),
             (SWEEP.pending_key, b""),
         ]
+
+    def remove_provider_batch(self, provider: bytes, limit: int) -> int:
+        """Remove at most ``limit`` of the provider's allocated contexts (values and
+        allocations) in one batch; the number removed (0: none is left).  Memory is bounded by
+        ``limit``: call it until it answers 0 (``DELETE /removeprovider``)."""
+        prefix = _allocation_key(provider, b"")
+        found: list[tuple[bytes, bytes]] = []
+        for key, vk in self.kv.scan(prefix):
+            found.append((key[len(prefix) :], vk))
+            if len(found) >= limit:
+                break
+        writes: list[Write] = []
+        for context_id, vk in found:
+            writes += self.remove_value(vk, provider, context_id)
+        if writes:
+            self.kv.write_batch(writes)
+        return len(found)
+
+    @staticmethod
+    def remove_provider_record(provider: bytes) -> list[Write]:
+        """Drop the provider's registry record."""
+        return [(b"r" + provider, None)]
+
+    def has_contexts(self, provider: bytes) -> bool:
+        """Does the provider hold any allocated context?"""
+        return any(True for _ in self.kv.scan(_allocation_key(provider, b"")))
 
     # --- value key allocation ----------------------------------------------------------------
 

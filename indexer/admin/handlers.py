@@ -7,7 +7,23 @@ Routes (storetheindex's where they exist, so its tools and scripts work):
   peer ID, depth, flag or address, or when no address of the publisher is known; 403 when the
   policy denies the publisher.  ``GET /ingest/sync/``: the peers syncing, sorted.
 - ``PUT /ingest/allow/{peer}``, ``PUT /ingest/block/{peer}``: 200 (until restart).
-- ``GET /status`` (``{"ID", "Frozen", "Usage"}``), ``GET /healthcheck`` (``"OK"``).
+- ``GET /status`` (``{"ID", "Frozen", "Usage"}``, plus ``"FrozenAt"`` (RFC 3339) when frozen),
+  ``GET /healthcheck`` (``"OK"``).
+- ``PUT /freeze``: freeze the indexer (``Ingester.freeze``: durable; no content ingested, find
+  served, announces recorded); ours: ``DELETE /freeze`` unfreezes.  With ``freeze_at_percent``
+  above 0, ``check_usage`` freezes it once ``usage()`` (the data directory's disk, in percent;
+  injectable) reaches it: run every ``USAGE_EVERY`` seconds by ``watch_usage`` and at each
+  ``GET /status``.  While frozen ``POST /ingest/sync`` is 409.
+- ``DELETE /removeprovider/{peer}?block=B``, ``PUT /markadprocessed/{peer}?cid=C``,
+  ``POST /importproviders`` (``{"indexer": <base64 or plain URL>}``): ``indexer.admin.controls``;
+  each answers a JSON summary (storetheindex answers an empty 200; its client reads only the
+  status).  404 for an unknown provider, 409 for an ad not staged or a provider being worked,
+  502 when the other indexer cannot be read.
+- ``GET /telemetry/providers`` (``{peer: {"Count", "Elapsed", "Samples"}}``, 204 when there is
+  none) and ``GET /telemetry/providers/{peer}`` (one rate; 404 for a provider with none): the
+  ingest rates since last read (``Metrics.rates``).
+- ``POST /config/log/level?<regex>=<level>...`` and ``GET /config/log/subsystems`` (text, one
+  logger name a line): logger levels at run time (``indexer.logs``).
 - Ours: ``GET /staging``, ``GET /staging/{provider}``, ``GET /publishers``,
   ``GET /publishers/{peer}`` (``indexer.admin.views``), ``GET /metrics`` (Prometheus).
 
@@ -31,24 +47,30 @@ With ``refuse_private`` (``ingest.refuse_private_addrs``), ``POST /ingest/sync/{
 
 from __future__ import annotations
 
+import datetime
 import hmac
+import inspect
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import structlog
+import trio
 
+from indexer.admin import controls
 from indexer.admin.metrics import CONTENT_TYPE, Metrics
 from indexer.admin.views import UnknownPeer, publisher_rows, staging_detail, staging_rows
 from indexer.errors import BadRequest as _BadRequest  # control flow of this module (see errors.py)
 from indexer.errors import ConfigError
 from indexer.ingest.engine import Ingester
+from indexer.logs import LEVELS, LOG_LEVELS
 from indexer.policy import LivePolicy
 from staging import StagingArea
-from sync import BadPeerId, PeerId, SyncError
+from sync import BadCid, BadPeerId, Link, PeerId, SyncError
 from sync.errors import AddressRefused
 from sync.ipnisync.maurl import publisher_endpoint
 from sync.net.httpserver import Handler, Request, Response
@@ -63,16 +85,28 @@ _LEAVES = {
     "/metrics",
     "/cluster",
     "/reloadconfig",
+    "/importproviders",
+    "/config/log/level",
+    "/config/log/subsystems",
+    "/freeze",
 }  # no sub-paths under these
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 _OPEN = "/healthcheck"  # the one path served without the token
 _REALM = 'Bearer realm="ipni-indexer admin"'
 _LOG_EVERY = 10.0  # seconds between two log lines about refused requests
+USAGE_EVERY = 60.0  # seconds between two looks at the disk usage (freeze_at_percent)
+
+
+_Answer = Response | Awaitable[Response]
 
 
 def _json(value: object, status: int = 200) -> Response:
     return Response(status, msgspec.json.encode(value), "application/json; charset=utf-8")
+
+
+def _rfc3339(at: float) -> str:
+    return datetime.datetime.fromtimestamp(int(at), datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _peer(text: str) -> PeerId:
@@ -105,6 +139,9 @@ class AdminApi:
     clock: Callable[[], float] = time.monotonic
     cluster_view: Callable[[], object | None] | None = None  # a cluster node's (msgspec Struct)
     reload: Callable[[], object] | None = None  # reads the config file again (``indexer.reload``)
+    freeze_at_percent: float = 0.0  # <= 0: never frozen by the disk filling
+    usage: Callable[[], float] | None = None  # percent of the data disk used (None: measured)
+    wall_clock: Callable[[], float] = time.time
     _refused: int = field(default=0, init=False)
     _logged_at: float | None = field(default=None, init=False)
 
@@ -135,17 +172,24 @@ class AdminApi:
         )
 
     def handler(self) -> Handler:
-        routes: list[tuple[str, tuple[str, ...], Callable[[Request, str], Response]]] = [
+        routes: list[tuple[str, tuple[str, ...], Callable[[Request, str], _Answer]]] = [
             ("/ingest/sync", ("GET", "POST"), self._sync),
             ("/ingest/allow/", ("PUT",), self._allow),
             ("/ingest/block/", ("PUT",), self._block),
             ("/staging", ("GET",), self._staging),
             ("/publishers", ("GET",), self._publishers),
             ("/status", ("GET",), self._status),
+            ("/freeze", ("PUT", "DELETE"), self._freeze),
             ("/cluster", ("GET",), self._cluster),
             ("/reloadconfig", ("POST",), self._reload),
             ("/healthcheck", ("GET",), self._healthcheck),
             ("/metrics", ("GET",), self._metrics),
+            ("/removeprovider/", ("DELETE",), self._remove_provider),
+            ("/markadprocessed/", ("PUT",), self._mark_processed),
+            ("/importproviders", ("POST",), self._import_providers),
+            ("/telemetry/providers", ("GET",), self._telemetry),
+            ("/config/log/level", ("POST",), self._log_level),
+            ("/config/log/subsystems", ("GET",), self._log_subsystems),
         ]
 
         async def handle(request: Request) -> Response:
@@ -159,7 +203,8 @@ class AdminApi:
                     break  # /status/x and the like: not found
                 try:
                     _methods(request, *methods)
-                    return route(request, rest.strip("/"))
+                    answer = route(request, rest.strip("/"))
+                    return await answer if inspect.isawaitable(answer) else answer
                 except _BadRequest as exc:
                     allow = (("allow", ", ".join(methods)),) if exc.status == 405 else ()
                     return Response.text(exc.status, str(exc), headers=allow)
@@ -187,6 +232,8 @@ class AdminApi:
         addrs = self._addrs(publisher, request.body)
         if not self.policy.publisher_allowed(publisher):
             raise _BadRequest(403, f"publisher {publisher} is not allowed")
+        if self.ingester.frozen_at is not None:
+            raise _BadRequest(409, "the indexer is frozen: it ingests nothing (DELETE /freeze)")
         if self.ingester.is_syncing(publisher.raw):
             raise _BadRequest(409, f"Peer {publisher} has already a sync in progress")
         if not self.ingester.syncs_here(publisher.raw):
@@ -237,13 +284,55 @@ class AdminApi:
         log.info("peer blocked until restart; list it in [policy] to keep it", peer=str(peer))
         return Response(200)
 
-    def _status(self, request: Request, rest: str) -> Response:
+    def disk_usage(self) -> float:
+        """Percent of the data directory's disk in use (-1: unknown)."""
+        if self.usage is not None:
+            return self.usage()
         try:
             usage = shutil.disk_usage(self.data_dir)
-            percent = 100.0 * usage.used / usage.total
         except OSError:
-            percent = -1.0
-        return _json({"Frozen": False, "ID": str(self.peer_id), "Usage": percent})
+            return -1.0
+        return 100.0 * usage.used / usage.total
+
+    def check_usage(self) -> float:
+        """The usage now; freezes the indexer when it reached ``freeze_at_percent``."""
+        percent = self.disk_usage()
+        at = self.freeze_at_percent
+        if at > 0 and percent >= at and self.ingester.frozen_at is None:
+            log.warning("data disk nearly full: freezing", usage=percent, freeze_at_percent=at)
+            self.ingester.freeze(self.wall_clock())
+        return percent
+
+    async def watch_usage(
+        self,
+        every: float = USAGE_EVERY,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        while self.freeze_at_percent > 0:
+            self.check_usage()
+            await trio.sleep(every)
+
+    def _status(self, request: Request, rest: str) -> Response:
+        percent = self.check_usage()
+        frozen_at = self.ingester.frozen_at
+        doc: dict[str, object] = {
+            "Frozen": frozen_at is not None, "ID": str(self.peer_id), "Usage": percent,
+        }  # fmt: skip
+        if frozen_at is not None:
+            doc["FrozenAt"] = _rfc3339(frozen_at)
+        return _json(doc)
+
+    def _freeze(self, request: Request, rest: str) -> Response:
+        self._local_only()
+        if request.method == "PUT":
+            self.ingester.freeze(self.wall_clock())
+        else:
+            self.ingester.unfreeze()
+        frozen_at = self.ingester.frozen_at
+        at = None if frozen_at is None else _rfc3339(frozen_at)
+        return _json({"Frozen": frozen_at is not None, "FrozenAt": at})
 
     def _healthcheck(self, request: Request, rest: str) -> Response:
         self.staging.commit_seq()  # a read: the database is open and answers
@@ -286,3 +375,79 @@ class AdminApi:
         except UnknownPeer as exc:
             raise _BadRequest(404, str(exc)) from None
         return _json(rows[0] if only else rows)
+
+    # --- storetheindex's controls (``indexer.admin.controls``) ----------------------------
+
+    def _local_only(self) -> None:
+        if self.cluster_view is not None:
+            raise _BadRequest(501, "not on a cluster node: the cluster's index is shared")
+
+    async def _remove_provider(self, request: Request, rest: str) -> Response:
+        if not rest:
+            raise _BadRequest(400, "missing provider id: DELETE /removeprovider/{peer}")
+        provider = _peer(rest)
+        block_text = _query(request, "block")
+        if block_text and block_text not in _TRUE | _FALSE:
+            raise _BadRequest(400, f"bad value for block: {block_text}")
+        self._local_only()
+        removed = await controls.remove_provider(
+            self.ingester, self.staging, self.policy, provider, block=block_text in _TRUE
+        )
+        return _json(removed)
+
+    def _mark_processed(self, request: Request, rest: str) -> Response:
+        if not rest:
+            raise _BadRequest(400, "missing provider id: PUT /markadprocessed/{peer}?cid=...")
+        provider = _peer(rest)
+        cid_text = _query(request, "cid")
+        try:
+            ad = Link.parse(cid_text)
+        except BadCid as exc:
+            raise _BadRequest(400, f"bad cid {cid_text!r}: {exc}") from None
+        self._local_only()
+        return _json(controls.mark_processed(self.ingester, self.staging, provider, ad))
+
+    async def _import_providers(self, request: Request, rest: str) -> Response:
+        self._local_only()
+        return _json(await controls.import_providers(self.ingester, self.policy, request.body))
+
+    def _telemetry(self, request: Request, rest: str) -> Response:
+        rates = self.metrics.rates
+        if not rest:
+            every = rates.all()
+            if not every:
+                return Response(204)
+            return _json({str(PeerId(raw)): rate for raw, rate in every.items()})
+        provider = _peer(rest)
+        rate = rates.get(provider.raw)
+        if rate is None:
+            raise _BadRequest(404, f"no ingest rate for provider {provider}")
+        return _json(rate)
+
+    def _log_level(self, request: Request, rest: str) -> Response:
+        if not request.query:
+            raise _BadRequest(
+                400, "at least one <subsystem>=<level> query parameter must be specified"
+            )
+        wanted: list[tuple[str, str]] = []
+        for pattern, values in request.query.items():
+            level = values[-1].lower() if values else ""
+            if not level:
+                raise _BadRequest(400, f"level is not specified for subsystem: {pattern}")
+            if level not in LEVELS:
+                raise _BadRequest(400, f"unknown level {level!r}: one of {', '.join(LEVELS)}")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise _BadRequest(400, f"bad subsystem pattern {pattern!r}: {exc}") from None
+            wanted.append((pattern, level))
+        out = []
+        for pattern, level in wanted:  # all checked first: a bad one changes nothing
+            matched = LOG_LEVELS.set(pattern, LEVELS[level])
+            log.info("log level changed", subsystem=pattern, level=level, matched=matched)
+            out.append({"Subsystem": pattern, "Level": level, "Matched": matched})
+        return _json(out)
+
+    def _log_subsystems(self, request: Request, rest: str) -> Response:
+        names = sorted(LOG_LEVELS.names)
+        return Response.text(200, "\n".join(names)) if names else Response(204)

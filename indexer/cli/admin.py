@@ -344,6 +344,8 @@ def status(admin_url: str, admin_token: str, as_json: bool) -> None:
         return
     usage = doc.get("Usage", -1)
     rows = [["peer ID", doc.get("ID")], ["frozen", doc.get("Frozen")]]
+    if doc.get("FrozenAt"):
+        rows.append(["frozen at", doc["FrozenAt"]])
     rows.append(["disk usage", f"{usage:.1f} %" if usage >= 0 else "unknown"])
     print_table(f"indexer at {admin_url}", [], rows)
 
@@ -369,6 +371,176 @@ def cluster(admin_url: str, admin_token: str, as_json: bool) -> None:
     if doc["unowned"]:
         title += f", {len(doc['unowned'])} unowned"
     print_table(title, headers, rows)
+
+
+@admin.command("remove-provider")
+@click.argument("provider")
+@click.option("--block", is_flag=True, help="Also block it until restart (list it in [policy]).")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def remove_provider(
+    provider: str, block: bool, admin_url: str, admin_token: str, as_json: bool
+) -> None:
+    """Drop a provider and all its content (storetheindex's DELETE /removeprovider/{id})."""
+    peer = parse_peer(provider, "provider")
+    params = {"block": "true" if block else "false"}
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("DELETE", f"/removeprovider/{peer}", params=params)
+        if response.status_code == 404:
+            raise CommandFailed(f"unknown provider {peer}")
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+        return
+    rows = [["contexts removed", doc["Contexts"]], ["staged ads dropped", doc["StagedAds"]]]
+    rows += [["registry record", "removed" if doc["Registered"] else "none"]]
+    rows += [["blocked", doc["Blocked"]]]
+    print_table(f"provider {peer} removed", [], rows)
+
+
+@admin.command("mark-processed")
+@click.argument("provider")
+@click.argument("ad")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def mark_processed(provider: str, ad: str, admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Mark a staged ad (and the older ones before it) processed, unapplied
+    (storetheindex's PUT /markadprocessed/{id}?cid=)."""
+    from sync import BadCid, Link
+
+    peer = parse_peer(provider, "provider")
+    try:
+        link = Link.parse(ad)
+    except BadCid as exc:
+        raise CliError(f"bad ad CID {ad!r}: {exc}") from None
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("PUT", f"/markadprocessed/{peer}", params={"cid": str(link)})
+        if response.status_code == 404:
+            raise CommandFailed(f"unknown provider {peer}")
+        if response.status_code == 409:
+            raise CommandFailed(one_line(response.text))
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+        return
+    print_table(
+        f"{len(doc['Popped'])} ads of {peer} marked processed", ["ad"],
+        [[c] for c in doc["Popped"]],
+    )  # fmt: skip
+
+
+@admin.command("import-providers")
+@click.option("--from", "source", required=True, help="The other indexer's find URL.")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def import_providers(source: str, admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Register the providers another indexer lists at GET /providers, and sync their
+    publishers (storetheindex's POST /importproviders)."""
+    if not source.startswith(("http://", "https://")):
+        raise CliError(f"--from must be an http:// or https:// URL, not {source!r}")
+    body = json.dumps({"indexer": source}).encode()
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("POST", "/importproviders", body)
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+        return
+    click.echo(
+        f"{len(doc['Imported'])} providers imported from {doc['From']}, {doc['Skipped']} skipped"
+    )
+    if doc["Imported"]:
+        print_table("imported (their publishers are being synced)", ["provider"],
+                    [[p] for p in doc["Imported"]])  # fmt: skip
+
+
+@admin.command("telemetry")
+@click.argument("provider", required=False)
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def telemetry(provider: str | None, admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Ingest rates per provider since last read (storetheindex's GET /telemetry/providers)."""
+    peer = parse_peer(provider, "provider") if provider else None
+    path = f"/telemetry/providers/{peer}" if peer else "/telemetry/providers"
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("GET", path)
+        if response.status_code == 404 and peer:
+            raise CommandFailed(f"no ingest rate for provider {peer}")
+        api.check(response)
+        doc: Any = {} if response.status_code == 204 else response.json()
+    rates = {str(peer): doc} if peer else doc
+    if as_json:
+        echo_json(rates)
+        return
+    rows = []
+    for pid, r in sorted(rates.items()):
+        seconds = r["Elapsed"] / 1e9
+        per_second = int(r["Count"] / seconds) if seconds > 0 else 0
+        rows.append([pid, r["Count"], r["Samples"], f"{seconds:.3f}", per_second])
+    headers = ["provider", "multihashes", "ads", "seconds", "mh/s"]
+    print_table("ingest rates" if rows else "ingest rates (no new rate information)", headers, rows)
+
+
+@admin.command("loglevel")
+@click.argument("settings", nargs=-1)
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def loglevel(settings: tuple[str, ...], admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Set loggers' levels now, SUBSYSTEM=LEVEL (a regex over logger names; debug, info, warn,
+    error); with none, list the loggers (storetheindex's /config/log/level and /subsystems)."""
+    from indexer.logs import LEVELS
+
+    params = {}
+    for setting in settings:
+        name, sep, level = setting.partition("=")
+        if not sep or not name or level.lower() not in LEVELS:
+            raise CliError(f"{setting!r}: want SUBSYSTEM=LEVEL, LEVEL one of {', '.join(LEVELS)}")
+        params[name] = level.lower()
+    with AdminClient(admin_url, admin_token) as api:
+        if not params:
+            response = api.request("GET", "/config/log/subsystems")
+            api.check(response)
+            names = response.text.split()
+            if as_json:
+                echo_json(names)
+            else:
+                print_table("loggers", ["logger"], [[n] for n in names])
+            return
+        response = api.request("POST", "/config/log/level", params=params)
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+        return
+    rows = [[d["Subsystem"], d["Level"], d["Matched"]] for d in doc]
+    print_table("log levels set", ["subsystem", "level", "loggers now"], rows)
+
+
+@admin.command("freeze")
+@click.option("--unfreeze", is_flag=True, help="Thaw it: ingest again (DELETE /freeze).")
+@ADMIN_URL
+@ADMIN_TOKEN
+@AS_JSON
+def freeze(unfreeze: bool, admin_url: str, admin_token: str, as_json: bool) -> None:
+    """Freeze the indexer: no content ingested, find served, announces recorded
+    (storetheindex's PUT /freeze)."""
+    with AdminClient(admin_url, admin_token) as api:
+        response = api.request("DELETE" if unfreeze else "PUT", "/freeze")
+        api.check(response)
+        doc = response.json()
+    if as_json:
+        echo_json(doc)
+    elif doc["Frozen"]:
+        click.echo(f"frozen since {doc['FrozenAt']}")
+    else:
+        click.echo("not frozen: ingesting")
 
 
 @admin.command("reload-config")

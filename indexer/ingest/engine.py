@@ -14,8 +14,9 @@ Rules this module keeps:
   publisher's handler, which runs the publisher's waiting requests in turn (``syncs.Waiting``).
   Each sync's live progress (``SyncProgress``) is kept per publisher for the admin API, in a
   bounded history (``progress``); ``observer`` hears of every finished sync and processed ad
-  (the metrics).  Handlers exit when they have nothing to do and are started again on the next
-  request.
+  (the metrics), and of each provider's ad with its multihashes and the time since the
+  provider's previous ad (or its worker's start): storetheindex's ingest rates.  Handlers
+  exit when they have nothing to do and are started again on the next request.
 - **Supervision.** A handler or a worker serves one publisher or provider: any failure of it,
   a ``SyncError`` in an exception group or not, or a bug, is caught (``indexer.ingest.supervise``),
   logged (a bug with its traceback) and recorded where an operator looks (the publisher's sync
@@ -42,12 +43,16 @@ Rules this module keeps:
 - On a cluster node (``applier``, ``owns``, ``floor`` set by ``indexer.cluster.node``) only the
   publishers it owns are synced; a worker whose provider another node holds waits (at most
   ``HANDOVER_RETRY_MAX`` seconds, less if a sync stages work for it) and claims again.
+- **Freeze** (``freeze``, durable in the staging area): no sync starts (announces are recorded
+  by the intake as ever, and replayed at ``unfreeze``), and every worker stops before its next
+  ad and waits; the staged work stays staged.  Find is not touched.
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
   addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -58,7 +63,14 @@ import structlog
 import trio
 
 from indexer.errors import IndexerError
-from indexer.ingest.apply import Applier, FetcherFactory, LocalApplier
+from indexer.ingest.apply import (
+    Applier,
+    FetcherFactory,
+    GetFetcher,
+    LocalApplier,
+    Outcome,
+    Parsed,
+)
 from indexer.ingest.progress import IngestObserver, NullObserver, SyncHistory, SyncProgress
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
@@ -87,6 +99,38 @@ class OwnProviderPolicy:
 
     def may_publish(self, publisher: PeerId, provider: PeerId) -> bool:
         return publisher == provider or (publisher.raw, provider.raw) in self.allowed
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    """An ``Applier`` that keeps, while an ad is applied or failed, its provider in ``busy``:
+    what ``Ingester.applying`` answers (the admin API must not pop an ad being applied)."""
+
+    inner: Applier
+    busy: set[bytes]
+    notify: Callable[[], None]  # when an ad is out of hand
+
+    def hold(self, provider: bytes) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.inner.hold(provider)
+
+    async def apply(
+        self, entry: Entry, get_fetcher: GetFetcher, *, on_block: Callable[[int], None] | None,
+        parsed: Parsed,
+    ) -> Outcome:  # fmt: skip
+        self.busy.add(entry.provider)
+        try:
+            return await self.inner.apply(entry, get_fetcher, on_block=on_block, parsed=parsed)
+        finally:
+            self.busy.discard(entry.provider)
+            self.notify()
+
+    async def fail(self, entry: Entry, error: str) -> None:
+        self.busy.add(entry.provider)
+        try:
+            await self.inner.fail(entry, error)
+        finally:
+            self.busy.discard(entry.provider)
+            self.notify()
 
 
 @dataclass
@@ -120,6 +164,10 @@ class Ingester:
         self._handlers: set[bytes] = set()
         self._workers: set[bytes] = set()
         self._nudges: dict[bytes, trio.Event] = {}  # workers waiting to own their provider
+        # Per provider being worked: when its current ad began, multihashes indexed of it.
+        self._ad_began: dict[bytes, float] = {}
+        self._ad_count: dict[bytes, int] = {}
+        self._applying: set[bytes] = set()  # providers whose worker is inside an ad (_Tracked)
         self._nursery: trio.Nursery | None = None
         self.progress = SyncHistory(self.config.history)
         self.results: deque[SyncResult] = deque(maxlen=self.config.history)
@@ -129,6 +177,32 @@ class Ingester:
         )
         self._changed = trio.Event()
         self._reconfigured = trio.Event()
+        self.frozen_at = self._staging.frozen_at()  # durable: a restart stays frozen
+        self._thawed = trio.Event()
+        if self.frozen_at is None:
+            self._thawed.set()
+
+    # --- freeze ----------------------------------------------------------------------------
+
+    def freeze(self, at: float) -> None:
+        """Stop ingesting content (durably): syncs are not started (announces are still
+        recorded, and replayed at ``unfreeze``), workers stop before their next ad."""
+        if self.frozen_at is None:
+            self._staging.set_frozen(at)
+            self.frozen_at, self._thawed = at, trio.Event()
+            log.warning("indexer frozen: no content is ingested until it is unfrozen")
+
+    def unfreeze(self) -> None:
+        if self.frozen_at is None:
+            return
+        self._staging.set_frozen(None)
+        self.frozen_at = None
+        self._thawed.set()
+        log.info("indexer unfrozen")
+        if self._nursery is not None:
+            self._wake_workers()
+            self._replay_announces()
+        self._notify()
 
     def _notify(self) -> None:
         """Wake whoever waits for a change of state (``wait_idle``)."""
@@ -142,15 +216,7 @@ class Ingester:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._wake_workers()
-            replayed = 0
-            for publisher, record in self._staging.unsynced_announces():
-                try:
-                    self.request_sync(PeerId(publisher), record.addrs, Link(record.head))
-                    replayed += 1
-                except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
-                    log.error("an announce record cannot be replayed", error=describe(exc))
-            if replayed:
-                log.info("replaying announces accepted before a restart", announces=replayed)
+            self._replay_announces()
             task_status.started()
             while True:
                 interval = self.config.poll_interval
@@ -167,6 +233,19 @@ class Ingester:
         self._reconfigured.set()
         self._reconfigured = trio.Event()
         self._notify()
+
+    def _replay_announces(self) -> None:
+        if self.frozen_at is not None:
+            return  # replayed at unfreeze
+        replayed = 0
+        for publisher, record in self._staging.unsynced_announces():
+            try:
+                self.request_sync(PeerId(publisher), record.addrs, Link(record.head))
+                replayed += 1
+            except SyncError as exc:  # a bad record (peer ID, CID) must not stop the start
+                log.error("an announce record cannot be replayed", error=describe(exc))
+        if replayed:
+            log.info("replaying announces accepted before a restart", announces=replayed)
 
     def poll_known_publishers(self) -> int:
         """Re-check every publisher the staging area knows, at its last addresses."""
@@ -204,6 +283,8 @@ class Ingester:
     ) -> None:
         """Ask for a sync of ``publisher`` (to ``head``, or to its current signed head)."""
         assert self._nursery is not None, "Ingester.run must be started first"
+        if self.frozen_at is not None:
+            return  # frozen: the announce (recorded by the intake) is replayed at unfreeze
         if not self.syncs_here(publisher.raw):
             return  # another node syncs it (the cluster holds the announce for its owner)
         if not self.is_syncing(publisher.raw):
@@ -291,10 +372,12 @@ class Ingester:
         try:
             while True:
                 assert self.applier is not None
+                while self.frozen_at is not None:
+                    await self._thawed.wait()
                 worker = Worker(
                     provider,
                     self._staging,
-                    self.applier,
+                    _Tracked(self.applier, self._applying, self._notify),
                     self.open_fetcher,
                     self.config,
                     self._work_slots,
@@ -302,7 +385,9 @@ class Ingester:
                     self._processed,
                     self.clock,
                     self._ahead,
+                    paused=lambda: self.frozen_at is not None,
                 )
+                self._ad_began[provider] = self.clock()
                 try:
                     await worker.run()
                     # A sync may have committed for this provider while the run was closing (it
@@ -338,6 +423,8 @@ class Ingester:
         finally:
             self._workers.discard(provider)
             self._nudges.pop(provider, None)
+            self._ad_began.pop(provider, None)
+            self._ad_count.pop(provider, None)
             self._notify()
 
     def _record_worker_failure(self, provider: bytes, error: str) -> None:
@@ -350,12 +437,17 @@ class Ingester:
 
     def _indexed(self, entry: Entry, count: int) -> None:
         self.observer.multihashes_indexed(count)
+        self._ad_count[entry.provider] = self._ad_count.get(entry.provider, 0) + count
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.indexed += count
 
     def _processed(self, entry: Entry, ok: bool) -> None:
         self.observer.ad_processed(ok)
+        now, provider = self.clock(), entry.provider
+        began = self._ad_began.get(provider, now)
+        self._ad_began[provider] = now
+        self.observer.ad_ingested(provider, self._ad_count.pop(provider, 0), max(0.0, now - began))
         progress = self.progress.get(entry.stack.publisher)
         if progress is not None:
             progress.processed += 1
@@ -376,6 +468,10 @@ class Ingester:
         """Publishers with a sync running or waiting."""
         return sorted(self._waiting.publishers() | self._handlers)
 
+    def applying(self, provider: bytes) -> bool:
+        """A worker is applying (or failing) one of ``provider``'s ads right now."""
+        return provider in self._applying
+
     @property
     def working(self) -> frozenset[bytes]:
         """Providers a worker is applying ads for."""
@@ -389,6 +485,11 @@ class Ingester:
     @property
     def idle(self) -> bool:
         return not (self._waiting or self._handlers or self._workers)
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of state: a request, a handler or worker ending, an ad
+        processed or out of a worker's hands (``applying``)."""
+        await self._changed.wait()
 
     async def wait_idle(self) -> None:
         """Return once no sync is pending or running and no provider has staged work.

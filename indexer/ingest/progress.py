@@ -86,6 +86,9 @@ class IngestObserver(Protocol):
 
     def multihashes_indexed(self, count: int) -> None: ...
 
+    def ad_ingested(self, provider: bytes, multihashes: int, seconds: float) -> None:
+        """A provider's ad was processed: its multihashes and the time its worker took."""
+
 
 class NullObserver:
     def sync_finished(self, progress: SyncProgress, ok: bool) -> None:
@@ -95,4 +98,7 @@ class NullObserver:
         pass
 
     def multihashes_indexed(self, count: int) -> None:
+        pass
+
+    def ad_ingested(self, provider: bytes, multihashes: int, seconds: float) -> None:
         pass

@@ -113,6 +113,13 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         ),
     ] = 5
     history: Annotated[int, _doc("publishers whose last sync progress is kept in memory")] = 4096
+    freeze_at_percent: Annotated[
+        float,
+        _doc(
+            "percent of the data directory's disk in use at which the indexer freezes: it stops "
+            "ingesting content, keeps serving find and recording announces; <= 0: never"
+        ),
+    ] = 95.0
     compact_idle: Annotated[
         float, _doc("seconds between sweeps dropping the keys of removed contexts")
     ] = 60.0

@@ -16,6 +16,7 @@ Rules this module keeps:
   ``IndexStore``, or a cluster's (``indexer.cluster.apply``), whose ``hold`` claims the provider
   for the run.  A ``HANDED_OVER`` failure (``NotOwner``, ``LeaseLost``, ``StoreFenced``: another
   node owns the provider now) is never an ad's failure: the run ends, the ad stays staged.
+- ``paused`` (the indexer is frozen) ends the run before the next ad; the ad in hand finishes.
 - One fetcher per (publisher, addresses) for the worker's life, closed when it ends; at most
   ``slots`` workers apply an ad at once across the node (``FairSlots``: a worker slow on its
   publisher is moved aside for a newcomer after a while).
@@ -66,6 +67,7 @@ class Worker:
     on_processed: Callable[[Entry, bool], None]
     clock: Callable[[], float] = time.time
     ahead: AheadBlocks | None = None  # what the walk fetched for these ads
+    paused: Callable[[], bool] = lambda: False  # frozen: the run ends before its next ad
     _fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = field(default_factory=dict)
 
     async def run(self) -> None:
@@ -88,7 +90,7 @@ class Worker:
                 background.cancel_scope.cancel()
 
     async def _work(self, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
-        while (entry := self.staging.next_entry(self.provider)) is not None:
+        while not self.paused() and (entry := self.staging.next_entry(self.provider)) is not None:
             if self.config.prefetch:
                 upcoming = self.staging.upcoming(entry, self.config.prefetch)
                 prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)

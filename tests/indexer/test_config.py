@@ -67,6 +67,7 @@ BEFORE = {
     "ingest.history": 4096,
     "ingest.first_sync_depth": 0,
     "ingest.resend_direct_announce": False,
+    "ingest.freeze_at_percent": 95.0,  # issue 13
     "http.body_timeout": 10.0,
     "http.head_timeout": 10.0,
     "http.idle_timeout": 60.0,

@@ -111,3 +111,22 @@ def test_upcoming_lists_the_ads_after_the_next_one(area: StagingArea) -> None:
         entry = area.next_entry(P)
         assert entry is not None
     assert entry.ad.cid == b"c4" and area.upcoming(entry, 3) == []  # the stack's last ad
+
+
+def test_drop_provider_removes_its_stacks_unapplied(area: StagingArea) -> None:
+    other = b"\x00\x03oth"
+    walk_id, base = walk(area, P, chain(5))
+    area.spill(walk_id, [(other, 0, StagedAd(cid=b"o0", raw=b"o0"))])
+    area.commit_walk(walk_id, {P: 5, other: 1}, base_seq=base)
+    entry = area.next_entry(P)
+    assert entry is not None
+    area.save_progress(entry, b"half", [])
+    assert area.drop_provider(P, batch=4) == 5  # batches of at most 4 writes
+    assert area.stacks(P) == [] and area.providers() == [other]
+    assert area.load_progress(entry.ad.cid) is None
+    assert not any(area.is_known(c) for c in chain(5))
+    assert area.is_known(b"o0")  # the other provider's stack keeps its walk
+    assert [a.ad.cid for a in [area.next_entry(other)] if a] == [b"o0"]
+    area.finish(area.next_entry(other), ok=True)  # type: ignore[arg-type]
+    assert list(area.kv.scan(b"W")) == [] and area.providers() == []
+    assert area.drop_provider(P) == 0

@@ -156,3 +156,27 @@ def test_a_context_indexed_with_its_hashed_key_keeps_it(kv: KVStore) -> None:
     kv.write_batch(IndexStore.remove_value(value_key(P1, b"A"), P1, b"A"))
     assert index.lookup(multihash(1)) == [] and index.allocated(P1, b"A") is None
     assert index.allocate(P1, b"A") == (1).to_bytes(8, "big")  # a fresh one after removal
+
+
+def test_remove_provider_batch_is_bounded_and_leaves_others(kv: KVStore) -> None:
+    index: IndexStore[KVStore] = IndexStore(kv)
+    for i in range(7):
+        for provider in (P1, P2):
+            vk = index.allocate(provider, b"ctx%d" % i)
+            kv.write_batch(
+                [
+                    *index.put_value_at(vk, provider, b"ctx%d" % i, b"m"),
+                    *index.put_multihashes(vk, [multihash(i)]),
+                ]
+            )
+    kv.write_batch(index.put_provider(P1, ProviderRecord(["/ip4/1.2.3.4/tcp/1"])))
+    assert index.has_contexts(P1)
+    removed = []
+    while n := index.remove_provider_batch(P1, 3):
+        removed.append(n)
+    assert removed == [3, 3, 1]  # never more than the batch
+    assert not index.has_contexts(P1) and index.has_contexts(P2)
+    assert [r.provider for r in index.lookup(multihash(4))] == [P2]
+    assert index.allocated(P1, b"ctx4") is None and index.allocated(P2, b"ctx4") is not None
+    kv.write_batch(index.remove_provider_record(P1))
+    assert index.provider(P1) is None

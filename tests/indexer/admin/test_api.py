@@ -104,8 +104,11 @@ async def test_sync_shows_staged_work_then_indexes_it(node: tuple[Node, httpx.As
     n, client = node
     r = await client.post(f"/ingest/sync/{n.peer}", json=f"{n.addr}/p2p/{n.peer}")
     assert r.status_code == 202, r.text
-    # The walk commits (ads are not gated); the worker then waits on the first entry chunk.
-    rows = await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
+    # The walk commits (ads are not gated); the worker then waits on the first entry chunk.  The
+    # worker starts once the sync has closed its fetcher: a request may land between the two.
+    rows = await _until(
+        lambda rows: rows and rows[0]["pending_ads"] == 3 and rows[0]["working"], client, "/staging"
+    )
     [row] = rows
     assert row["provider"] == n.peer and row["stacks"] == 1 and row["working"] is True
     assert row["publishers"] == [n.peer]
