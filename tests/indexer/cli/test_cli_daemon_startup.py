@@ -1,0 +1,174 @@
+"""``indexer daemon``'s start-up mistakes: each is exactly one line on stderr and exit 2.
+
+Every daemon runs as the installed ``indexer`` script.  A refused one is checked with
+``one_line_error`` (the whole of stderr is the one error line: the checks come before the first
+log line) and, where the data directory holds the trap of ``tests.indexer.test_security``, the
+directory is checked to be untouched.  The "in use" cases run a second daemon beside a REAL
+first one (same data directory, same libp2p port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_publisher_cli import INDEXER
+from tests.indexer.cli.test_cli_admin import clean_env, one_line_error
+from tests.indexer.test_security import daemon
+
+LOOPBACK = ["--find-addr", "127.0.0.1:0", "--ingest-addr", "127.0.0.1:0"]
+LOOPBACK += ["--admin-addr", "127.0.0.1:0"]
+
+
+def run(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``indexer daemon`` on ``data`` with every HTTP server on a free port (libp2p per args)."""
+    command = [INDEXER, "daemon", "--data-dir", str(data), "--json", *LOOPBACK, *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, env=clean_env()
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(data: Path, *args: str) -> Iterator[dict[str, object]]:
+    """A real daemon until the block ends; yields its start-up JSON line."""
+    data.mkdir(parents=True, exist_ok=True)
+    command = [INDEXER, "daemon", "--data-dir", str(data), "--json", *LOOPBACK, *args]
+    with (data.parent / f"{data.name}.log").open("w") as log:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, env=clean_env()
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line, (data.parent / f"{data.name}.log").read_text()
+            yield json.loads(line)
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "addr", "message"),
+    [
+        ("--find-addr", "localhost", "--find-addr 'localhost' is not HOST:PORT (e.g. 127.0.0.1:"),
+        ("--ingest-addr", "127.0.0.1:http", "--ingest-addr '127.0.0.1:http' is not HOST:PORT"),
+        ("--admin-addr", "127.0.0.1:", "--admin-addr '127.0.0.1:' is not HOST:PORT"),
+        ("--find-addr", "127.0.0.1:99999", "port 99999 is not 0 to 65535"),
+        ("--ingest-addr", "::1:3001", "an IPv6 host goes in brackets, e.g. [::1]:3001"),
+        ("--admin-addr", "[nope]:3002", "'nope' in brackets is not an IPv6 address"),
+        ("--find-addr", "nosuch.invalid:3000", "cannot listen on nosuch.invalid:3000 (find)"),
+    ],
+)
+def test_a_bad_http_address_is_one_line(tmp_path: Path, flag: str, addr: str, message: str) -> None:
+    out = daemon(tmp_path / "idx", "--admin-addr", "127.0.0.1:0", flag, addr)
+    one_line_error(out, 2, message)
+    assert os.listdir(tmp_path / "idx") == ["db"]  # refused before anything was written
+
+
+def test_an_address_from_the_config_file_is_named_by_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nadmin_addr = "3002"\n')
+    out = daemon(tmp_path / "idx", "--config", str(config))
+    one_line_error(out, 2, f"server.admin_addr in {config} '3002' is not HOST:PORT")
+    assert os.listdir(tmp_path / "idx") == ["db"]
+
+
+@pytest.mark.parametrize(
+    ("addr", "message"),
+    [
+        ("garbage", "--p2p-addr 'garbage' is not a multiaddr: give /ip4/HOST/tcp/PORT"),
+        ("/ip4/127.0.0.1", "is not a TCP address libp2p can listen on"),
+        ("/ip4/127.0.0.1/udp/3003/quic-v1", "is not a TCP address libp2p can listen on"),
+        ("/dns4/localhost/tcp/3003", "is not a TCP address libp2p can listen on"),
+        ("/ip4/127.0.0.1/tcp/99999", "is not a multiaddr"),
+    ],
+)
+def test_a_bad_p2p_address_is_one_line(tmp_path: Path, addr: str, message: str) -> None:
+    data = tmp_path / "idx"
+    out = run(data, "--p2p-addr", addr)
+    one_line_error(out, 2, message, "or --no-p2p")
+    assert not data.exists()  # the data directory was not even made
+
+
+@pytest.mark.parametrize("server", ["find", "ingest", "admin"])
+def test_a_port_in_use_is_one_line_naming_the_address_and_the_server(
+    tmp_path: Path, server: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        out = run(tmp_path / "idx", "--no-p2p", f"--{server}-addr", addr)
+    line = one_line_error(out, 2, f"cannot listen on {addr} ({server}): Address already in use")
+    assert f"give --{server}-addr another port" in line
+    assert not (tmp_path / "idx").exists()
+
+
+def test_two_servers_on_one_port_is_one_line(tmp_path: Path) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    out = run(tmp_path / "idx", "--no-p2p", "--find-addr", addr, "--admin-addr", addr)
+    one_line_error(out, 2, f"cannot listen on {addr} (admin): Address already in use")
+
+
+def test_a_data_directory_in_use_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "idx"
+    with running(data, "--no-p2p"):
+        before = sorted(os.listdir(data))
+        out = run(data, "--no-p2p")
+        one_line_error(
+            out, 2,
+            f"another indexer daemon is using {data} (stop it, or give --data-dir another "
+            "directory)",
+        )  # fmt: skip
+        assert sorted(os.listdir(data)) == before
+
+
+def test_a_second_daemon_cannot_share_the_libp2p_port(tmp_path: Path) -> None:
+    p2p = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    with running(tmp_path / "first", "--p2p-addr", p2p) as info:
+        assert info["p2p_addrs"] == [f"{p2p}/p2p/{info['peer_id']}"]
+        out = run(tmp_path / "second", "--p2p-addr", p2p)
+        line = one_line_error(out, 2, f"cannot listen on {p2p} (p2p): Address already in use")
+        assert "give --p2p-addr another port, or --no-p2p" in line
+        assert not (tmp_path / "second").exists()
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    # Root ignores permissions, so the mistake is a data directory under a regular file.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    out = run(blocker / "idx", "--no-p2p")
+    one_line_error(
+        out, 2, f"cannot create the data directory {blocker / 'idx'}: {blocker} is a file",
+        "give --data-dir a directory you can write",
+    )  # fmt: skip
+    out = run(blocker, "--no-p2p")
+    one_line_error(out, 2, f"the data directory {blocker} is not a directory")
+    assert blocker.read_text() == "not a directory\n"
+    out = subprocess.run(
+        [INDEXER, "init", "--data-dir", str(blocker / "idx")], capture_output=True, text=True,
+        timeout=60, check=False, env=clean_env(),
+    )  # fmt: skip
+    one_line_error(out, 2, f"cannot create the data directory {blocker / 'idx'}")
+
+
+def test_a_corrupt_identity_key_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "idx"
+    data.mkdir()
+    (data / "identity.key").write_bytes(b"junk")
+    out = run(data, "--no-p2p")
+    one_line_error(out, 2, f"cannot use {data / 'identity.key'}: ", "move it away")
+    assert os.listdir(data) == ["identity.key"]
