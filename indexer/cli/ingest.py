@@ -3,6 +3,8 @@
 The daemon (``indexer daemon``) does the same continuously; this one-shot form is for scripts,
 tests and recovery.  It first resumes whatever a previous run left staged (a crash or a kill is
 safe at any moment), then syncs every ``--publisher`` and waits until nothing is left to index.
+A publisher whose sync failed (unreachable, refused, a broken chain) ends it with one line on
+stderr naming it and why, exit 1, after whatever the others gave was indexed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 import click
 import trio
 
+from indexer.cli.find import one_line
 from indexer.daemon import DB_DIR
-from indexer.errors import CliError
+from indexer.errors import CliError, CommandFailed
 from indexer.ingest.engine import Ingester
 from indexer.logs import configure_logging
 from store import KV
@@ -57,12 +60,27 @@ def ingest(data_dir: Path, publishers: tuple[str, ...], as_json: bool) -> None:
             for r in ingester.results
         ]
         keys = ingester.index.count_keys()
+        failed = _failures(ingester, targets)
+    if failed:
+        more = f" (and {len(failed) - 1} more publishers)" if len(failed) > 1 else ""
+        raise CommandFailed(failed[0] + more)
     if as_json:
         click.echo(json.dumps({"synced": synced, "indexed_multihash_keys": keys}, indent=2))
         return
     for s in synced:
         click.echo(f"synced {s['publisher']}: {s['walked']} new ads")
     click.echo(f"the index holds {keys} multihash keys")
+
+
+def _failures(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> list[str]:
+    """One line per publisher whose sync failed (no result, an error recorded)."""
+    synced = {r.publisher.raw for r in ingester.results}
+    failed = []
+    for peer, addr in targets:
+        progress = ingester.progress.get(peer.raw)
+        if peer.raw not in synced and progress is not None and progress.error:
+            failed.append(f"sync of {peer} at {addr} failed: {one_line(progress.error)}")
+    return failed
 
 
 async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> None:
