@@ -31,6 +31,7 @@ from indexer.cli.startup import (
     check_data_dir,
     check_data_dir_path,
     check_http_addr,
+    check_not_in_use,
     check_p2p_addr,
     check_ports,
 )
@@ -73,7 +74,7 @@ def _init(data_dir: Path) -> tuple[bool, PrivateKey]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def init(data_dir: Path, as_json: bool) -> None:
     """Write a commented config file and an identity key."""
-    check_data_dir(data_dir, key_file=KEY_FILE, db_dir=DB_DIR)
+    check_data_dir(data_dir, key_file=KEY_FILE)
     created, key = _init(data_dir)
     if not created:
         raise CliError(f"{data_dir} is already initialised ({KEY_FILE} exists)")
@@ -151,8 +152,9 @@ def daemon(
         check_exposure(config, token)  # refused here, before the data directory is touched
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    check_not_in_use(data_dir, db_dir=DB_DIR)  # `make run` twice: this, not a port in use
     check_ports(listen)
-    check_data_dir(data_dir, key_file=KEY_FILE, db_dir=DB_DIR)
+    check_data_dir(data_dir, key_file=KEY_FILE)
     try:
         _, key = _init(data_dir)
     except (OSError, ValueError, SyncError) as exc:  # an unreadable or corrupt identity.key

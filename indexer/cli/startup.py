@@ -17,10 +17,10 @@ Rules this module keeps:
   reservation: a port taken between it and the real bind is still reported (``indexer.cli
   .daemon``), after the first log lines.
 - ``check_data_dir_path`` (before the config file under it is read) refuses a data directory
-  that is a file or lies under one; ``check_data_dir`` makes the data directory (and its
-  parents) or says why it cannot; a directory whose database another daemon holds (LevelDB's
-  lock) is refused naming both fixes.  The database is only opened when it exists, never
-  created here.
+  that is a file or lies under one; ``check_not_in_use`` (before the ports, so ``make run`` twice
+  names the real cause) refuses a directory whose database another daemon holds (LevelDB's
+  lock), naming both fixes: the database is only opened when it exists, never created here;
+  ``check_data_dir`` makes the data directory (and its parents) or says why it cannot.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "check_data_dir",
     "check_data_dir_path",
     "check_http_addr",
+    "check_not_in_use",
     "check_p2p_addr",
     "check_ports",
 ]
@@ -146,8 +147,8 @@ def check_data_dir_path(data_dir: Path) -> None:
         raise CliError(f"cannot create the data directory {data_dir}: {ancestor} is a file ({fix})")
 
 
-def check_data_dir(data_dir: Path, *, key_file: str, db_dir: str) -> None:
-    """The data directory exists (made here) and is usable, and no daemon holds its database."""
+def check_data_dir(data_dir: Path, *, key_file: str) -> None:
+    """The data directory exists (made here) and is usable."""
     fix = "give --data-dir a directory you can write"
     check_data_dir_path(data_dir)
     try:
@@ -160,6 +161,10 @@ def check_data_dir(data_dir: Path, *, key_file: str, db_dir: str) -> None:
     key = data_dir / key_file
     if key.exists() and not os.access(key, os.R_OK):
         raise CliError(f"cannot read {key}: permission denied (make it readable by this user)")
+
+
+def check_not_in_use(data_dir: Path, *, db_dir: str) -> None:
+    """No other daemon holds the data directory's database (LevelDB's lock); nothing made."""
     db = data_dir / db_dir
     if db.is_dir():
         from store import KV, StoreLocked, StoreNotFound

@@ -136,6 +136,16 @@ def test_a_data_directory_in_use_is_one_line(tmp_path: Path) -> None:
         assert sorted(os.listdir(data)) == before
 
 
+def test_make_run_twice_names_the_data_directory_not_a_port(tmp_path: Path) -> None:
+    data = tmp_path / "idx"
+    same = [f"--{name}-addr" for name in ("find", "ingest", "admin")]
+    same = [x for flag in same for x in (flag, f"127.0.0.1:{free_port()}")]
+    same += ["--p2p-addr", f"/ip4/127.0.0.1/tcp/{free_port()}"]
+    with running(data, *same):
+        out = run(data, *same)  # every port is taken too: the data directory is the cause
+        one_line_error(out, 2, f"another indexer daemon is using {data}")
+
+
 def test_a_second_daemon_cannot_share_the_libp2p_port(tmp_path: Path) -> None:
     p2p = f"/ip4/127.0.0.1/tcp/{free_port()}"
     with running(tmp_path / "first", "--p2p-addr", p2p) as info:
