@@ -163,6 +163,9 @@ def daemon(
             "for a new identity)"
         ) from None
     run = _Run(Daemon(data_dir, config, key, admin_token=token), as_json)
+    # SIGINT is the signal receiver's inside _Run.main, ignored outside it: a Ctrl-C never lands
+    # in trio's own start-up or teardown (a TrioInternalError), nor in LevelDB's close.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         trio.run(run.main)
     except BaseExceptionGroup as group:

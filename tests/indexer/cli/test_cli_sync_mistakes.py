@@ -4,13 +4,16 @@
 closed port: reaching it would be a different error); ``indexer ingest`` of an unreachable
 publisher exits 1 naming it; Ctrl-C of ``admin sync --wait`` (a real subprocess and real
 signals, a real daemon syncing a publisher that holds every request) says the sync goes on in
-the daemon and exits 130, also when a second Ctrl-C follows at once.
+the daemon and exits 130, also when a second Ctrl-C follows at once; so does Ctrl-C of
+``indexer ingest`` in the middle of a fetch (no trio error, no traceback).
 """
 
 from __future__ import annotations
 
+import http.server
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 
 from sync import PrivateKey
 from tests.e2e.test_publisher_cli import INDEXER
+from tests.httpstub import StubServer
 from tests.indexer.cli.test_cli_admin import (
     Daemon,
     HeldPublisher,
@@ -99,4 +103,37 @@ def test_ctrl_c_of_sync_wait_says_the_sync_goes_on(
     assert stderr.strip() == (
         f"interrupted: the sync of {peer} goes on in the daemon (follow it with "
         "`indexer admin publishers`)"
+    )
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_of_ingest_mid_fetch_exits_130_in_one_line(tmp_path: Path, signals: int) -> None:
+    asked, release = threading.Event(), threading.Event()
+
+    def hold(request: http.server.BaseHTTPRequestHandler) -> None:
+        asked.set()
+        release.wait(30)
+        request.send_error(404)
+
+    stub = StubServer(hold)
+    peer = str(PrivateKey.generate().peer_id())
+    args = [INDEXER, "ingest", "--data-dir", str(tmp_path / "idx")]
+    args += ["--publisher", f"{stub.addr}/p2p/{peer}"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        assert asked.wait(30), "ingest never asked the publisher"
+        for _ in range(signals):
+            proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)  # well before the 30 s fetch timeout
+    finally:
+        proc.kill()
+        release.set()
+        stub.close()
+    assert proc.returncode == 130, stderr
+    assert stdout == "" and "Traceback" not in stderr and "Trio" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "interrupted: what was staged is indexed by the next `indexer ingest` (or the daemon) on "
+        "this data directory"
     )
