@@ -4,13 +4,15 @@ Every daemon runs as the installed ``indexer`` script.  A refused one is checked
 ``one_line_error`` (the whole of stderr is the one error line: the checks come before the first
 log line) and, where the data directory holds the trap of ``tests.indexer.test_security``, the
 directory is checked to be untouched.  The "in use" cases run a second daemon beside a REAL
-first one (same data directory, same libp2p port).
+first one (same data directory, same libp2p port).  Ctrl-C, once or twice, stops a running
+daemon without a traceback or a trio error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -182,3 +184,26 @@ def test_a_corrupt_identity_key_is_one_line(tmp_path: Path) -> None:
     out = run(data, "--no-p2p")
     one_line_error(out, 2, f"cannot use {data / 'identity.key'}: ", "move it away")
     assert os.listdir(data) == ["identity.key"]
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_stops_the_daemon_without_a_trio_error(tmp_path: Path, signals: int) -> None:
+    data = tmp_path / "idx"
+    data.mkdir()
+    command = [INDEXER, "daemon", "--data-dir", str(data), "--json", *LOOPBACK, "--no-p2p"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["peer_id"]
+        for _ in range(signals):
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    # One: a clean stop. Two: the second exits at once (130) or lands after the close (ignored).
+    assert proc.returncode in ((0,) if signals == 1 else (0, 130)), stderr
+    assert "Traceback" not in stderr and "Trio" not in stderr, stderr
+    if proc.returncode == 0:
+        assert "LevelDB closed" in stderr.strip().splitlines()[-1]
