@@ -207,3 +207,22 @@ def test_ctrl_c_stops_the_daemon_without_a_trio_error(tmp_path: Path, signals: i
     assert "Traceback" not in stderr and "Trio" not in stderr, stderr
     if proc.returncode == 0:
         assert "LevelDB closed" in stderr.strip().splitlines()[-1]
+
+
+def test_publisher_serve_on_a_taken_libp2p_port_is_one_line(tmp_path: Path) -> None:
+    pub = tmp_path / "pub"
+    init = [INDEXER, "publisher", "init", "--data-dir", str(pub)]
+    subprocess.run(init, capture_output=True, check=True, timeout=60, env=clean_env())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        p2p = f"/ip4/127.0.0.1/tcp/{taken.getsockname()[1]}"
+        serve = [INDEXER, "publisher", "serve", "--data-dir", str(pub), "--listen", "127.0.0.1:0"]
+        out = subprocess.run(
+            [*serve, "--p2p-listen", p2p], capture_output=True, text=True, timeout=60,
+            check=False, env=clean_env(),
+        )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"error: cannot listen on {p2p} (p2p): Address already in use", last
