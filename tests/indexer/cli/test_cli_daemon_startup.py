@@ -226,3 +226,27 @@ def test_publisher_serve_on_a_taken_libp2p_port_is_one_line(tmp_path: Path) -> N
     assert "Traceback" not in out.stderr and out.stdout == ""
     last = out.stderr.strip().splitlines()[-1]
     assert last == f"error: cannot listen on {p2p} (p2p): Address already in use", last
+
+
+def test_a_start_up_failure_after_the_checks_is_still_exit_2_and_a_runtime_one_exit_1() -> None:
+    """A port or the database taken between the checks and the real bind (a race the checks
+    cannot close) is still a start-up mistake; a store or etcd that is down is not."""
+    from indexer.cli.daemon import _start_failure
+    from indexer.errors import CliError, CommandFailed, EtcdUnavailable
+    from store import StoreLocked, StoreUnavailable
+
+    data = Path("d")
+    taken = OSError("cannot listen on 127.0.0.1:3000 (find): Address already in use")
+    cases: list[tuple[BaseException, bool, type[Exception], str]] = [
+        (taken, False, CliError, "cannot listen on 127.0.0.1:3000 (find)"),
+        (StoreLocked("locked"), False, CliError, "another indexer daemon is using d"),
+        (StoreUnavailable("down"), False, CommandFailed, "cluster store: down"),
+        (EtcdUnavailable("no etcd"), False, CommandFailed, "no etcd"),
+        (taken, True, CommandFailed, "cannot listen on"),  # once running: a failure, exit 1
+    ]
+    for exc, started, kind, text in cases:
+        group = BaseExceptionGroup("nursery", [BaseExceptionGroup("inner", [exc])])
+        out = _start_failure(group, started, data)
+        assert type(out) is kind and text in str(out), (exc, started, out)
+    two = BaseExceptionGroup("nursery", [taken, ValueError("bug")])
+    assert _start_failure(two, False, data) is two  # not one failure: left as it is
