@@ -14,6 +14,10 @@ Rules this module keeps:
 - Errors are one line on stderr, never a traceback: bad input (a peer ID, a multiaddr, a data
   directory) exits 2 (``CliError``); what the daemon refuses or cannot do (no daemon, a sync
   already running, an unknown provider, a failed sync) exits 1 (``CommandFailed``).
+- ``sync --addr`` must name a transport: an HTTP address (``/http``, ``/https``) or a libp2p one
+  (ending in ``/p2p/<peer ID>``); a bare ``/ip4/../tcp/N`` is refused with the fix (exit 2).
+  Ctrl-C of ``sync --wait`` stops following, not the sync: one line says it goes on in the
+  daemon, exit 130, and a second Ctrl-C changes nothing.
 - ``--json`` prints one JSON document; ``sync --wait`` draws a progress bar only when stdout is a
   terminal and ``--json`` is off, and stops when the sync has finished and nothing of the
   publisher is left staged (it never relies on the multihash count).
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -143,9 +148,14 @@ def sync(
     peer = parse_peer(peer_text, "publisher")
     if addr is not None:
         try:
-            publisher_endpoint([addr], peer)
+            endpoint = publisher_endpoint([addr], peer)
         except BadMultiaddr as exc:
             raise CliError(f"--addr: {exc}") from None
+        if not endpoint.urls and "/p2p/" not in addr:
+            raise CliError(
+                f"--addr {addr} names no transport to fetch from: add /http for an HTTP "
+                f"publisher (e.g. {addr.rstrip('/')}/http), or /p2p/{peer} for a libp2p one"
+            )
     params = {"depth": str(depth)} if depth is not None else {}
     if resync:
         params["resync"] = "true"
@@ -164,7 +174,16 @@ def sync(
                 click.echo(f"sync of {peer} started")
             return
         bar = sys.stdout.isatty() and not as_json
-        row = _follow(api, peer, _bar_updater() if bar else None)
+        try:
+            row = _follow(api, peer, _bar_updater() if bar else None)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
+            click.echo(
+                f"interrupted: the sync of {peer} goes on in the daemon (follow it with "
+                f"`indexer admin publishers`)",
+                err=True,
+            )
+            raise click.exceptions.Exit(130) from None
     if as_json:
         echo_json(row)
         return

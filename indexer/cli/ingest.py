@@ -3,18 +3,23 @@
 The daemon (``indexer daemon``) does the same continuously; this one-shot form is for scripts,
 tests and recovery.  It first resumes whatever a previous run left staged (a crash or a kill is
 safe at any moment), then syncs every ``--publisher`` and waits until nothing is left to index.
+A publisher whose sync failed (unreachable, refused, a broken chain) ends it with one line on
+stderr naming it and why, exit 1, after whatever the others gave was indexed.  Ctrl-C (or
+SIGTERM) stops it in one line, exit 130; a second Ctrl-C changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import click
 import trio
 
+from indexer.cli.find import one_line
 from indexer.daemon import DB_DIR
-from indexer.errors import CliError
+from indexer.errors import CliError, CommandFailed
 from indexer.ingest.engine import Ingester
 from indexer.logs import configure_logging
 from store import KV
@@ -49,14 +54,27 @@ def ingest(data_dir: Path, publishers: tuple[str, ...], as_json: bool) -> None:
     targets = [split_publisher(p) for p in publishers]
     configure_logging()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Ctrl-C is the signal receiver's inside trio.run, ignored outside it: it never lands in
+    # trio's own start-up or teardown, nor half-way through closing LevelDB.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with KV(data_dir / DB_DIR) as kv:
         ingester = Ingester(kv, http_fetcher)
-        trio.run(_run, ingester, targets)
+        if trio.run(_run, ingester, targets):
+            click.echo(
+                "interrupted: what was staged is indexed by the next `indexer ingest` (or the "
+                "daemon) on this data directory",
+                err=True,
+            )
+            raise click.exceptions.Exit(130)
         synced = [
             {"publisher": str(r.publisher), "head": str(r.head), "walked": r.walked}
             for r in ingester.results
         ]
         keys = ingester.index.count_keys()
+        failed = _failures(ingester, targets)
+    if failed:
+        more = f" (and {len(failed) - 1} more publishers)" if len(failed) > 1 else ""
+        raise CommandFailed(failed[0] + more)
     if as_json:
         click.echo(json.dumps({"synced": synced, "indexed_multihash_keys": keys}, indent=2))
         return
@@ -65,10 +83,33 @@ def ingest(data_dir: Path, publishers: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"the index holds {keys} multihash keys")
 
 
-async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ingester.run)
-        for peer, addr in targets:
-            ingester.request_sync(peer, [addr])
-        await ingester.wait_idle()
-        nursery.cancel_scope.cancel()
+def _failures(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> list[str]:
+    """One line per publisher whose sync failed (no result, an error recorded)."""
+    synced = {r.publisher.raw for r in ingester.results}
+    failed = []
+    for peer, addr in targets:
+        progress = ingester.progress.get(peer.raw)
+        if peer.raw not in synced and progress is not None and progress.error:
+            failed.append(f"sync of {peer} at {addr} failed: {one_line(progress.error)}")
+    return failed
+
+
+async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> bool:
+    """Sync and index until idle; True when SIGINT or SIGTERM ended it first."""
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                nonlocal interrupted
+                await signals.__anext__()  # a second one is read by nobody: nothing happens
+                interrupted = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            await nursery.start(ingester.run)
+            for peer, addr in targets:
+                ingester.request_sync(peer, [addr])
+            await ingester.wait_idle()
+            nursery.cancel_scope.cancel()
+    return interrupted

@@ -47,7 +47,9 @@ assert serve.name in publisher.commands  # registered on import
 def main() -> None:
     """Console-script entry point."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)  # a command's click Exit(N) is returned as N
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -1,7 +1,9 @@
 """``indexer publisher serve``: run a ``PublisherNode`` until SIGINT or SIGTERM.
 
 On start it prints where it serves (URL, peer ID, multiaddrs): a table, or one JSON line with
-``--json`` so scripts and tests can read it; logs go to stderr as structured lines.
+``--json`` so scripts and tests can read it; logs go to stderr as structured lines.  A port it
+cannot listen on (``--listen``, or ``--p2p-listen``: taken even by a host that would share it
+through ``SO_REUSEPORT``) is one line naming it, exit 2.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def serve(
         trio.run(_main, PublisherNode(pub, config), as_json)
     except KeyboardInterrupt:
         pass
+    except BaseExceptionGroup as group:  # a port in use (HTTP or libp2p): one line, exit 2
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, OSError):
+            raise CliError(" ".join(str(leaf).split())) from None
+        raise
     finally:
         pub.close()
 

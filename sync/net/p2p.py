@@ -13,11 +13,15 @@ Rules this module keeps:
 - Host addresses are printed in full, ``<transport addr>/p2p/<peer id>``, the form announces and
   ``peer_info`` consume.
 - ``open_host`` is an async context manager: the host listens inside the block and is closed
-  (listeners, connections, background tasks) when the block exits, also on error.
+  (listeners, connections, background tasks) when the block exits, also on error.  A fixed TCP
+  port that is taken is an ``OSError`` ("cannot listen on ADDR (p2p): ...") before the host
+  starts: py-libp2p's listeners set ``SO_REUSEPORT``, so without this check a second host on
+  the same port would share it silently (Linux splits the connections between them).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -75,6 +79,8 @@ async def open_host(key: PrivateKey, listen: Sequence[str]) -> AsyncIterator[IHo
     """A running host with identity ``key`` listening on ``listen`` (``/ip4/.../tcp/0`` works)."""
     pair = libp2p_keypair(key)
     addrs = [_multiaddr(a) for a in listen]
+    for addr in addrs:
+        _port_free(addr)
     host = new_host(
         key_pair=pair,
         sec_opt=_security(pair),
@@ -90,6 +96,24 @@ async def open_host(key: PrivateKey, listen: Sequence[str]) -> AsyncIterator[IHo
             # and leaves dialed sockets open until garbage collection.
             with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT):
                 await host.close()
+
+
+def _port_free(addr: multiaddr.Multiaddr) -> None:
+    """Refuse a fixed TCP port that is taken: bound here WITHOUT ``SO_REUSEPORT``, which
+    py-libp2p sets on its listeners, so a second host cannot silently share a port."""
+    items = list(addr.items())
+    names = [p.name for p, _ in items]
+    if names not in (["ip4", "tcp"], ["ip6", "tcp"]) or str(items[1][1]) == "0":
+        return
+    family = socket.AF_INET if names[0] == "ip4" else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((str(items[0][1]), int(str(items[1][1]))))
+            sock.listen()
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise OSError(f"cannot listen on {addr} (p2p): {why}") from None
 
 
 def host_addrs(host: IHost) -> list[str]:

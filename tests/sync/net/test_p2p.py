@@ -50,6 +50,17 @@ async def test_host_identity_is_our_key(key_type: KeyType) -> None:
             assert [str(p) for p in dialer.get_connected_peers()] == [str(key.peer_id())]
 
 
+async def test_a_second_host_cannot_share_a_taken_port() -> None:
+    """py-libp2p's listeners set SO_REUSEPORT; ``open_host`` refuses a taken port anyway."""
+    with trio.fail_after(10):
+        async with open_host(PrivateKey.generate(), LOOPBACK) as first:
+            taken = host_addrs(first)[0].rpartition("/p2p/")[0]
+            with pytest.raises(OSError, match=rf"^cannot listen on {taken} \(p2p\): .*in use"):
+                async with open_host(PrivateKey.generate(), [taken]):
+                    pass  # pragma: no cover - the host must not start
+            assert host_addrs(first)[0].startswith(taken)  # the first one is unharmed
+
+
 async def test_ipnisync_over_libp2p() -> None:
     key = PrivateKey.generate()
     source = MemorySource()
