@@ -3,15 +3,17 @@
 Rules this module keeps:
 
 - One source for every setting: the section Structs (``Server``, ``IngestConfig`` from
-  ``indexer.ingest.settings``, ``Http``, ``Policy`` from ``indexer.policy``), each field with its
-  default and a ``msgspec.Meta(description=...)``.  ``TEMPLATE`` (what ``indexer init`` writes:
-  every setting, commented, at its default) and ``markdown_table()`` (the README's table) are
-  generated from them; nothing else restates a default.
+  ``indexer.ingest.settings``, ``Http``, ``Policy`` from ``indexer.policy``, ``P2p``,
+  ``Cluster``), each field with its default and a ``msgspec.Meta(description=...)``.
+  ``TEMPLATE`` (what ``indexer init`` writes: every setting, commented, at its default) and
+  ``markdown_table()`` (the README's table) are generated from them;
+  nothing else restates a default.
 - A missing file, section or key means the default (``load_config(path, required=True)``, for a
   file named on the command line, makes a missing file an error).  Decoding is strict
   (``forbid_unknown_fields``, no lax conversion but int to float): a TOML syntax error, an unknown
-  key, a value of the wrong type, an ``[http]`` deadline, rate or cap that is not positive, or a
-  policy entry that is not a peer ID is ONE ``ConfigError`` line naming the file and the key.
+  key, a value of the wrong type, an ``[http]`` deadline, rate or cap that is not positive, a
+  policy entry that is not a peer ID, or a ``[p2p]`` peer entry that is not a multiaddr ending in
+  ``/p2p/<peer id>`` is ONE ``ConfigError`` line naming the file and the key.
 - Secrets stay out of this file: the admin token is read from ``$INDEXER_ADMIN_TOKEN`` or from the
   file ``admin_token_file`` names (``indexer.security``), never from a key here.
 """
@@ -32,6 +34,8 @@ from indexer.errors import ConfigError
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
 from sync.announce.message import ANNOUNCE_TOPIC
+from sync.announce.peeraddrs import parse_peer_addrs
+from sync.errors import BadMultiaddr
 from sync.net.httpmessage import Limits
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Http",
+    "P2p",
     "Server",
     "etcd_endpoints",
     "load_config",
@@ -115,6 +120,42 @@ class Http(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_admin_connections: Annotated[
         int, _positive("open connections of the admin server (same rule)")
     ] = 64
+
+
+class P2p(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Gossipsub connectivity of the libp2p host (storetheindex's Bootstrap and Peering)."""
+
+    bootstrap_peers: Annotated[
+        tuple[str, ...],
+        _doc(
+            "multiaddrs ending in /p2p/<peer id> (pubsub nodes on the announce topic) the host "
+            "dials at start and every 30 s while it has fewer than bootstrap_min_peers "
+            "connections; a failed dial is logged. storetheindex's default list is mainnet's; "
+            "ours is empty"
+        ),
+    ] = ()
+    bootstrap_min_peers: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0, description="connections below which the bootstrap peers are dialled; 0: never"
+        ),
+    ] = 4
+    peering_peers: Annotated[
+        tuple[str, ...],
+        _doc(
+            "multiaddrs ending in /p2p/<peer id> kept connected: dialled at start and redialled "
+            "5 s after they drop, the delay growing to 10 min while dials fail"
+        ),
+    ] = ()
+
+    def checked(self) -> P2p:
+        """The section itself if every entry is a peer address, else ``ValueError`` naming it."""
+        for name in ("bootstrap_peers", "peering_peers"):
+            try:
+                parse_peer_addrs(getattr(self, name))
+            except BadMultiaddr as exc:
+                raise ValueError(f"p2p.{name}: {exc}") from None
+        return self
 
 
 class Cluster(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -195,6 +236,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     http: Http = msgspec.field(default_factory=Http)
     policy: Policy = msgspec.field(default_factory=Policy)
+    p2p: P2p = msgspec.field(default_factory=P2p)
     cluster: Cluster = msgspec.field(default_factory=Cluster)
 
 
@@ -217,6 +259,7 @@ def load_config(path: Path | None, *, required: bool = False) -> Config:
     try:
         config = msgspec.convert(doc, Config)
         config.cluster.checked()
+        config.p2p.checked()
         return msgspec.structs.replace(config, policy=config.policy.normalized())
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {_explain(str(exc), doc)}") from None

@@ -5,7 +5,9 @@ starts: the ingester (which first resumes staged work and replays recorded annou
 ingest server (``PUT /announce``, ``GET /sync/status``), the find server, background index
 compaction (``indexer.ingest.maintenance``), the admin server (``indexer.admin``: storetheindex's
 admin paths, staging views, ``/metrics``) and, unless disabled, a py-libp2p host subscribed to the
-announce topic on gossipsub.  Cancelling the nursery stops them in reverse order; LevelDB is
+announce topic on gossipsub, which dials the ``[p2p]`` bootstrap peers and keeps the peering
+peers connected once subscribed (``sync.announce.peering``).
+Cancelling the nursery stops them in reverse order; LevelDB is
 closed last, by the ``with`` that opened it.
 
 Rules: the daemon owns the data directory's database (a second daemon gets a clear
@@ -313,6 +315,7 @@ class Daemon:
             if self.config.ingest.resend_direct_announce:
                 nursery.start_soon(publishing)
                 intake.republish = republish
+            nursery.start_soon(self._connectivity, host)  # after open_gossip: peers are seen
             task_status.started()
             async for sender, message in it:
                 try:  # one message must not end the subscription (nor the daemon)
@@ -323,6 +326,18 @@ class Daemon:
                 log.info(
                     "gossip announce", sender=sender, status=result.status, note=result.message
                 )
+
+    async def _connectivity(self, host: Any) -> None:
+        """Bootstrap and peering (``[p2p]``), for as long as the gossip subscription runs."""
+        from sync.announce.peeraddrs import parse_peer_addrs
+        from sync.announce.peering import bootstrap, keep_peering
+
+        p2p = self.config.p2p.checked()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                bootstrap, host, parse_peer_addrs(p2p.bootstrap_peers), p2p.bootstrap_min_peers
+            )
+            nursery.start_soon(keep_peering, host, parse_peer_addrs(p2p.peering_peers))
 
     def _register(
         self, ingester: Ingester, cluster: ClusterParts | None, policy: LivePolicy

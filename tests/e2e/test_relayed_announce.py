@@ -3,6 +3,7 @@ py-libp2p host: the daemon syncs the original publisher, not the relay that sent
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ import trio
 
 from sync import Link, Message, PrivateKey
 from sync.announce.gossip import open_gossip, publish_announce
-from sync.net.p2p import open_host, peer_info
+from sync.net.p2p import host_addrs, open_host, peer_info
 from tests.e2e.test_daemon import Daemon
 from tests.e2e.test_publisher_cli import Serving, mh_lines, ok
 
@@ -54,3 +55,47 @@ async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -
             serving.stop()
     finally:
         assert daemon.stop() == 0
+
+
+async def test_a_bootstrap_peer_of_the_config_relays_an_announce_the_daemon_syncs(
+    tmp_path: Path,
+) -> None:
+    """The daemon dials its ``[p2p] bootstrap_peers`` itself; nobody connects to it."""
+    pub = ok("init", "--data-dir", str(tmp_path / "pub"))["peer_id"]
+    added = ok("add", "--data-dir", str(tmp_path / "pub"), "--context-id", "b",
+               "--multihashes", "-", stdin=mh_lines(400, 2))  # fmt: skip
+    serving = Serving(tmp_path / "pub")
+    relay_key = PrivateKey.generate()
+    try:
+        http_addr = serving.info["http_multiaddr"].split("/p2p/")[0]
+        message = Message.create(Link.parse(added["cid"]), [http_addr])
+        message = Message(message.cid, message.addrs, orig_peer=pub)
+        [last] = mh_lines(401, 1).split()
+        found: list[str] = []
+        with trio.fail_after(60):
+            async with (
+                open_host(relay_key, ["/ip4/127.0.0.1/tcp/0"]) as host,
+                open_gossip(host) as pubsub,
+                httpx.AsyncClient(timeout=5) as client,
+            ):
+                config = tmp_path / "config.toml"
+                config.write_text(f"[p2p]\nbootstrap_peers = {json.dumps(host_addrs(host))}\n")
+                daemon = Daemon(
+                    tmp_path / "idx", "--p2p-addr", "/ip4/127.0.0.1/tcp/0",
+                    "--config", str(config),
+                )  # fmt: skip
+                try:
+                    url = f"{daemon.info['find_url']}/multihash/{last}"
+                    for _ in range(30):  # until the daemon has dialled us and subscribed
+                        await publish_announce(pubsub, message)
+                        r = await client.get(url)
+                        if r.status_code == 200:
+                            [result] = r.json()["MultihashResults"]
+                            found = [p["Provider"]["ID"] for p in result["ProviderResults"]]
+                            break
+                        await trio.sleep(1)
+                finally:
+                    assert daemon.stop() == 0
+        assert found == [pub]
+    finally:
+        serving.stop()

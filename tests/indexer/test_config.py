@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from indexer.config import (
 )
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
+from sync.announce.peeraddrs import parse_peer_addrs
 from sync.walk.entries import EntriesBudget
 from tests.builders import key
 
@@ -85,6 +87,9 @@ BEFORE = {
     "ingest.poll_silent_after": 86400.0,
     "ingest.deactivate_after": 604800.0,
     # [cluster], new with scale-out (issue 12): empty store and etcd keep the single node.
+    "p2p.bootstrap_peers": (),
+    "p2p.bootstrap_min_peers": 4,
+    "p2p.peering_peers": (),
     "cluster.store": "",
     "cluster.etcd": "",
     "cluster.node": "",
@@ -301,3 +306,40 @@ def test_a_cluster_section_with_both_urls_loads(tmp_path: Path) -> None:
     cluster = load_config(path).cluster
     assert store_nodes(cluster.store) == [("a", 1), ("b", 2)]
     assert etcd_endpoints(cluster.etcd) == ["http://a:3", "http://b:4"]
+
+
+_PEER = "12D3KooWGhufNmZHF3sv48aQeS13ng5XVJZ9E6qy2Ms4VzqeUsHk"
+
+
+@pytest.mark.parametrize("name", ["bootstrap_peers", "peering_peers"])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("not a multiaddr", "not a multiaddr"),
+        ("/ip4/127.0.0.1/tcp/4001", "not <transport multiaddr>/p2p/<peer id>"),
+        (f"/p2p/{_PEER}", "not <transport multiaddr>/p2p/<peer id>"),
+        (f"/ip4/127.0.0.1/tcp/4001/p2p/{_PEER}/tcp/1", "not <transport multiaddr>/p2p/"),
+    ],
+)
+def test_a_bad_p2p_peer_entry_is_one_line_naming_the_key(
+    tmp_path: Path, name: str, entry: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    good = f"/ip4/127.0.0.1/tcp/4001/p2p/{_PEER}"
+    path.write_text(f"[p2p]\n{name} = {json.dumps([good, entry])}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    line = str(refused.value)
+    assert line.startswith(f"{path}: p2p.{name}: ") and "\n" not in line, line
+    assert message in line and repr(entry) in line, line
+
+
+def test_p2p_peer_entries_load_and_group_by_peer(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    addrs = [f"/ip4/127.0.0.1/tcp/4001/p2p/{_PEER}", f"/ip4/127.0.0.2/tcp/4002/p2p/{_PEER}"]
+    path.write_text(f"[p2p]\nbootstrap_min_peers = 0\npeering_peers = {json.dumps(addrs)}\n")
+    config = load_config(path)
+    assert config.p2p.peering_peers == tuple(addrs) and config.p2p.bootstrap_min_peers == 0
+    [peer] = parse_peer_addrs(config.p2p.peering_peers)
+    assert str(peer.peer_id) == _PEER
+    assert peer.addrs == ("/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.2/tcp/4002")
