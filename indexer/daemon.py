@@ -44,7 +44,7 @@ import structlog
 import trio
 
 from indexer import __version__
-from indexer.admin import AdminApi, Metrics, UnknownPeer, publisher_rows
+from indexer.admin import AdminApi, Metrics, UnknownPeer, controls, publisher_rows
 from indexer.config import Config, ConfigError, etcd_endpoints, load_config, store_nodes
 from indexer.find.info import rfc3339
 from indexer.find.request import negotiate
@@ -207,7 +207,12 @@ class Daemon:
                     )
                 )
                 if cluster is None:  # the cluster's registry is not this node's to sweep
-                    await nursery.start(run_liveness, Liveness(ingester, ingester.index))
+                    remove = functools.partial(
+                        controls.remove_provider, ingester, staging, policy, block=False
+                    )
+                    await nursery.start(
+                        run_liveness, Liveness(ingester, ingester.index, remove=remove)
+                    )
                 path = self.config_path or self.data_dir / "config.toml"
                 as_read = load_config(path)  # the file without the command line's overrides
                 reloader = Reloader(path, policy, intake, ingester, as_read)

@@ -98,6 +98,10 @@ class ProviderRecord(msgspec.Struct, frozen=True):
     # publisher silent past the polling bound); records written before either decode without.
     last_error_time: float | None = None
     inactive: bool = False
+    # Set while the indexer is frozen (storetheindex's registry ``FrozenAt``/``FrozenAtTime``):
+    # the last ad at the freeze (None: none yet) and its time (the freeze's time without one).
+    frozen_at: bytes | None = None
+    frozen_at_time: float | None = None
 
     def overrides(self, context_key: str) -> bool:
         """Whether the context's extended providers replace the chain-level ones for it."""

@@ -5,7 +5,9 @@ Rules this module keeps (storetheindex ``internal/registry/apiconv.go`` ``RegToA
 
 - ``AddrInfo`` is the provider's registry addresses.  ``LastAdvertisement`` is the last ad's CID
   (``null`` before any) and ``LastAdvertisementTime`` is set only with it, RFC 3339 in UTC
-  seconds.  ``FrozenAt`` is always ``null`` (this indexer never freezes).
+  seconds.  ``FrozenAt`` is the record's ad at the freeze (``null`` when not frozen, or frozen
+  before any ad) and ``FrozenAtTime`` its time (left out when not frozen), as storetheindex's
+  ``RegToApiProviderInfo``: a provider frozen before any ad has a ``FrozenAtTime`` alone.
 - ``Publisher`` holds one address, as the Go registry keeps one: the first publisher address,
   else the provider's first address when the publisher is the provider; with neither it is
   left out.
@@ -111,7 +113,8 @@ def provider_info(peer: bytes, record: ProviderRecord, lag: int = 0) -> Provider
         last_advertisement_time=last_time,
         publisher=_publisher(provider, record),
         extended_providers=_extended(record),
-        frozen_at=None,
+        frozen_at=None if record.frozen_at is None else CidLink(str(Link(record.frozen_at))),
+        frozen_at_time="" if record.frozen_at_time is None else rfc3339(record.frozen_at_time),
         inactive=record.inactive,
         last_error=record.last_error or "",
         last_error_time=rfc3339(record.last_error_time)

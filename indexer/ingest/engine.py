@@ -45,7 +45,12 @@ Rules this module keeps:
   ``HANDOVER_RETRY_MAX`` seconds, less if a sync stages work for it) and claims again.
 - **Freeze** (``freeze``, durable in the staging area): no sync starts (announces are recorded
   by the intake as ever, and replayed at ``unfreeze``), and every worker stops before its next
-  ad and waits; the staged work stays staged.  Find is not touched.
+  ad and waits; the staged work stays staged.  Find is not touched, but every registry record
+  gets ``frozen_at`` (its last ad then, or None) and ``frozen_at_time`` (that ad's time, or the
+  freeze's without one), in one batch, as storetheindex's registry ``freezeProviders``;
+  ``unfreeze`` clears both (storetheindex's offline ``Unfreeze`` also rewinds
+  ``LastAdvertisement`` to ``FrozenAt``, since it kept syncing ads while frozen; nothing is
+  synced here while frozen, so there is nothing to rewind).
 - With ``poll_interval`` set, every known publisher is re-checked that often at its last
   addresses (a sync from its signed head: cheap when nothing changed, the walk stops at once).
 """
@@ -59,6 +64,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
 import trio
 
@@ -190,6 +196,7 @@ class Ingester:
         if self.frozen_at is None:
             self._staging.set_frozen(at)
             self.frozen_at, self._thawed = at, trio.Event()
+            self._mark_registry(at)
             log.warning("indexer frozen: no content is ingested until it is unfrozen")
 
     def unfreeze(self) -> None:
@@ -197,12 +204,28 @@ class Ingester:
             return
         self._staging.set_frozen(None)
         self.frozen_at = None
+        self._mark_registry(None)
         self._thawed.set()
         log.info("indexer unfrozen")
         if self._nursery is not None:
             self._wake_workers()
             self._replay_announces()
         self._notify()
+
+    def _mark_registry(self, at: float | None) -> None:
+        """Set (``at``: the freeze's time) or clear every record's ``frozen_at``."""
+        writes = []
+        for provider, record in list(self.index.providers()):
+            if at is None and record.frozen_at is None and record.frozen_at_time is None:
+                continue
+            frozen = msgspec.structs.replace(
+                record,
+                frozen_at=None if at is None else record.last_ad,
+                frozen_at_time=None if at is None else record.last_ad_time or at,
+            )
+            writes += IndexStore.put_provider(provider, frozen)
+        if writes:
+            self.index.kv.write_batch(writes)
 
     def _notify(self) -> None:
         """Wake whoever waits for a change of state (``wait_idle``)."""

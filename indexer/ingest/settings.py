@@ -88,6 +88,13 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         float,
         _doc("seconds without an ad after which a provider is marked Inactive; 0: never"),
     ] = 604800.0
+    remove_after: Annotated[
+        float,
+        _doc(
+            "seconds without an ad after which a provider and all its content are removed "
+            "(storetheindex's PollStopAfter); 0: never"
+        ),
+    ] = 1209600.0
     max_syncs: Annotated[
         int,
         _doc(

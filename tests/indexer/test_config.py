@@ -83,9 +83,10 @@ BEFORE = {
     "policy.allow_providers": ("*",),
     "policy.deny_providers": (),
     "policy.publish_for": {},
-    # Silent providers (storetheindex's PollInterval, DeactivateAfter): issue 13.
+    # Silent providers (storetheindex's PollInterval, DeactivateAfter, PollStopAfter): issue 13.
     "ingest.poll_silent_after": 86400.0,
     "ingest.deactivate_after": 604800.0,
+    "ingest.remove_after": 1209600.0,
     # [cluster], new with scale-out (issue 12): empty store and etcd keep the single node.
     "p2p.bootstrap_peers": (),
     "p2p.bootstrap_min_peers": 4,
