@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -14,6 +15,21 @@ from sync.announce.gossip import open_gossip, publish_announce
 from sync.net.p2p import host_addrs, open_host, peer_info
 from tests.e2e.test_daemon import Daemon
 from tests.e2e.test_publisher_cli import Serving, mh_lines, ok
+
+
+async def announce_until_found(
+    pubsub: Any, message: Message, client: httpx.AsyncClient, url: str
+) -> list[str]:
+    """Publish ``message`` once a second (at most 30 times) until ``url`` (a find) answers; the
+    providers it names ([] if it never did)."""
+    for _ in range(30):
+        await publish_announce(pubsub, message)
+        r = await client.get(url)
+        if r.status_code == 200:
+            [result] = r.json()["MultihashResults"]
+            return [p["Provider"]["ID"] for p in result["ProviderResults"]]
+        await trio.sleep(1)
+    return []
 
 
 async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -> None:
@@ -41,14 +57,8 @@ async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -
                     httpx.AsyncClient(timeout=5) as client,
                 ):
                     await host.connect(peer_info(daemon_addr))
-                    for _ in range(30):  # until the daemon's subscription has propagated
-                        await publish_announce(pubsub, message)
-                        r = await client.get(url)
-                        if r.status_code == 200:
-                            [result] = r.json()["MultihashResults"]
-                            found = [p["Provider"]["ID"] for p in result["ProviderResults"]]
-                            break
-                        await trio.sleep(1)
+                    # until the daemon's subscription has propagated
+                    found = await announce_until_found(pubsub, message, client, url)
             assert found == [pub]
             assert str(relay_key.peer_id()) != pub
         finally:
@@ -86,14 +96,8 @@ async def test_a_bootstrap_peer_of_the_config_relays_an_announce_the_daemon_sync
                 )  # fmt: skip
                 try:
                     url = f"{daemon.info['find_url']}/multihash/{last}"
-                    for _ in range(30):  # until the daemon has dialled us and subscribed
-                        await publish_announce(pubsub, message)
-                        r = await client.get(url)
-                        if r.status_code == 200:
-                            [result] = r.json()["MultihashResults"]
-                            found = [p["Provider"]["ID"] for p in result["ProviderResults"]]
-                            break
-                        await trio.sleep(1)
+                    # until the daemon has dialled us and subscribed
+                    found = await announce_until_found(pubsub, message, client, url)
                 finally:
                     assert daemon.stop() == 0
         assert found == [pub]

@@ -6,10 +6,11 @@ test can look at the node while a sync or a worker is mid-way, then let it finis
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -75,11 +76,15 @@ class Node:
         return str(self.pub.peer_id)
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
-    n = Node(tmp_path)
+NodeT = TypeVar("NodeT", bound=Node)
+
+
+@contextlib.asynccontextmanager
+async def running(n: NodeT) -> AsyncIterator[tuple[NodeT, httpx.AsyncClient]]:
+    """``n`` with 3 ads of 7 multihashes (2 chunks each) to serve, started; a client of its
+    admin API."""
     for i in range(3):
-        n.pub.add(b"ctx%d" % i, [multihash(10 * i + j) for j in range(7)], bitswap())  # 2 chunks
+        n.pub.add(b"ctx%d" % i, [multihash(10 * i + j) for j in range(7)], bitswap())
     async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
         await n.start(nursery)
         client.base_url = httpx.URL(n.url)
@@ -88,6 +93,12 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
         nursery.cancel_scope.cancel()
     n.pub.close()
     n.kv.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
+    async with running(Node(tmp_path)) as started:
+        yield started
 
 
 async def _until(predicate: Callable[[Any], object], client: httpx.AsyncClient, path: str) -> Any:

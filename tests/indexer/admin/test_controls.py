@@ -28,7 +28,7 @@ from sync import Link, PrivateKey
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
 from tests.builders import link, multihash
-from tests.indexer.admin.test_api import Node, _until
+from tests.indexer.admin.test_api import Node, _until, running
 
 
 class FindNode(Node):
@@ -67,17 +67,8 @@ class FindNode(Node):
 
 @pytest.fixture
 async def fnode(tmp_path: Path) -> AsyncIterator[tuple[FindNode, httpx.AsyncClient]]:
-    n = FindNode(tmp_path)
-    for i in range(3):
-        n.pub.add(b"ctx%d" % i, [multihash(10 * i + j) for j in range(7)], bitswap())
-    async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
-        await n.start(nursery)
-        client.base_url = httpx.URL(n.url)
-        yield n, client
-        n.gate.set()
-        nursery.cancel_scope.cancel()
-    n.pub.close()
-    n.kv.close()
+    async with running(FindNode(tmp_path)) as started:
+        yield started
 
 
 def b58(mh: bytes) -> str:
