@@ -58,7 +58,7 @@ from sync import Link, Message
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from tests.cluster.daemon import DaemonProcess, cluster_config
+from tests.cluster.daemon import DaemonProcess, cluster_config, until
 from tests.cluster.etcd import EtcdCluster
 from tests.cluster.valkey import ValkeyCluster, resp_call
 
@@ -100,16 +100,6 @@ def _flush(cluster: ValkeyCluster) -> None:
     for n in cluster.live():
         if n.port not in cluster.replica_of:
             resp_call(n.port, "FLUSHALL", "SYNC", timeout=30.0)
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` (other processes' state: no event to wait for) until true, or fail."""
-    with trio.move_on_after(LIMIT):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.02)
-    raise AssertionError(f"not within {LIMIT:g} s: {what}")
 
 
 @contextmanager
@@ -211,7 +201,7 @@ async def _cluster_ingest(
         async def joined(node: Node = node) -> bool:
             return bool(node.events("joined"))
 
-        await _until(joined, f"{node.data.name} joined")
+        await until(joined, LIMIT, f"{node.data.name} joined", poll=0.02)
     providers = [pub.peer_id.raw for pub in chains.pubs]
 
     async def done() -> bool:
@@ -230,7 +220,7 @@ async def _ingest_window(
     cpu = sum(_cpu(n.proc.pid) for n in nodes)
     start = time.perf_counter()
     await chains.announce(nodes[0])
-    await _until(done, what)
+    await until(done, LIMIT, what, poll=0.02)
     elapsed = time.perf_counter() - start
     return elapsed, (sum(_cpu(n.proc.pid) for n in nodes) - cpu) / elapsed
 

@@ -25,19 +25,12 @@ from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import AnnounceIntake
 from indexer.policy import LivePolicy
 
-__all__ = ["RESTART_ONLY", "Reloaded", "Reloader"]
+__all__ = ["RESTART_INGEST", "RESTART_SECTIONS", "Reloaded", "Reloader"]
 
 log = structlog.get_logger("daemon")
 
-RESTART_ONLY = (
-    "server",
-    "http",
-    "cluster",
-    "ingest.max_syncs",
-    "ingest.max_slow_syncs",
-    "ingest.max_workers",
-    "ingest.max_slow_workers",
-)
+RESTART_SECTIONS = ("server", "http", "cluster")
+RESTART_INGEST = ("max_syncs", "max_slow_syncs", "max_workers", "max_slow_workers")
 
 
 class Reloaded(msgspec.Struct, frozen=True):
@@ -69,16 +62,11 @@ class Reloader:
         intake.rates_changed()
         self.ingester.reconfigure(ingest)
         old = self.applied
-        changed = [
-            name
-            for name in ("server", "http", "cluster")
-            if getattr(new, name) != getattr(old, name)
-        ]
+        changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(old, name)]
         changed += [
-            key
-            for key in RESTART_ONLY
-            if key.startswith("ingest.")
-            and getattr(new.ingest, key[7:]) != getattr(old.ingest, key[7:])
+            f"ingest.{key}"
+            for key in RESTART_INGEST
+            if getattr(new.ingest, key) != getattr(old.ingest, key)
         ]
         self.applied = new
         log.info("configuration reloaded", path=str(self.path), not_applied=changed or None)

@@ -15,14 +15,29 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from tests.cluster.etcd import free_base_port
 
-__all__ = ["INDEXER", "DaemonProcess", "cluster_config", "free_ports"]
+__all__ = ["INDEXER", "DaemonProcess", "cluster_config", "free_ports", "until"]
 
 INDEXER = shutil.which("indexer", path=str(Path(sys.executable).parent)) or "indexer"
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], limit: float, what: str, *, poll: float = 0.05
+) -> None:
+    """Poll ``check`` (other processes' state: no event to wait for) until true, or fail."""
+    with trio.move_on_after(limit):
+        while True:
+            if await check():
+                return
+            await trio.sleep(poll)
+    raise AssertionError(f"not within {limit:g} s: {what}")
 
 
 def free_ports() -> tuple[int, int, int]:

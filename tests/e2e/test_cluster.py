@@ -34,7 +34,7 @@ from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
 from tests.builders import multihash
-from tests.cluster.daemon import DaemonProcess, cluster_config, free_ports
+from tests.cluster.daemon import DaemonProcess, cluster_config, free_ports, until
 from tests.cluster.etcd import EtcdCluster
 from tests.cluster.valkey import HarnessError, ValkeyCluster, start_cluster
 
@@ -139,16 +139,6 @@ async def _committed(backend: ClusterBackend, chains: Chains) -> int:
             if await backend.done(pub.peer_id.raw, Link.parse(record.cid).raw) is not None:
                 count += 1
     return count
-
-
-async def until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
-    """Poll ``check`` (other processes' state: no event to wait for) until true, or fail."""
-    with trio.move_on_after(limit):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.05)
-    raise AssertionError(f"not within {limit:g} s: {what}")
 
 
 async def _all_done(backend: ClusterBackend, chains: Chains, limit: float) -> None:

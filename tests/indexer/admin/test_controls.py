@@ -139,7 +139,12 @@ async def test_remove_drops_staged_work_and_waits_for_the_ad_in_flight(
     n, client = fnode
     assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
     # The worker is inside the oldest ad, held at its first entry chunk.
-    await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
+    # The worker starts once the sync has closed its fetcher: wait for it too.
+    raw = n.pub.peer_id.raw
+    await _until(
+        lambda rows: rows and rows[0]["pending_ads"] == 3 and n.ingester.applying(raw),
+        client, "/staging",
+    )  # fmt: skip
     assert n.ingester.applying(n.pub.peer_id.raw)
     answers: list[httpx.Response] = []
 
@@ -344,7 +349,12 @@ async def test_freeze_stops_workers_before_their_next_ad(
 ) -> None:
     n, client = fnode
     assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
-    await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
+    # The worker starts once the sync has closed its fetcher: wait for it too.
+    raw = n.pub.peer_id.raw
+    await _until(
+        lambda rows: rows and rows[0]["pending_ads"] == 3 and n.ingester.applying(raw),
+        client, "/staging",
+    )  # fmt: skip
     assert n.ingester.applying(n.pub.peer_id.raw)
     frozen = await client.put("/freeze")
     assert frozen.status_code == 200 and frozen.json()["Frozen"] is True
