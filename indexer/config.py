@@ -39,6 +39,7 @@ from sync.errors import BadMultiaddr
 from sync.net.httpmessage import Limits
 
 __all__ = [
+    "DB_DIR",
     "TEMPLATE",
     "Cluster",
     "Config",
@@ -52,6 +53,9 @@ __all__ = [
     "render_template",
     "store_nodes",
 ]
+
+
+DB_DIR = "db"  # the LevelDB directory inside a daemon's data directory
 
 
 def _doc(text: str) -> msgspec.Meta:

@@ -45,7 +45,7 @@ import trio
 
 from indexer import __version__
 from indexer.admin import AdminApi, Metrics, UnknownPeer, controls, publisher_rows
-from indexer.config import Config, ConfigError, etcd_endpoints, load_config, store_nodes
+from indexer.config import DB_DIR, Config, ConfigError, etcd_endpoints, load_config, store_nodes
 from indexer.find.info import rfc3339
 from indexer.find.request import negotiate
 from indexer.ingest.engine import Ingester
@@ -76,9 +76,7 @@ if TYPE_CHECKING:
     from indexer.cluster.node import ClusterNode
     from store.cluster import IndexBackend
 
-__all__ = ["DB_DIR", "ClusterParts", "Daemon", "DaemonInfo"]
-
-DB_DIR = "db"
+__all__ = ["ClusterParts", "Daemon", "DaemonInfo"]
 STATUS = "/sync/status/"
 log = structlog.get_logger("daemon")
 _REPUBLISH_QUEUE = 256  # accepted HTTP announces waiting to be re-published on gossipsub

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 import time
@@ -37,17 +38,27 @@ class SlowProxy(StubServer):
     """Forwards GETs to ``target``, sleeping ``delay`` seconds before every block (not the head).
 
     Requests are answered one at a time, so fetching ahead in parallel gains nothing: a test
-    that must catch an ingest mid-way does not depend on how fast the indexer has become.
+    that must catch an ingest mid-way does not depend on how fast the indexer has become.  With
+    ``pass_only``, a block whose CID is not in it (an entry chunk, when it names the ads) waits
+    until ``release()``: the test decides when the ingest may go on, no timing window involved.
     """
 
-    def __init__(self, target: str, delay: float) -> None:
+    def __init__(self, target: str, delay: float, pass_only: frozenset[str] | None = None) -> None:
         self.delayed = 0
+        self.held = 0  # requests that waited for ``release()``
+        self.released = threading.Event()
+        if pass_only is None:
+            self.released.set()
         one_at_a_time = threading.Lock()
         client = self.client = httpx.Client(timeout=10)  # keep-alive; used under the lock
 
         def forward(request: http.server.BaseHTTPRequestHandler) -> None:
+            block = not request.path.endswith("/head")
+            if block and pass_only is not None and request.path.rsplit("/", 1)[-1] not in pass_only:
+                self.held += 1
+                self.released.wait(60)
             with one_at_a_time:
-                if not request.path.endswith("/head"):
+                if block:
                     self.delayed += 1
                     time.sleep(delay)
                 reply = client.get(target + request.path)
@@ -55,10 +66,15 @@ class SlowProxy(StubServer):
             request.send_header("content-type", reply.headers.get("content-type", ""))
             request.send_header("content-length", str(len(reply.content)))
             request.end_headers()
-            request.wfile.write(reply.content)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
+                request.wfile.write(reply.content)
 
         super().__init__(forward)
 
+    def release(self) -> None:
+        self.released.set()
+
     def close(self) -> None:
+        self.released.set()
         super().close()
         self.client.close()

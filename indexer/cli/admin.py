@@ -47,8 +47,7 @@ from indexer.cli.find import (
     print_table,
     short,
 )
-from indexer.config import Server
-from indexer.daemon import DB_DIR
+from indexer.config import DB_DIR, Server
 from indexer.errors import CliError
 from indexer.security import ADMIN_TOKEN_ENV, valid_token
 from sync import BadMultiaddr, PeerId

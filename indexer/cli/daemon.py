@@ -35,8 +35,8 @@ from indexer.cli.startup import (
     check_p2p_addr,
     check_ports,
 )
-from indexer.config import TEMPLATE, ConfigError, Server, load_config
-from indexer.daemon import DB_DIR, Daemon, DaemonInfo
+from indexer.config import DB_DIR, TEMPLATE, ConfigError, Server, load_config
+from indexer.daemon import Daemon, DaemonInfo
 from indexer.errors import CliError, ClusterError, CommandFailed
 from indexer.logs import configure_logging
 from indexer.security import admin_token, check_exposure

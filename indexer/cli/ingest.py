@@ -18,7 +18,7 @@ import click
 import trio
 
 from indexer.cli.find import one_line
-from indexer.daemon import DB_DIR
+from indexer.config import DB_DIR
 from indexer.errors import CliError, CommandFailed
 from indexer.ingest.engine import Ingester
 from indexer.logs import configure_logging

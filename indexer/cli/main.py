@@ -8,40 +8,74 @@ one line on stderr with a non-zero exit, never a traceback; every command that p
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from indexer import __version__
-from indexer.cli.ad import ad
-from indexer.cli.admin import admin
-from indexer.cli.daemon import daemon, init
-from indexer.cli.find import find, providers
-from indexer.cli.ingest import ingest
-from indexer.cli.publisher import publisher
-from indexer.cli.serve import serve
 from indexer.errors import CliError, CommandFailed
-from store import StoreError
-from sync import SyncError
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "cli", "main"]
+
+# name -> (module, attribute, one-line help).  A command's module is imported only when that
+# command runs (``indexer admin status`` imports neither the daemon, libp2p nor the cluster
+# client); the help lines live here so ``indexer --help`` imports nothing (a test keeps them
+# equal to each command's own short help).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ad": ("indexer.cli.ad", "ad", "Inspect advertisements, entry chunks and signed heads."),
+    "admin": (
+        "indexer.cli.admin",
+        "admin",
+        "Ask a running daemon to sync, and look at its staging area and publishers.",
+    ),
+    "daemon": ("indexer.cli.daemon", "daemon", "Run the indexer node until SIGINT or SIGTERM."),
+    "find": ("indexer.cli.find", "find", "Who provides a multihash (base58 or hex) or a CID."),
+    "ingest": (
+        "indexer.cli.ingest",
+        "ingest",
+        "Sync the given publishers once, index everything staged, and exit.",
+    ),
+    "init": ("indexer.cli.daemon", "init", "Write a commented config file and an identity key."),
+    "providers": (
+        "indexer.cli.find",
+        "providers",
+        "Every provider the daemon has indexed (the find API's GET /providers).",
+    ),
+    "publisher": (
+        "indexer.cli.publisher",
+        "publisher",
+        "Publish an advertisement chain that IPNI indexers can sync.",
+    ),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), (module, attribute)
+        if cmd_name == "publisher":  # ``publisher serve`` registers itself on import
+            importlib.import_module("indexer.cli.serve")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="indexer")
 def cli() -> None:
     """ipni-indexer: a crash-safe InterPlanetary Network Indexer."""
-
-
-cli.add_command(ad)
-cli.add_command(publisher)
-cli.add_command(ingest)
-cli.add_command(init)
-cli.add_command(daemon)
-cli.add_command(admin)
-cli.add_command(providers)
-cli.add_command(find)
-assert serve.name in publisher.commands  # registered on import
 
 
 def main() -> None:
@@ -64,6 +98,14 @@ def main() -> None:
     except CommandFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except (SyncError, StoreError) as exc:
+    except Exception as exc:
+        # sync's and store's errors (a corrupt block, a locked database) are a failed command;
+        # anything else is a bug and keeps its traceback.  The classes are looked up here, not
+        # imported at the top, so a light command does not pay for them.
+        from store import StoreError
+        from sync import SyncError
+
+        if not isinstance(exc, SyncError | StoreError):
+            raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -15,16 +15,4 @@ with its embedded LevelDB is the default and needs none of this.  Rules the subp
   cluster's ``Applier``) and ``node`` (a daemon's part in the cluster) do the I/O.
 """
 
-from indexer.cluster.etcd import EtcdClient
-from indexer.cluster.ownership import DEFAULT_TTL, Claim, Ownership
-from indexer.cluster.share import Rebalance, fair_share, plan_rebalance
-
-__all__ = [
-    "DEFAULT_TTL",
-    "Claim",
-    "EtcdClient",
-    "Ownership",
-    "Rebalance",
-    "fair_share",
-    "plan_rebalance",
-]
+__all__: list[str] = []  # import the modules themselves: a light command must not pay for etcd
