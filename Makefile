@@ -39,8 +39,11 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund
 	@touch $@
 
+# Two pytest-xdist workers, a test file each at a time (its module fixtures set up once); the
+# tests are written to pass under load (events, not sleeps), and half of them wait on processes.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP) $(JS_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The long variants (an announce flood of 60,000 in a subprocess, ...): minutes, not in `make test`.
 soak: $(STAMP)

@@ -105,7 +105,11 @@ class _NamedFactory:
         return logger
 
 
-def configure_logging(level: int = logging.INFO, *, json: bool | None = None) -> None:
+def configure_logging(
+    level: int = logging.INFO, *, json: bool | None = None, cache: bool = True
+) -> None:
+    """Configure structlog for a process; ``cache=False`` for a test inside a shared process
+    (a cached logger keeps this configuration for good, blind to ``capture_logs``)."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
@@ -121,5 +125,5 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=_NamedFactory(LOG_LEVELS),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TypedDict, Unpack
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
 from sync import (
     NO_ENTRIES,
     Advertisement,
@@ -28,9 +30,14 @@ from sync.net.httpserver import Handler, Request, Response
 
 @cache
 def key(n: int = 0, key_type: KeyType = KeyType.ED25519) -> PrivateKey:
-    """A deterministic-per-run pool of keys, so strategies don't pay for key generation."""
-    del n
-    return PrivateKey.generate(key_type)
+    """Key ``n``: the same in every run and every process (a test ID that names its peer ID is
+    the same in each pytest-xdist worker), cached so strategies don't pay for key derivation."""
+    seed = hashlib.sha256(b"tests.builders.key/%d" % n).digest()
+    if key_type is KeyType.ED25519:
+        return PrivateKey(key_type, ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+    if key_type is KeyType.SECP256K1:
+        return PrivateKey(key_type, ec.derive_private_key(int.from_bytes(seed), ec.SECP256K1()))
+    raise ValueError(f"no test keys of type {key_type.name}")
 
 
 def multihash(seed: int | bytes) -> bytes:

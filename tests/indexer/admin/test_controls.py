@@ -279,7 +279,7 @@ async def test_import_providers_from_another_indexers_find_server(
 
 @pytest.fixture
 def logging_configured() -> Iterator[None]:
-    configure_logging(json=True)
+    configure_logging(json=True, cache=False)  # pytest's process: other tests capture logs
     yield
     LOG_LEVELS.reset(logging.INFO)
     structlog.reset_defaults()

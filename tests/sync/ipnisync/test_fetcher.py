@@ -30,11 +30,11 @@ from sync.ipnisync.routes import ipnisync_handler
 from sync.model.cid import check_block
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response, serve_connection, serve_tcp
-from tests.builders import MemorySource, multihash
+from tests.builders import MemorySource, key, multihash
 
-KEY = PrivateKey.generate()
+KEY = key(0)
 PEER = KEY.peer_id()
-OTHER = PrivateKey.generate()
+OTHER = key(1)
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
 

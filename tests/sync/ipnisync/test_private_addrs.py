@@ -8,16 +8,16 @@ from __future__ import annotations
 import pytest
 import trio
 
-from sync import PrivateKey, encode_block
+from sync import encode_block
 from sync.errors import AddressRefused, FetchFailed
 from sync.ipnisync.fetch import HttpFetcher, _tls_context, fetcher_factory, public_tcp_stream
 from sync.ipnisync.maurl import Endpoint, address_range, is_public, publisher_endpoint, refusal
 from sync.ipnisync.routes import ipnisync_handler
 from sync.net.httpclient import HttpClient
 from sync.net.httpserver import Handler, Request, Response, serve_tcp
-from tests.builders import MemorySource
+from tests.builders import MemorySource, key
 
-KEY = PrivateKey.generate()
+KEY = key(0)
 PEER = KEY.peer_id()
 
 # (address, the range it is in; None: public)
