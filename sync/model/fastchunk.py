@@ -12,7 +12,7 @@ Python object per entry but the entries themselves: the entries' base64 text sit
 stride, so one ``bytes.replace`` turns every separator into the padding that makes each entry a
 whole number of base64 quads (``A``s, whose bytes are skipped), one ``binascii.a2b_base64``
 decodes them all, and ``struct`` cuts the entries out, 64 at a time.  For 16,384 sha2-256
-entries that is ~2x the msgspec path (``python -m bench codecs``:
+entries that is 2-3x the msgspec path (``python -m bench codecs``:
 ``chunk_decode_dag-json.uniform_path_ratio_to_typed_path``).  It takes a chunk only when:
 
 - it starts ``{"Entries":[{"/":{"bytes":"``; the entries end at the last ``"}}]``, after which
