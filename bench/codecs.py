@@ -6,7 +6,10 @@ Each figure stands beside its limit measured in the same run:
 - ad load+verify vs raw Ed25519 verifications (the signature check that bounds it);
 - DAG-CBOR: the typed chunk fast path (``fastchunk``) beside the generic path with its bounds
   scan (taken by a chunk whose entries do not share one header) and the generic path without the
-  scan, which is how every DAG-CBOR chunk was loaded before the bounds.
+  scan, which is how every DAG-CBOR chunk was loaded before the bounds;
+- DAG-JSON: the uniform chunk path (``fastchunk.uniform_dagjson_chunk``: one base64 decode for
+  all entries) beside the typed msgspec path it was written to replace (typed structs, one
+  base64 decode per entry), decode alone, no hash check.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sync import (
 )
 from sync.model import dagcbor
 from sync.model.cid import Link, check_block
+from sync.model.fastchunk import typed_dagjson_chunk, uniform_dagjson_chunk
 from sync.model.metadata import bitswap
 
 CHUNK_SIZE = 16_384
@@ -82,6 +86,17 @@ def _dagcbor_paths(cid: Link, raw: bytes, ours: float) -> dict[str, Any]:
     }
 
 
+def _dagjson_paths(raw: bytes) -> dict[str, Any]:
+    assert uniform_dagjson_chunk(raw) == typed_dagjson_chunk(raw) is not None
+    uniform = _rate(partial(uniform_dagjson_chunk, raw)) * CHUNK_SIZE
+    typed = _rate(partial(typed_dagjson_chunk, raw)) * CHUNK_SIZE
+    return {
+        "uniform_path_multihashes_per_s": round(uniform),
+        "typed_path_multihashes_per_s": round(typed),
+        "uniform_path_ratio_to_typed_path": round(uniform / typed, 3),
+    }
+
+
 def run() -> dict[str, Any]:
     chunk = _chunk()
     out: dict[str, Any] = {}
@@ -103,6 +118,8 @@ def run() -> dict[str, Any]:
         }
         if codec == DAG_CBOR:
             out[f"chunk_decode_{name}"] |= _dagcbor_paths(cid, raw, ours)
+        else:
+            out[f"chunk_decode_{name}"] |= _dagjson_paths(raw)
     key = PrivateKey.generate()
     ad = sign_advertisement(
         Advertisement(

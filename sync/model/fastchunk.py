@@ -6,6 +6,30 @@ about twice as fast as the generic DAG-JSON decoder and faster than the referenc
 package.  Its types bound what it builds (one struct per entry, nesting fixed by the schema), so
 it needs none of ``dagjson``'s item or depth checks.
 
+A chunk whose entries are all one length, laid out as canonical encoders write it (no
+whitespace, ``Entries`` first), takes ``uniform_dagjson_chunk`` before that, which makes no
+Python object per entry but the entries themselves: the entries' base64 text sits at a fixed
+stride, so one ``bytes.replace`` turns every separator into the padding that makes each entry a
+whole number of base64 quads (``A``s, whose bytes are skipped), one ``binascii.a2b_base64``
+decodes them all, and ``struct`` cuts the entries out, 64 at a time.  For 16,384 sha2-256
+entries that is 2-3x the msgspec path (``python -m bench codecs``:
+``chunk_decode_dag-json.uniform_path_ratio_to_typed_path``).  It takes a chunk only when:
+
+- it starts ``{"Entries":[{"/":{"bytes":"``; the entries end at the last ``"}}]``, after which
+  comes ``}`` or ``,"Next":{"/":"<alphanumeric CID>"}}``; the characters on both sides of the
+  entries' text are base64 characters, so no separator straddles either end;
+- the text before the first separator gives the length L (not 1 more than a multiple of 4);
+  the entries' text is then exactly ``count`` entries of L and ``count - 1`` separators long;
+- the ``"}`` every separator starts with is at each of the ``count - 1`` strides;
+- ``replace`` replaced exactly ``count - 1`` separators (the length after it says so); and
+- the decoded length is what ``count`` entries of only base64 characters give: without strict
+  mode ``a2b_base64`` skips any other character and stops at ``=``, so one would shorten it.
+
+The ``"}`` at the strides are thus inside replaced separators, where ``"}`` only starts one, so
+the separators are exactly those at the strides and each entry between them is L base64
+characters: what the msgspec path decodes, to the same bytes (strict base64 ignores the unused
+bits of a last partial quad, as this does).
+
 A DAG-CBOR chunk's layout is checked on the bytes: a map of ``Next`` (a tag-42 byte string) and
 ``Entries`` (canonical key order: shorter first) or of ``Entries`` alone, whose array holds byte
 strings that all share the first one's header (``dagcbor``'s strided skip: 16,384 sha2-256
@@ -24,6 +48,11 @@ never changes what is accepted.
 from __future__ import annotations
 
 import binascii
+import functools
+import itertools
+import operator
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cbrrr
@@ -33,7 +62,12 @@ from sync.errors import BadCid, DecodeError
 from sync.model import dagcbor
 from sync.model.cid import Link
 
-__all__ = ["decode_dagcbor_chunk", "decode_dagjson_chunk"]
+__all__ = [
+    "decode_dagcbor_chunk",
+    "decode_dagjson_chunk",
+    "typed_dagjson_chunk",
+    "uniform_dagjson_chunk",
+]
 
 Chunk = tuple[tuple[bytes, ...], Link | None]
 
@@ -61,6 +95,12 @@ _a2b = binascii.a2b_base64
 
 def decode_dagjson_chunk(raw: bytes) -> Chunk | None:
     """``(entries, next)`` of a well-formed DAG-JSON chunk, or None to take the generic path."""
+    uniform = uniform_dagjson_chunk(raw)
+    return uniform if uniform is not None else typed_dagjson_chunk(raw)
+
+
+def typed_dagjson_chunk(raw: bytes) -> Chunk | None:
+    """The msgspec path: typed structs, then one strict base64 decode per entry."""
     try:
         chunk = _decoder.decode(raw)
         entries = tuple(
@@ -71,6 +111,83 @@ def decode_dagjson_chunk(raw: bytes) -> Chunk | None:
     except (msgspec.DecodeError, binascii.Error, ValueError, BadCid):
         return None
     return entries, nxt
+
+
+_HEAD = b'{"Entries":[{"/":{"bytes":"'
+_SEP = b'"}},{"/":{"bytes":"'
+_END = b'"}}]'
+_NEXT_JSON = b',"Next":{"/":"'
+_LINK_END = b'"}}'
+_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def uniform_dagjson_chunk(raw: bytes) -> Chunk | None:
+    """The chunk when its entries are one length, laid out canonically (see above), or None."""
+    start, end = len(_HEAD), raw.rfind(_END)
+    if not raw.startswith(_HEAD) or end <= start:
+        return None
+    # Base64 on both sides: no separator straddles the head or the end of the entries.
+    if raw[start] not in _B64 or raw[end - 1] not in _B64:
+        return None
+    first = raw.find(_SEP, start, end)
+    size = (end if first < 0 else first) - start  # base64 characters per entry
+    stride = size + len(_SEP)
+    count, extra = divmod(end - start + len(_SEP), stride)
+    quads, rest = divmod(size, 4)
+    tail_ok, nxt = _next_link(raw[end + len(_END) :])
+    if extra or rest == 1 or size == 0 or not tail_ok:
+        return None
+    at, seps = start + size, count - 1  # where the first separator is; how many there are
+    if raw[at:end:stride].count(b'"') != seps or raw[at + 1 : end : stride].count(b"}") != seps:
+        return None
+    pad = b"A" * (-rest % 4)  # makes each entry whole quads; decodes to bytes the unpack skips
+    text = raw.replace(_SEP, pad)
+    if len(text) != len(raw) - seps * (len(_SEP) - len(pad)):
+        return None
+    head = (size + len(pad)) * seps  # the text of every entry but the last
+    try:
+        body = _a2b(memoryview(text)[start : start + head])
+        last = _a2b(text[start + head : start + head + size] + pad)
+    except binascii.Error:
+        return None
+    width, span = quads * 3 + max(rest - 1, 0), (quads + (rest > 0)) * 3
+    if len(last) != span or len(body) != span * seps:
+        return None  # a character that is not base64 was skipped, or padding stopped the decode
+    return (*_entries(width, span - width)(body), last[:width]), nxt
+
+
+def _next_link(tail: bytes) -> tuple[bool, Link | None]:
+    """``(True, Next)`` from the text after the entries; ``(False, None)`` for another tail."""
+    if tail == b"}":
+        return True, None
+    cid = tail[len(_NEXT_JSON) : -len(_LINK_END)]
+    if not (tail.startswith(_NEXT_JSON) and tail.endswith(_LINK_END) and cid.isalnum()):
+        return False, None
+    try:
+        return True, Link.parse(cid.decode())
+    except (BadCid, ValueError):
+        return False, None
+
+
+_BLOCK = 64  # entries per struct unpack: one tuple per 64 entries, not one per entry
+
+
+@functools.lru_cache(maxsize=16)
+def _entries(width: int, skip: int) -> Callable[[bytes], Iterator[bytes]]:
+    """Each ``width`` bytes of a buffer, after which ``skip`` bytes are dropped."""
+    one = struct.Struct(f"{width}s{skip}x")
+    block = struct.Struct(f"{width}s{skip}x" * _BLOCK)
+
+    def cut(body: bytes) -> Iterator[bytes]:
+        whole = len(body) // block.size * block.size
+        view = memoryview(body)
+        blocks = itertools.chain.from_iterable(block.iter_unpack(view[:whole]))
+        return itertools.chain(blocks, map(_first, one.iter_unpack(view[whole:])))
+
+    return cut
+
+
+_first = operator.itemgetter(0)
 
 
 _NEXT = b"\x64Next\xd8\x2a"  # the key "Next", then tag 42

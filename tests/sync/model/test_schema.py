@@ -30,9 +30,9 @@ from sync import (
 )
 from sync.model import dagjson
 from sync.model.cid import RAW
-from sync.model.fastchunk import decode_dagjson_chunk
-from tests.builders import key, link, make_ad, make_chunk
-from tests.strategies import advertisements, entry_chunks
+from sync.model.fastchunk import decode_dagjson_chunk, typed_dagjson_chunk, uniform_dagjson_chunk
+from tests.builders import key, link, make_ad, make_chunk, multihash
+from tests.strategies import advertisements, entry_chunks, links
 
 codecs = st.sampled_from([DAG_JSON, DAG_CBOR])
 
@@ -148,3 +148,89 @@ def test_dagjson_chunk_fast_path_leaves_errors_to_the_generic_path(raw: bytes) -
     assert decode_dagjson_chunk(raw) is None
     with pytest.raises(ModelError):
         load_entry_chunk(Link.make(DAG_JSON, raw), raw)
+
+
+# -- the DAG-JSON uniform chunk path ---------------------------------------------------------------
+
+
+def _generic_json(raw: bytes) -> EntryChunk | None:
+    try:
+        return EntryChunk.from_node(dagjson.decode(raw))
+    except ModelError:
+        return None
+
+
+_edits = st.lists(
+    st.tuples(
+        st.integers(0, 4000),
+        st.sampled_from(["flip", "drop", "insert"]),
+        st.binary(min_size=1, max_size=1),
+    ),
+    max_size=2,
+)
+
+
+@given(
+    st.integers(1, 40).flatmap(
+        lambda k: st.lists(st.binary(min_size=k, max_size=k), min_size=1, max_size=30)
+    ),
+    st.none() | links(),
+    _edits,
+)
+def test_dagjson_uniform_path_accepts_only_what_the_generic_path_does(
+    entries: list[bytes], nxt: Link | None, edits: list[tuple[int, str, bytes]]
+) -> None:
+    _, raw = encode_block(EntryChunk(tuple(entries), nxt).to_node(), DAG_JSON)
+    for where, how, byte in edits:  # changed bytes, or one fewer or more: lengths move too
+        at = where % len(raw)
+        keep = raw[at + 1 :] if how != "insert" else raw[at:]
+        raw = raw[:at] + (b"" if how == "drop" else byte) + keep
+    fast = uniform_dagjson_chunk(raw)
+    if fast is not None:
+        assert _generic_json(raw) == EntryChunk(fast[0], fast[1])
+    elif not edits:
+        raise AssertionError("a chunk of same-length entries must take the uniform path")
+
+
+def _json_chunk(texts: list[bytes], tail: bytes = b"}") -> bytes:
+    return b'{"Entries":[' + b",".join(b'{"/":{"bytes":"%s"}}' % t for t in texts) + b"]" + tail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Lengths 46, 42, 50: the right total, but the second separator is off its stride.
+        _json_chunk([b"A" * 46, b"B" * 42, b"C" * 50]),
+        # 46, 41, 51: a quote of the separator lands on the stride (its sixth byte).
+        _json_chunk([b"A" * 46, b"B" * 41, b"C" * 51]),
+        _json_chunk([b"A" * 46, b"B" * 45 + b"=", b"C" * 46]),  # padding inside
+        _json_chunk([b"A" * 46, b"B" * 45 + b"-", b"C" * 46]),  # not base64
+        _json_chunk([b"A" * 46, b"B" * 45 + b"\\", b"C" * 45]),  # an escape
+        _json_chunk([b"A" * 46, b"B" * 46], b', "Next":{"/":"bafy"}}'),  # whitespace
+        _json_chunk([b"A" * 46, b"B" * 46], b',"Next":{"/":"bafy"}}'),  # not a CID
+        _json_chunk([b"A" * 46, b"B" * 46], b',"Other":1}'),
+        _json_chunk([b"A" * 45, b"B" * 45]),  # 1 more than a multiple of 4
+        _json_chunk([b""]),
+        _json_chunk([b"A" * 46]) + b" ",
+        b'{"Entries":[{"/":{"bytes":"}},{"/":{"bytes":"AAAA"}}]}',  # a separator at the head
+        b'{"Entries":[{"/":{"bytes":"AAAA"}},{"/":{"bytes":"}}]}',  # one at the end
+    ],
+)
+def test_dagjson_uniform_path_leaves_other_layouts_to_the_typed_path(raw: bytes) -> None:
+    assert uniform_dagjson_chunk(raw) is None
+    generic = _generic_json(raw)
+    typed = typed_dagjson_chunk(raw)
+    assert (typed is None) == (generic is None)
+    if typed is not None:
+        assert generic == EntryChunk(typed[0], typed[1])
+
+
+def test_a_full_chunk_takes_the_dagjson_uniform_path() -> None:
+    entries = tuple(multihash(i) for i in range(16_384))
+    nxt = Link.make(DAG_JSON, b"next")
+    _, raw = encode_block(EntryChunk(entries, nxt).to_node(), DAG_JSON)
+    assert uniform_dagjson_chunk(raw) == typed_dagjson_chunk(raw) == (entries, nxt)
+    for size in (1, 2, 3, 33, 35):  # every remainder of the base64 length (modulo 4)
+        some = tuple(bytes([i]) * size for i in range(5))
+        _, raw = encode_block(EntryChunk(some, None).to_node(), DAG_JSON)
+        assert uniform_dagjson_chunk(raw) == typed_dagjson_chunk(raw) == (some, None)
