@@ -8,7 +8,8 @@
 - ``small_ads``: the same set-up with ``SMALL_ADS`` ads of one multihash each: every ad is two
   block round trips (the ad, its one-chunk entries) and little else, so this is the fetcher's
   per-request cost end to end, in ads/s; beside it, sequential block GETs through one fetcher
-  against the same server (the request cost alone).
+  against the same server (the request cost alone, and the limit: the walk of a chain learns
+  each next ad from the one before, one round trip per ad), and the ratio of the two.
 - ``memory``: ingest (``bench.heap``, one fresh process each) of a chain of 1k ads and of 100k
   ads (one multihash each): peak Python heap (tracemalloc) and peak RSS, and their ratios (the
   target is within 1.5x).
@@ -149,6 +150,9 @@ def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
         "multihashes_per_ad": 1,
         "ads_per_s": round(ads / elapsed),
         "sequential_block_requests_per_s": round(per_s),
+        # A chain is a linked list: its walk waits one round trip per ad whatever else is in
+        # flight, so one sequential GET per ad is the limit of the whole ingest.
+        "ratio_to_sequential_requests": round(ads / elapsed / per_s, 3),
     }
 
 

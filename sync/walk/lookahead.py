@@ -18,9 +18,13 @@ Rules this module keeps:
   forgotten, a bug too (logged with its traceback): a block the walk never needed cannot fail it.
 - ``entries_after``: a valid ad's first entries block (its ``Entries``, unless ``NO_ENTRIES``)
   is fetched while the store has room, and only while such blocks are small: the first one
-  alone, then up to 4 at a time while each is at most 64 KiB; after a larger one, none for the
+  alone, then up to 8 at a time while each is at most 64 KiB; after a larger one, none for the
   rest of the walk (a big block costs its transfer, not its round trip, and the worker's own
-  prefetch covers it).  Fetched blocks go into ``AheadBlocks``:
+  prefetch covers it).  A link that finds every fetch slot taken waits in a queue of at most
+  64 links (past that it is dropped: the worker fetches it), and a fetch that ends starts the
+  oldest one waiting, so on a chain of small ads every ad's entries arrive while the walk goes
+  on.  So at most 8 blocks (each under the fetcher's cap) are in flight and 64 links wait, per
+  walk, whatever the chain's length.  Fetched blocks go into ``AheadBlocks``:
   bounded in bytes (1 MiB; a block that does not fit is dropped), a block is handed out once
   (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
   bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import structlog
 import trio
@@ -53,7 +57,8 @@ _JSON_LINKS = {
     name: re.compile(rb'"' + name.encode() + rb'":\{"/":"([A-Za-z0-9]+)"\}')
     for name in ("PreviousID", "Entries")
 }
-_ENTRIES_IN_FLIGHT = 4
+_ENTRIES_IN_FLIGHT = 8
+_ENTRIES_WAITING = 64
 _SMALL_ENTRIES = 64 << 10
 
 
@@ -128,7 +133,8 @@ class Lookahead:
         self._fetcher = fetcher
         self._publisher, self._entries = publisher, entries
         self._entries_in_flight = 0
-        self._entries_small = False  # an entries block came, and was small: go on 4 at a time
+        self._entries_waiting: deque[Link] = deque()
+        self._entries_small = False  # an entries block came, and was small: go on 8 at a time
         self._entries_stopped = False  # a big one came: no more
         self._guess: Link | None = None
         self._raw: bytes | None = None
@@ -158,17 +164,27 @@ class Lookahead:
 
     def entries_after(self, link: Link, raw: bytes) -> None:
         """Start fetching the first entries block of the (checked, valid) ad at ``link``."""
-        store, publisher = self._entries, self._publisher
-        limit = _ENTRIES_IN_FLIGHT if self._entries_small else 1
-        if store is None or publisher is None or self._entries_stopped:
-            return
-        if self._entries_in_flight >= limit:
+        if self._entries is None or self._publisher is None or self._entries_stopped:
             return
         entries = peek_entries(link, raw)
-        if entries is None or entries == NO_ENTRIES or not store.has_room():
+        if entries is None or entries == NO_ENTRIES:
             return
-        self._entries_in_flight += 1
-        self._nursery.start_soon(self._fetch_entries, store, publisher, entries)
+        if len(self._entries_waiting) < _ENTRIES_WAITING:
+            self._entries_waiting.append(entries)
+        self._start_entries()
+
+    def _start_entries(self) -> None:
+        """Start the waiting entries fetches the slots allow (1 until a small block came)."""
+        store, publisher = self._entries, self._publisher
+        assert store is not None and publisher is not None
+        limit = _ENTRIES_IN_FLIGHT if self._entries_small else 1
+        while self._entries_waiting and self._entries_in_flight < limit:
+            if self._entries_stopped or not store.has_room():
+                self._entries_waiting.clear()
+                return
+            self._entries_in_flight += 1
+            link = self._entries_waiting.popleft()
+            self._nursery.start_soon(self._fetch_entries, store, publisher, link)
 
     async def _fetch_entries(self, store: AheadBlocks, publisher: PeerId, link: Link) -> None:
         try:
@@ -183,6 +199,7 @@ class Lookahead:
                 log.error("entries fetch ahead failed on a bug", block=str(link), exc_info=exc)
         finally:
             self._entries_in_flight -= 1
+        self._start_entries()  # not on cancellation: the walk is over
 
     def _forget(self) -> None:
         self._scope.cancel()

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from indexer.publisher.chain import Publisher
 from staging import StagingArea
@@ -16,7 +17,7 @@ from sync.ipnisync.fetch import open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from sync.walk.lookahead import AheadBlocks, peek_entries, peek_previous
+from sync.walk.lookahead import AheadBlocks, Lookahead, peek_entries, peek_previous
 from sync.walk.syncer import sync_publisher
 from tests.builders import counting, make_ad, multihash
 
@@ -150,3 +151,41 @@ async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) ->
     assert len(entries) <= 1  # the first, alone: then none
     pub.close()
     kv.close()
+
+
+class _Stalling:
+    """A hostile publisher: every block but the first ever asked for never arrives."""
+
+    def __init__(self) -> None:
+        self.asked: list[Link] = []
+        self.answered = trio.Event()
+
+    async def head(self) -> None:
+        return None
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        self.asked.append(link)
+        if len(self.asked) == 1:
+            self.answered.set()
+            return b"small"
+        await trio.sleep_forever()
+        raise AssertionError
+
+
+async def test_entries_ahead_stay_bounded_against_a_publisher_that_never_answers() -> None:
+    fetcher = _Stalling()
+    store = AheadBlocks()
+    peer = PrivateKey.generate().peer_id()
+    async with trio.open_nursery() as nursery:
+        lookahead = Lookahead(nursery, fetcher, peer, store)  # type: ignore[arg-type]
+        for i in range(1000):  # an endless chain of ads, each naming its own entries
+            entries = encode_block({"e": i})[0]
+            ad, raw = encode_block({"Entries": entries, "n": i}, DAG_JSON)
+            lookahead.entries_after(ad, raw)
+            if i == 0:
+                await fetcher.answered.wait()  # the first alone; small: then 8 at a time
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(fetcher.asked) == 1 + 8  # in flight: the slots, never more
+        assert len(lookahead._entries_waiting) == 64  # waiting: bounded, the rest dropped
+        nursery.cancel_scope.cancel()
+    assert store.take(peer, fetcher.asked[0]) == b"small"
