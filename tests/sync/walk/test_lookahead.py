@@ -189,3 +189,56 @@ async def test_entries_ahead_stay_bounded_against_a_publisher_that_never_answers
         assert len(lookahead._entries_waiting) == 64  # waiting: bounded, the rest dropped
         nursery.cancel_scope.cancel()
     assert store.take(peer, fetcher.asked[0]) == b"small"
+
+
+class _Endless:
+    """A hostile publisher: an endless chain, ad ``i`` naming ad ``i + 1`` as its previous."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    @staticmethod
+    def ad(i: int) -> tuple[Link, bytes]:
+        previous = encode_block({"n": i + 1}, DAG_JSON)[0]
+        return encode_block({"n": i}, DAG_JSON)[0], b'{"PreviousID":{"/":"%s"}}' % str(
+            previous
+        ).encode()
+
+    def index(self, link: Link) -> int:
+        return next(i for i in range(64) if encode_block({"n": i}, DAG_JSON)[0] == link)
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        i = self.index(link)
+        self.asked.append(i)
+        return self.ad(i)[1]
+
+
+async def test_the_chain_of_guesses_stays_bounded_and_stops_where_the_walk_does() -> None:
+    fetcher = _Endless()
+    stop_at = _Endless.ad(5)[0]
+    async with trio.open_nursery() as nursery:
+        lookahead = Lookahead(nursery, fetcher, stop=lambda link: link == stop_at)  # type: ignore[arg-type]
+        lookahead.guess_after(*_Endless.ad(0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2]  # the walker asks for nothing: two wait, no more
+        assert await lookahead.block(_Endless.ad(1)[0]) == _Endless.ad(1)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2, 3]  # one taken: one more fetched
+        for i in (2, 3, 4):
+            assert await lookahead.block(_Endless.ad(i)[0]) == _Endless.ad(i)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2, 3, 4]  # never ad 5: the walk stops there
+        # A link the chain does not hold drops it, and is fetched by the walker itself.
+        lookahead.guess_after(*_Endless.ad(10))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await lookahead.block(_Endless.ad(20)[0]) == _Endless.ad(20)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked[4:] == [11, 12, 20]
+        # Asked for the chain's next link while both guesses it holds are others: no waiting
+        # for a chain that cannot go on, the walker fetches it.
+        lookahead.guess_after(*_Endless.ad(30))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            assert await lookahead.block(_Endless.ad(33)[0]) == _Endless.ad(33)[1]
+        assert fetcher.asked[7:] == [31, 32, 33]
+        nursery.cancel_scope.cancel()
