@@ -8,7 +8,9 @@
 - ``small_ads``: the same set-up with ``SMALL_ADS`` ads of one multihash each: every ad is two
   block round trips (the ad, its one-chunk entries) and little else, so this is the fetcher's
   per-request cost end to end, in ads/s; beside it, sequential block GETs through one fetcher
-  against the same server (the request cost alone).
+  against the same server (the request cost alone, and the limit: the walk of a chain learns
+  each next ad from the one before, one round trip per ad; the mean of a measure just before
+  and one just after the ingest), and the ratio of the two.
 - ``memory``: ingest (``bench.heap``, one fresh process each) of a chain of 1k ads and of 100k
   ads (one multihash each): peak Python heap (tracemalloc) and peak RSS, and their ratios (the
   target is within 1.5x).
@@ -142,13 +144,21 @@ def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
             head = pub.add(f"c{a}".encode(), [_mh(a)], bitswap()).link
         pub.close()
         with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
+            # The limit just before and just after the ingest, so a change of the machine's
+            # load during the run moves both sides of the ratio alike.
+            before = trio.run(_requests, pub.peer_id, addr, head, ads)
             elapsed = trio.run(_ingest, pub.peer_id, addr, kv)
-            per_s = trio.run(_requests, pub.peer_id, addr, head, ads)
+            after = trio.run(_requests, pub.peer_id, addr, head, ads)
+    per_s = (before + after) / 2
     return {
         "ads": ads,
         "multihashes_per_ad": 1,
         "ads_per_s": round(ads / elapsed),
         "sequential_block_requests_per_s": round(per_s),
+        "sequential_block_requests_per_s_before_after": [round(before), round(after)],
+        # A chain is a linked list: its walk waits one round trip per ad whatever else is in
+        # flight, so one sequential GET per ad is the limit of the whole ingest.
+        "ratio_to_sequential_requests": round(ads / elapsed / per_s, 3),
     }
 
 

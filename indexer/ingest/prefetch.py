@@ -7,6 +7,8 @@ fetched in the background.
 
 Rules this module keeps:
 
+- Which block an ad needs first is a guess (``peek_entries`` on DAG-JSON ads: no decode); a
+  wrong guess costs a fetch, never a result, as the block is checked when taken.
 - A fetched block is hash-checked and decoded here too (``parse_block``), in the event loop
   while the worker's previous write runs in its thread; the walker takes that result only for
   the very bytes it was made from.  A block that fails its check is dropped, not trusted.
@@ -34,11 +36,13 @@ import trio
 
 from indexer.ingest.apply import GetFetcher
 from staging import StagedAd
-from sync import Advertisement, Link, PeerId, SyncError, decode_node
+from sync import DAG_JSON, NO_ENTRIES, Advertisement, Link, PeerId, SyncError, decode_node
 from sync.ipnisync.fetch import BlockFetcher, SchemaKind
 from sync.ipnisync.head import SignedHead
 from sync.walk.entries import ParsedBlock, parse_block
-from sync.walk.lookahead import AheadBlocks
+from sync.walk.lookahead import AheadBlocks, peek_entries
+
+_REMOVAL = b'"IsRm":true'  # DAG-JSON sorts keys and writes no spaces
 
 __all__ = ["Prefetcher"]
 
@@ -133,8 +137,15 @@ class Prefetcher:
 
 
 def _first_block(staged: StagedAd) -> Link | None:
+    """The ad's ``Entries`` to fetch ahead: a guess (the block is checked when taken), so a
+    DAG-JSON ad is only searched for its link and its ``IsRm``, not decoded."""
     try:
         link = Link(staged.cid)
+        if link.codec == DAG_JSON:
+            entries = peek_entries(link, staged.raw)
+            if entries is None or entries == NO_ENTRIES or _REMOVAL in staged.raw:
+                return None
+            return entries
         ad = Advertisement.from_node(decode_node(staged.raw, link.codec))
     except SyncError:
         return None

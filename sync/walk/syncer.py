@@ -86,12 +86,17 @@ async def sync_publisher(
     cursor = None if resync else staging.publisher(publisher.raw).latest_scanned
     base_seq = staging.commit_seq()
     walk_id = staging.begin_walk(publisher.raw, addrs, head.raw)
+    latest = Link(cursor) if cursor else None
+
+    def is_known(link: Link) -> bool:
+        return link == floor or staging.is_known(link.raw)
+
     walker = ChainWalk(
         head,
         publisher,
-        is_known=lambda link: link == floor or staging.is_known(link.raw),
+        is_known=is_known,
         policy=policy,
-        latest=Link(cursor) if cursor else None,
+        latest=latest,
         depth_limit=depth_limit,
     )
     counts: dict[bytes, int] = {}
@@ -99,11 +104,17 @@ async def sync_publisher(
     try:
         with unwrap_group():
             async with trio.open_nursery() as nursery_ahead:
-                lookahead = Lookahead(nursery_ahead, fetcher, publisher, ahead)
+                lookahead = Lookahead(
+                    nursery_ahead,
+                    fetcher,
+                    publisher,
+                    ahead,
+                    stop=lambda link: link == latest or is_known(link),
+                )
                 head_valid = await _walk(
                     walker, lookahead, staging, walk_id, counts, segment, on_walked, errors
                 )
-                nursery_ahead.cancel_scope.cancel()
+                lookahead.close()  # the entries in flight finish: the worker's first blocks
         nothing_valid = walker.count > 0 and errors.count == walker.count and not signed_head
         if nothing_valid and not staging.has_publisher(publisher.raw):  # a junk first contact
             raise PolicyError(

@@ -12,15 +12,16 @@ import trio
 import trio.testing
 
 from indexer.ingest.engine import IngestConfig, Ingester
+from indexer.ingest.prefetch import _first_block
 from indexer.publisher.chain import Publisher
-from staging import StagingArea
+from staging import StagedAd, StagingArea
 from store import KV
-from sync import Link, PeerId, SignedHead
+from sync import DAG_CBOR, DAG_JSON, Link, PeerId, PrivateKey, SignedHead, encode_block
 from sync.ipnisync.fetch import BlockFetcher, SchemaKind, fetcher_factory
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from tests.builders import counting, multihash
+from tests.builders import counting, make_ad, multihash
 
 ADS = 12
 
@@ -135,3 +136,17 @@ async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
         assert taken is not None and taken == blocks[staged[2][0]]
         parsed = prefetcher.parsed(staged[2][0], taken)
         assert parsed is not None and parsed.raw is taken
+
+
+def test_the_block_to_fetch_ahead_is_what_the_decoded_ad_says() -> None:
+    key = PrivateKey.generate()
+    entries = encode_block({"e": 1})[0]
+    for codec in (DAG_JSON, DAG_CBOR):
+        for ad, want in [
+            (make_ad(key, entries=entries, metadata=bitswap()), entries),
+            (make_ad(key, entries=entries, metadata=bitswap(), is_rm=True), None),  # a removal
+            (make_ad(key, metadata=bitswap()), None),  # NO_ENTRIES
+        ]:
+            link, raw = encode_block(ad.to_node(), codec)
+            assert _first_block(StagedAd(link.raw, raw, False, None)) == want
+            assert _first_block(StagedAd(link.raw, b"junk", False, None)) is None

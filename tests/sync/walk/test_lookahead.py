@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from indexer.publisher.chain import Publisher
 from staging import StagingArea
@@ -16,7 +17,7 @@ from sync.ipnisync.fetch import open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from sync.walk.lookahead import AheadBlocks, peek_entries, peek_previous
+from sync.walk.lookahead import AheadBlocks, Lookahead, peek_entries, peek_previous
 from sync.walk.syncer import sync_publisher
 from tests.builders import counting, make_ad, multihash
 
@@ -150,3 +151,94 @@ async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) ->
     assert len(entries) <= 1  # the first, alone: then none
     pub.close()
     kv.close()
+
+
+class _Stalling:
+    """A hostile publisher: every block but the first ever asked for never arrives."""
+
+    def __init__(self) -> None:
+        self.asked: list[Link] = []
+        self.answered = trio.Event()
+
+    async def head(self) -> None:
+        return None
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        self.asked.append(link)
+        if len(self.asked) == 1:
+            self.answered.set()
+            return b"small"
+        await trio.sleep_forever()
+        raise AssertionError
+
+
+async def test_entries_ahead_stay_bounded_against_a_publisher_that_never_answers() -> None:
+    fetcher = _Stalling()
+    store = AheadBlocks()
+    peer = PrivateKey.generate().peer_id()
+    async with trio.open_nursery() as nursery:
+        lookahead = Lookahead(nursery, fetcher, peer, store)  # type: ignore[arg-type]
+        for i in range(1000):  # an endless chain of ads, each naming its own entries
+            entries = encode_block({"e": i})[0]
+            ad, raw = encode_block({"Entries": entries, "n": i}, DAG_JSON)
+            lookahead.entries_after(ad, raw)
+            if i == 0:
+                await fetcher.answered.wait()  # the first alone; small: then 8 at a time
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(fetcher.asked) == 1 + 8  # in flight: the slots, never more
+        assert len(lookahead._entries_waiting) == 64  # waiting: bounded, the rest dropped
+        nursery.cancel_scope.cancel()
+    assert store.take(peer, fetcher.asked[0]) == b"small"
+
+
+class _Endless:
+    """A hostile publisher: an endless chain, ad ``i`` naming ad ``i + 1`` as its previous."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    @staticmethod
+    def ad(i: int) -> tuple[Link, bytes]:
+        previous = encode_block({"n": i + 1}, DAG_JSON)[0]
+        return encode_block({"n": i}, DAG_JSON)[0], b'{"PreviousID":{"/":"%s"}}' % str(
+            previous
+        ).encode()
+
+    def index(self, link: Link) -> int:
+        return next(i for i in range(64) if encode_block({"n": i}, DAG_JSON)[0] == link)
+
+    async def block(self, link: Link, kind: str | None = None) -> bytes:
+        i = self.index(link)
+        self.asked.append(i)
+        return self.ad(i)[1]
+
+
+async def test_the_chain_of_guesses_stays_bounded_and_stops_where_the_walk_does() -> None:
+    fetcher = _Endless()
+    stop_at = _Endless.ad(5)[0]
+    async with trio.open_nursery() as nursery:
+        lookahead = Lookahead(nursery, fetcher, stop=lambda link: link == stop_at)  # type: ignore[arg-type]
+        lookahead.guess_after(*_Endless.ad(0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2]  # the walker asks for nothing: two wait, no more
+        assert await lookahead.block(_Endless.ad(1)[0]) == _Endless.ad(1)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2, 3]  # one taken: one more fetched
+        for i in (2, 3, 4):
+            assert await lookahead.block(_Endless.ad(i)[0]) == _Endless.ad(i)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked == [1, 2, 3, 4]  # never ad 5: the walk stops there
+        # A link the chain does not hold drops it, and is fetched by the walker itself.
+        lookahead.guess_after(*_Endless.ad(10))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await lookahead.block(_Endless.ad(20)[0]) == _Endless.ad(20)[1]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetcher.asked[4:] == [11, 12, 20]
+        # Asked for the chain's next link while both guesses it holds are others: no waiting
+        # for a chain that cannot go on, the walker fetches it.
+        lookahead.guess_after(*_Endless.ad(30))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            assert await lookahead.block(_Endless.ad(33)[0]) == _Endless.ad(33)[1]
+        assert fetcher.asked[7:] == [31, 32, 33]
+        nursery.cancel_scope.cancel()
