@@ -16,7 +16,8 @@ go-libp2p ``peer.Decode``; go-cid ``Decode``):
 - ``Accept``: absent means the default (JSON).  Otherwise every comma-separated media type must
   parse (else 406 ``invalid accept header: ...``) and the first offered type present in it wins,
   in the server's order of preference (so NDJSON wins whenever a client lists it); parameters such
-  as ``q`` are ignored.  No offered type listed: 406 ``accept: <offered>``.
+  as ``q`` are ignored.  No offered type listed: 406 ``accept: <offered>``.  The answer to each
+  (short ``Accept``, offer) pair is remembered (a bounded dict): it depends on nothing else.
 """
 
 from __future__ import annotations
@@ -210,12 +211,34 @@ def _media_type(part: str) -> str | None:
     return kind if sub is None else f"{kind}/{sub.lower()}"
 
 
+_NEGOTIATED_MAX = 256  # distinct (Accept, offered) pairs remembered (then started afresh)
+_NEGOTIATED_LEN = 256  # longer Accept values are parsed every time, never remembered
+_negotiated: dict[tuple[str, tuple[str, ...]], str | Response] = {}
+
+
 def negotiate(request: Request, offered: Sequence[str]) -> str | Response:
-    """The first offered media type the client accepts ("" without Accept), or a 406."""
+    """The first offered media type the client accepts ("" without Accept), or a 406.
+
+    A pure function of the header and the offer, so each pair's answer is remembered: clients
+    send the same few ``Accept`` values, and parsing one costs several regex matches.
+    """
     if "accept" not in request.headers:
         return ""
+    accept = request.headers["accept"]
+    if len(accept) > _NEGOTIATED_LEN:
+        return _negotiate(accept, offered)
+    key = (accept, tuple(offered))
+    answer = _negotiated.get(key)
+    if answer is None:
+        if len(_negotiated) >= _NEGOTIATED_MAX:
+            _negotiated.clear()
+        answer = _negotiated[key] = _negotiate(accept, offered)
+    return answer
+
+
+def _negotiate(accept: str, offered: Sequence[str]) -> str | Response:
     listed = set()
-    for part in request.headers["accept"].split(","):
+    for part in accept.split(","):
         media = _media_type(part)
         if media is None:
             message = f"invalid accept header: mime: cannot parse {part.strip()!r}"
