@@ -82,7 +82,7 @@ def provider_results(main: str, record: ProviderRecord, value: ValueRecord) -> l
     return out
 
 
-_RESULTS_MAX = 100_000  # values whose expanded results are remembered (then started afresh)
+_RESULTS_MAX = 50_000  # values whose expanded results are remembered (then started afresh)
 
 
 class _Expanded:
