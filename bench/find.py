@@ -20,7 +20,12 @@ round kept; the machine is noisy):
 - ``batch``: ``POST /multihash`` of ``BATCH`` random indexed multihashes (requests/s and
   multihashes/s, the latter also beside the handler's own work done in-process on the same
   batches: ``Finder.find`` and the JSON encoding, best of ``ROUNDS``);
-- ``routing``: ``GET /routing/v1/providers/<cid>`` (CIDv1 raw of an indexed multihash; JSON).
+- ``routing``: ``GET /routing/v1/providers/<cid>`` (CIDv1 raw of an indexed multihash; JSON);
+- ``find_during_ingest``: ``find`` again (one round) against a second server process that ingests
+  meanwhile: a new context's ``CHUNK`` new multihashes per batch, each batch written in a worker
+  thread as ingest writes its entry chunks, so every batch also empties the read caches.  Its
+  p50 and p99 latency stand beside those of the best quiet ``find`` round, with the multihashes
+  per second the ingest wrote meanwhile.
 
 Each figure stands beside the empty endpoint's as a ratio (target: find >= 0.5).  The server's
 and the client's CPU use during the window say which side was the bottleneck: a server near
@@ -67,6 +72,7 @@ SECONDS = 2.0
 WARMUP = 0.3
 ROUNDS = 2
 POOL = 2_000  # distinct pre-encoded requests per route
+CHUNK = 16_384  # multihashes per batch the concurrent ingest writes (an entry chunk's)
 RAW = 0x55
 METADATA = b"\x80\x12"  # bitswap
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -110,38 +116,82 @@ def _build(path: Path) -> None:
 # --- the server (its own process) --------------------------------------------------------------
 
 
-async def _serve(path: Path) -> None:
+async def _ingest(kv: KV, written: list[int]) -> None:
+    """Ingest-shaped writes until cancelled: a new context's chunk of ``CHUNK`` new multihashes
+    per batch, each written in a worker thread as ingest writes its chunks (``ingest/apply.py``);
+    ``written[0]`` counts the multihashes written."""
+    index = IndexStore(kv)
+    provider = PrivateKey.generate().peer_id().raw
+    first = 10 * MULTIHASHES  # far from every multihash the load asks for
+
+    def chunk(n: int) -> None:
+        ctx = b"ingest-%d" % n
+        vk = index.allocate(provider, ctx)
+        start = first + n * CHUNK
+        mhs = [_mh(i) for i in range(start, start + CHUNK)]
+        kv.write_batch([*IndexStore.put_value_at(vk, provider, ctx, METADATA),
+                        *IndexStore.put_multihashes(vk, mhs)])  # fmt: skip
+        written[0] += CHUNK
+
+    n = 0
+    while True:
+        await trio.to_thread.run_sync(chunk, n)
+        n += 1
+
+
+async def _serve(path: Path, ingest: bool = False) -> None:
     from indexer.config import Config
     from indexer.daemon import Daemon
     from sync.net.httpserver import serve_tcp
 
+    written = [0]
     with KV(path, create=False) as kv:
         daemon = Daemon(path.parent, Config(), PrivateKey.generate())
         handler = daemon._find_handler(kv)  # exactly what the daemon serves
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+            if ingest:
+                nursery.start_soon(_ingest, kv, written)
             print(json.dumps({"port": listeners[0].socket.getsockname()[1]}), flush=True)
-            await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin
+            # A line asks how much was ingested; the parent closing our stdin ends the server.
+            while await trio.to_thread.run_sync(sys.stdin.readline):
+                print(json.dumps({"ingested": written[0]}), flush=True)
             nursery.cancel_scope.cancel()
 
 
-def _server_main(path: str, profile: str | None) -> None:
+def _server_main(path: str, profile: str | None, ingest: bool = False) -> None:
     if profile is None:
-        trio.run(_serve, Path(path))
+        trio.run(_serve, Path(path), ingest)
         return
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        trio.run(_serve, Path(path))
+        trio.run(_serve, Path(path), ingest)
     finally:
         profiler.disable()
         profiler.dump_stats(profile)
 
 
+class _Server:
+    """A find server process: its port and pid; ``ingested()`` asks how much it ingested."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.port: int = json.loads(proc.stdout.readline())["port"]
+        self.pid = proc.pid
+
+    def ingested(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return int(json.loads(self.proc.stdout.readline())["ingested"])
+
+
 @contextmanager
-def _server(path: Path, profile: str | None = None) -> Iterator[tuple[int, int]]:
-    """(port, pid) of a find server over ``path`` in its own process."""
-    args = [sys.executable, "-m", "bench.find", "serve", str(path)]
+def _server(path: Path, profile: str | None = None, ingest: bool = False) -> Iterator[_Server]:
+    """A find server over ``path`` in its own process (ingesting meanwhile with ``ingest``)."""
+    args = [sys.executable, "-m", "bench.find", "serve" + ("-ingest" if ingest else ""), str(path)]
     proc = subprocess.Popen(
         [*args, *([profile] if profile else [])],
         stdin=subprocess.PIPE,
@@ -149,8 +199,7 @@ def _server(path: Path, profile: str | None = None) -> Iterator[tuple[int, int]]
         text=True,
     )
     try:
-        assert proc.stdout is not None
-        yield json.loads(proc.stdout.readline())["port"], proc.pid
+        yield _Server(proc)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -195,16 +244,21 @@ def _post(path: str, body: bytes) -> bytes:
     return head.encode() + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
-def _load(port: int, pid: int, requests: list[bytes]) -> dict[str, Any]:
-    """Keep ``CONNECTIONS`` connections busy; requests/s and CPU use in the measured window."""
+def _load(
+    port: int, pid: int, requests: list[bytes], latencies: list[float] | None = None
+) -> dict[str, Any]:
+    """Keep ``CONNECTIONS`` connections busy; requests/s and CPU use in the measured window
+    (and each measured request's latency appended to ``latencies``)."""
     sel = selectors.DefaultSelector()
     socks = []
+    sent: dict[socket.socket, float] = {}  # when each connection's request in flight went out
     rng = random.Random(len(requests))
     for _ in range(CONNECTIONS):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sel.register(sock, selectors.EVENT_READ, bytearray())
         socks.append(sock)
+        sent[sock] = time.perf_counter()
         sock.sendall(requests[rng.randrange(len(requests))])
     statuses: dict[int, int] = {}
     begin = time.perf_counter()
@@ -232,8 +286,11 @@ def _load(port: int, pid: int, requests: list[bytes]) -> dict[str, Any]:
                 last = now
                 status = int(buf[9:12])
                 statuses[status] = statuses.get(status, 0) + 1
+                if latencies is not None:
+                    latencies.append(now - sent[conn])
             del buf[:size]
             if now < stop:
+                sent[conn] = time.perf_counter()
                 conn.sendall(requests[rng.randrange(len(requests))])
             else:
                 in_flight -= 1
@@ -297,10 +354,11 @@ def _in_process(path: Path) -> float:
 
     async def rounds(index: IndexStore) -> float:
         best = 0.0
+        finder = Finder(index)  # one for every batch, as the handler keeps one
         for _ in range(ROUNDS + 1):  # the first round warms the block cache
             start = time.perf_counter()
             for mhs in batches:
-                encode(FindResponse(await Finder(index).find(mhs)))
+                encode(FindResponse(await finder.find(mhs)))
             best = max(best, len(batches) * BATCH / (time.perf_counter() - start))
         return best
 
@@ -308,17 +366,52 @@ def _in_process(path: Path) -> float:
         return trio.run(rounds, IndexStore(kv))
 
 
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies) or [0.0]
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {"p50_ms": at(0.5), "p99_ms": at(0.99)}
+
+
+def _during_ingest(path: Path, requests: list[bytes], quiet: list[float]) -> dict[str, Any]:
+    """``find`` while the same server process ingests (``_ingest``), beside its quiet latency."""
+    latencies: list[float] = []
+    with _server(path, ingest=True) as server:
+        before = server.ingested()
+        start = time.perf_counter()
+        result = _load(server.port, server.pid, requests, latencies)
+        ingested = (server.ingested() - before) / (time.perf_counter() - start)
+    quiet_row = _percentiles(quiet)
+    return {
+        "requests_per_s": round(result["requests_per_s"]),
+        **_percentiles(latencies),
+        "quiet_p50_ms": quiet_row["p50_ms"],
+        "quiet_p99_ms": quiet_row["p99_ms"],
+        "ingest_multihashes_per_s": round(ingested),
+        "statuses": result["statuses"],
+        "server_cpu_cores": round(result["server_cpu_cores"], 2),
+    }
+
+
 def _measure(path: Path, profile: str | None = None) -> dict[str, Any]:
     requests = _requests()
     best: dict[str, dict[str, Any]] = {}
-    with _server(path, profile) as (port, pid):
+    quiet: list[float] = []  # find latencies of the best quiet round
+    with _server(path, profile) as server:
+        port, pid = server.port, server.pid
         _check(port, requests)
         for _ in range(ROUNDS):
             for name, reqs in requests.items():
-                result = _load(port, pid, reqs)
+                latencies: list[float] = []
+                result = _load(port, pid, reqs, latencies)
                 if name not in best or result["requests_per_s"] > best[name]["requests_per_s"]:
                     best[name] = result
+                    if name == "find":
+                        quiet = latencies
     in_process = _in_process(path)  # after the server is gone: LevelDB is single-process
+    during = _during_ingest(path, requests["find"], quiet) if profile is None else None
     empty = best["empty"]["requests_per_s"]
     out: dict[str, Any] = {}
     for name, result in best.items():
@@ -334,6 +427,8 @@ def _measure(path: Path, profile: str | None = None) -> dict[str, Any]:
         row["server_cpu_cores"] = round(result["server_cpu_cores"], 2)
         row["client_cpu_cores"] = round(result["client_cpu_cores"], 2)
         out[name] = row
+    if during is not None:
+        out["find_during_ingest"] = during
     return out
 
 
@@ -369,8 +464,9 @@ def profile(top: int = 30) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"]:
-        _server_main(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    if sys.argv[1:2] in (["serve"], ["serve-ingest"]):
+        profile_to = sys.argv[3] if len(sys.argv) > 3 else None
+        _server_main(sys.argv[2], profile_to, ingest=sys.argv[1] == "serve-ingest")
     elif sys.argv[1:2] == ["profile"]:
         print(profile())
     else:

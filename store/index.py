@@ -37,8 +37,11 @@ Rules this module keeps:
   at all, for tools and tests that build an index directly; they keep the known limit that
   re-adding a removed pair revives its undropped multihashes.  Ingest uses the allocated form.
 - A lookup is one point read (the usual multihash has one value key): LevelDB's bloom filters
-  answer an unknown multihash without touching a data block.  Value records are cached per
-  ``kv.version``: any write empties the cache, so a lookup never returns a removed context.
+  answer an unknown multihash without touching a data block.  What a member set resolves to (its
+  live value records) is cached per ``kv.version``: any write empties the cache, so a lookup
+  never returns a removed context.  The point read is the backend's raw one when it offers it
+  (``KV.point_reader``: no wrapper call per lookup); an error from it is asked again of ``get``,
+  which raises the store's own error (``StoreClosed`` after close).
 - A ``ProviderRecord`` only grows fields with defaults, so records written by an older version
   still decode (``context_override`` was added so).
 - A provider is removed in bounded batches (``remove_provider_batch``): each reads at most
@@ -53,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -110,9 +113,6 @@ class ProviderRecord(msgspec.Struct, frozen=True):
         )
 
 
-_UNKNOWN = ValueRecord(b"", b"", b"")  # a cache miss (None in the cache: the record is gone)
-
-
 def value_key(provider: bytes, context_id: bytes) -> bytes:
     return hashlib.sha256(bytes([len(provider)]) + provider + context_id).digest()[:VK]
 
@@ -144,10 +144,13 @@ else:
 
 
 class _Cache:
-    """Value records (None: removed) read at one ``kv.version``; swapped whole, never patched."""
+    """What lookups read at one ``kv.version``: each member set (an ``i`` key's whole value, so
+    also each single value key) to its live records (empty: none is left), swapped whole, never
+    patched; and the backend's raw point read, when it has one (``KV.point_reader``)."""
 
     def __init__(self) -> None:
-        self.current: tuple[int, dict[bytes, ValueRecord | None]] = (-1, {})
+        self.current: tuple[int, dict[bytes, tuple[ValueRecord, ...]]] = (-1, {})
+        self.read: Callable[[bytes], bytes | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,35 +260,57 @@ class IndexStore(Generic[Backend]):
         return None if raw is None else _value_dec.decode(raw)
 
     def lookup(self, multihash: bytes) -> list[ValueRecord]:
-        """Every live (provider, context) record of a multihash; dangling value keys are skipped."""
+        """Every live (provider, context) record of a multihash; dangling value keys are skipped.
+
+        One point read and one cache hit: what the member set resolves to is cached whole.
+        """
         version = self.kv.version  # read before anything it guards
-        seen, records = self._cache.current
+        cache = self._cache
+        seen, records = cache.current
         if seen != version:
             records = {}
-            self._cache.current = (version, records)
-        raw = self.kv.get(b"i" + multihash)
+            cache.current = (version, records)
+        key = b"i" + multihash
+        try:
+            raw = (cache.read or self._reader())(key)
+        except Exception:  # noqa: BLE001 -- the raw read's, untranslated: get raises the store's
+            raw = self.kv.get(key)
         if raw is None:
             return []
-        if len(raw) == VK:  # the usual multihash: one value key
-            record = records.get(raw, _UNKNOWN)
-            if record is _UNKNOWN:
-                record = self._remember(records, raw)
-            return [] if record is None else [record]
-        out = []
-        for at in range(0, len(raw), VK):
-            vk = raw[at : at + VK]
-            record = records.get(vk, _UNKNOWN)
-            if record is _UNKNOWN:
-                record = self._remember(records, vk)
-            if record is not None:
-                out.append(record)
-        return out
+        hit = records.get(raw)
+        return list(hit if hit is not None else self._resolve(records, raw))
 
-    def _remember(self, records: dict[bytes, ValueRecord | None], vk: bytes) -> ValueRecord | None:
+    def lookup_many(self, multihashes: Iterable[bytes]) -> list[list[ValueRecord]]:
+        """``lookup`` of each multihash, in order."""
+        lookup = self.lookup
+        return [lookup(mh) for mh in multihashes]
+
+    def _reader(self) -> Callable[[bytes], bytes | None]:
+        point_reader = getattr(self.kv, "point_reader", None)
+        read: Callable[[bytes], bytes | None] = (
+            self.kv.get if point_reader is None else point_reader()
+        )
+        self._cache.read = read
+        return read
+
+    def _resolve(
+        self, records: dict[bytes, tuple[ValueRecord, ...]], raw: bytes
+    ) -> tuple[ValueRecord, ...]:
+        """The live records of member set ``raw``, read and remembered in ``records``."""
+        if len(raw) == VK:
+            record = self.value(raw)
+            hit: tuple[ValueRecord, ...] = () if record is None else (record,)
+        else:
+            out: list[ValueRecord] = []
+            for at in range(0, len(raw), VK):
+                vk = raw[at : at + VK]
+                part = records.get(vk)
+                out.extend(part if part is not None else self._resolve(records, vk))
+            hit = tuple(out)
         if len(records) >= CACHE_LIMIT:
             records.clear()
-        record = records[vk] = self.value(vk)
-        return record
+        records[raw] = hit
+        return hit
 
     def providers(self) -> Iterator[tuple[bytes, ProviderRecord]]:
         """Every provider in the registry (peer ID bytes, record), in key order."""

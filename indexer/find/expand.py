@@ -17,6 +17,8 @@ Rules this module keeps (storetheindex ``server/find/server.go`` ``find`` and
   ``lookup_many``), then one ``registry`` read of the distinct providers of the values found, so
   a cluster pays a fixed number of round trips per request, not one per value.  How fresh the
   registry records are is the reader's rule (one node: never stale; a cluster: a short bound).
+- A value's expanded results are reused only while the reader hands out the very same value and
+  registry objects (``_Expanded``), so they are never staler than what the reader serves.
 """
 
 from __future__ import annotations
@@ -80,13 +82,35 @@ def provider_results(main: str, record: ProviderRecord, value: ValueRecord) -> l
     return out
 
 
-def _expand(values: Iterable[ValueRecord], registry: Mapping[bytes, Known]) -> list[ProviderResult]:
-    out: list[ProviderResult] = []
-    for value in values:
-        known = registry[value.provider]
-        if known is not None:
-            out.extend(provider_results(known[0], known[1], value))
-    return out
+_RESULTS_MAX = 50_000  # values whose expanded results are remembered (then started afresh)
+
+
+class _Expanded:
+    """Each value's expanded results, remembered with the value and registry entry objects they
+    came from and reused only for those very objects (the entry holds them, so their ids cannot
+    be reused meanwhile): the readers hand out the same objects while nothing changed (a
+    ``kv.version``, a registry ``ttl``), and new ones when anything did."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[ValueRecord, Known, tuple[ProviderResult, ...]]] = {}
+
+    def expand(
+        self, values: Iterable[ValueRecord], registry: Mapping[bytes, Known]
+    ) -> list[ProviderResult]:
+        entries = self.entries
+        out: list[ProviderResult] = []
+        for value in values:
+            known = registry[value.provider]
+            if known is None:
+                continue
+            entry = entries.get(id(value))
+            if entry is None or entry[0] is not value or entry[1] is not known:
+                if len(entries) >= _RESULTS_MAX:
+                    entries.clear()
+                results = tuple(provider_results(known[0], known[1], value))
+                entry = entries[id(value)] = (value, known, results)
+            out.extend(entry[2])
+        return out
 
 
 @dataclass
@@ -98,24 +122,29 @@ class Finder:
 
     index: IndexStore | IndexReader
     reader: IndexReader = field(init=False)
+    _expanded: _Expanded = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reader = as_reader(self.index)
+        self._expanded = _Expanded()
 
     async def results(self, multihash: bytes) -> list[ProviderResult]:
         """Every provider result of one multihash, expanded; empty when none."""
         values = await self.reader.lookup(multihash)
         if not values:
             return []
-        return _expand(values, await self.reader.registry({v.provider for v in values}))
+        return self._expanded.expand(
+            values, await self.reader.registry({v.provider for v in values})
+        )
 
     async def find(self, multihashes: Sequence[bytes]) -> list[MultihashResult]:
         """The results of each multihash that has any, in request order."""
         found = await self.reader.lookup_many(multihashes)
         registry = await self.reader.registry({v.provider for vs in found for v in vs})
         out = []
+        expand = self._expanded.expand
         for mh, values in zip(multihashes, found, strict=True):
-            results = _expand(values, registry)
+            results = expand(values, registry)
             if results:
                 out.append(MultihashResult(mh, results))
         return out

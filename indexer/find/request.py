@@ -16,7 +16,8 @@ go-libp2p ``peer.Decode``; go-cid ``Decode``):
 - ``Accept``: absent means the default (JSON).  Otherwise every comma-separated media type must
   parse (else 406 ``invalid accept header: ...``) and the first offered type present in it wins,
   in the server's order of preference (so NDJSON wins whenever a client lists it); parameters such
-  as ``q`` are ignored.  No offered type listed: 406 ``accept: <offered>``.
+  as ``q`` are ignored.  No offered type listed: 406 ``accept: <offered>``.  The answer to each
+  (short ``Accept``, offer) pair is remembered (a bounded dict): it depends on nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import base58
 import msgspec
 import multibase as py_multibase
 from multiformats import multibase
@@ -40,6 +40,7 @@ __all__ = [
     "JSON",
     "NDJSON",
     "BadInput",
+    "b58decode",
     "batch_multihashes",
     "multibase_decode",
     "negotiate",
@@ -68,6 +69,8 @@ class BadInput:
 
 
 def _whole_multihash(raw: bytes) -> bool:
+    if len(raw) == 34 and raw[0] == 0x12 and raw[1] == 32:  # sha2-256: nearly every one asked
+        return True
     try:
         _, end = parse_multihash(raw)
     except BadCid:
@@ -75,10 +78,33 @@ def _whole_multihash(raw: bytes) -> bool:
     return len(raw) >= 2 and end == len(raw)
 
 
+_B58_ALPHABET = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_DIGITS = bytes.maketrans(
+    _B58_ALPHABET + bytes(b for b in range(256) if b not in _B58_ALPHABET),
+    bytes(range(58)) + b"\xff" * (256 - 58),
+)
+
+
+def b58decode(text: str) -> bytes:
+    """base58btc text to bytes, as ``base58.b58decode`` (trailing whitespace ignored, each
+    leading ``1`` a zero byte; anything else outside the alphabet a ``ValueError``), about five
+    times faster: the digits come from one ``translate``, and the bytes from ``int.to_bytes``
+    rather than a ``divmod`` per byte."""
+    stripped = text.rstrip().encode("ascii")  # UnicodeEncodeError is a ValueError
+    digits = stripped.translate(_B58_DIGITS)
+    if b"\xff" in digits:
+        raise ValueError("invalid base58 character")
+    value = 0
+    for digit in digits:
+        value = value * 58 + digit
+    zeros = len(stripped) - len(stripped.lstrip(b"1"))
+    return bytes(zeros) + value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
 def parse_multihash_text(text: str) -> bytes | BadInput:
     """A multihash from base58btc or hex text."""
     try:
-        raw = base58.b58decode(text) if text else b""
+        raw = b58decode(text) if text else b""
     except ValueError:
         raw = b""
     if _whole_multihash(raw):
@@ -185,12 +211,34 @@ def _media_type(part: str) -> str | None:
     return kind if sub is None else f"{kind}/{sub.lower()}"
 
 
+_NEGOTIATED_MAX = 256  # distinct (Accept, offered) pairs remembered (then started afresh)
+_NEGOTIATED_LEN = 256  # longer Accept values are parsed every time, never remembered
+_negotiated: dict[tuple[str, tuple[str, ...]], str | Response] = {}
+
+
 def negotiate(request: Request, offered: Sequence[str]) -> str | Response:
-    """The first offered media type the client accepts ("" without Accept), or a 406."""
+    """The first offered media type the client accepts ("" without Accept), or a 406.
+
+    A pure function of the header and the offer, so each pair's answer is remembered: clients
+    send the same few ``Accept`` values, and parsing one costs several regex matches.
+    """
     if "accept" not in request.headers:
         return ""
+    accept = request.headers["accept"]
+    if len(accept) > _NEGOTIATED_LEN:
+        return _negotiate(accept, offered)
+    key = (accept, tuple(offered))
+    answer = _negotiated.get(key)
+    if answer is None:
+        if len(_negotiated) >= _NEGOTIATED_MAX:
+            _negotiated.clear()
+        answer = _negotiated[key] = _negotiate(accept, offered)
+    return answer
+
+
+def _negotiate(accept: str, offered: Sequence[str]) -> str | Response:
     listed = set()
-    for part in request.headers["accept"].split(","):
+    for part in accept.split(","):
         media = _media_type(part)
         if media is None:
             message = f"invalid accept header: mime: cannot parse {part.strip()!r}"

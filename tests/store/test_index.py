@@ -7,7 +7,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from store import KV, IndexStore, KVStore, ProviderRecord, ValueRecord, value_key
+from store import KV, IndexStore, KVStore, ProviderRecord, StoreClosed, ValueRecord, value_key
 from store.index import ExtendedProviderRecord
 from tests.builders import multihash
 
@@ -180,3 +180,13 @@ def test_remove_provider_batch_is_bounded_and_leaves_others(kv: KVStore) -> None
     assert index.allocated(P1, b"ctx4") is None and index.allocated(P2, b"ctx4") is not None
     kv.write_batch(index.remove_provider_record(P1))
     assert index.provider(P1) is None
+
+
+def test_lookup_after_close_raises_the_stores_own_error(kv: KVStore) -> None:
+    index = index_with(kv, (P1, b"A", [multihash(1)]))
+    assert contexts(index, multihash(1)) == [b"A"]  # the read path is set up and cached
+    kv.close()
+    with pytest.raises(StoreClosed):
+        index.lookup(multihash(1))
+    with pytest.raises(StoreClosed):
+        index.lookup_many([multihash(2)])

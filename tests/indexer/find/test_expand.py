@@ -8,14 +8,16 @@ ingest path cannot produce (metadata on the main provider's own extended-provide
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import msgspec
+import trio
 
-from indexer.find.expand import context_override, provider_results
+from indexer.find.expand import Finder, context_override, provider_results
 from indexer.find.model import AddrInfo, ProviderResult, go_string
-from store import ProviderRecord, ValueRecord
+from store import KV, IndexStore, ProviderRecord, ValueRecord, value_key
 from store.index import ExtendedProviderRecord as Ep
-from tests.builders import key
+from tests.builders import key, multihash
 
 MAIN = str(key(541).peer_id())
 EP1 = str(key(542).peer_id())
@@ -108,3 +110,34 @@ def test_peer_ids_print_as_base58_and_bad_ones_are_skipped() -> None:
 def test_go_string_replaces_each_invalid_byte() -> None:
     assert go_string(b"lobster") == "lobster"
     assert go_string(b"a\xe2\x80b\xffc\xed\xa0\x80") == "a\ufffd\ufffdb\ufffdc\ufffd\ufffd\ufffd"
+
+
+def test_finder_reuses_expanded_results_only_while_nothing_changed(tmp_path: Path) -> None:
+    """Cached expansions never outlive the registry record or the value they came from."""
+    mh, other = multihash(1), multihash(2)
+    provider = key(541).peer_id().raw
+    with KV(tmp_path / "db") as kv:
+        kv.write_batch(
+            [
+                *IndexStore.put_provider(
+                    provider, ProviderRecord(addresses=["/ip4/1.1.1.1/tcp/1"])
+                ),
+                *IndexStore.put_value(provider, CTX, MD),
+                *IndexStore.put_multihashes(value_key(provider, CTX), [mh, other]),
+            ]
+        )
+        finder = Finder(IndexStore(kv))
+
+        def addrs() -> list[list[str]]:
+            found = trio.run(finder.results, mh)
+            return [r.provider.addrs for r in found if r.provider is not None]
+
+        assert addrs() == addrs() == [["/ip4/1.1.1.1/tcp/1"]]  # the second answer: reused
+        kv.write_batch(IndexStore.put_provider(provider, ProviderRecord(addresses=["/dns4/x"])))
+        assert addrs() == [["/dns4/x"]]
+        kv.write_batch(IndexStore.put_value(provider, CTX, b"new"))
+        assert [r.metadata for r in trio.run(finder.find, [mh, other])[1].provider_results] == [
+            b"new"
+        ]
+        kv.write_batch(IndexStore.remove_context(provider, CTX))
+        assert addrs() == [] and trio.run(finder.find, [mh, other]) == []

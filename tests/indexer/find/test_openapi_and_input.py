@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import base58
 import pytest
 import trio
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from indexer.find import OPENAPI, ROUTES, find_handler
 from indexer.find.model import AddrInfo, ProviderResult, encode, encode_line
 from indexer.find.openapi import openapi_json
+from indexer.find.request import b58decode
 from indexer.routing import ROUTES as ROUTING_ROUTES
 from indexer.routing.filters import FILTER_ADDRS, FILTER_PROTOCOLS
 from store import KV, IndexStore, ProviderRecord, value_key
@@ -145,3 +147,26 @@ def test_no_input_gets_a_500(
         return (await handler(request)).status
 
     assert trio.run(ask) < 500
+
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=40).map(lambda raw: base58.b58encode(raw).decode()),
+        st.text(alphabet=_B58 + "0OIl +/\t\u00e9\u2028", max_size=16),
+    )
+)
+def test_the_find_base58_decoder_answers_as_the_library(text: str) -> None:
+    """``request.b58decode`` (what path arguments are decoded with) is ``base58.b58decode``."""
+    try:
+        want: bytes | None = base58.b58decode(text)
+    except ValueError:
+        want = None
+    try:
+        got: bytes | None = b58decode(text)
+    except ValueError:
+        got = None
+    assert got == want
