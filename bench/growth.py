@@ -12,17 +12,24 @@ writes a block while it fetches the next.
 
 At each size (a checkpoint) writing pauses and the bench measures:
 
-- the ingest rate over the last fifth of the multihashes before it (at least 1M, at most all);
+- the ingest rate over the last fifth of the multihashes before it (at least 1M, at most all),
+  and the process's CPU time per multihash in that window (every thread: the generator, the
+  writer, LevelDB's compaction; a machine shared with other work disturbs it far less);
 - each write batch's latency in that window (p50, p99, max: LevelDB stalls a write when level 0
   has too many files or the memtable is full while the previous one is still being written);
+- how long LevelDB's background compaction then takes to go idle (``compaction_settle_s``: the
+  compaction debt the writes left; the process under 10% of a core for ``SETTLE_QUIET`` s);
 - lookups: ``LOOKUPS`` multihashes known (from ``LOOKUP_CHUNKS`` random chunks written so far)
   and as many unknown, through ``IndexStore.lookup``, beside raw plyvel ``get`` of the same keys
-  on the same database handle (alternating rounds, best of ``ROUNDS``, after a warming pass);
-- the LevelDB directory's bytes per pair as it is (no compaction first: what a running node
-  holds, memtable log and uncompacted level-0 files included) and its files per level.
+  on the same database handle (alternating rounds, best of ``ROUNDS``, after a warming pass),
+  per second of wall clock and per second of the thread's CPU;
+- the LevelDB directory's bytes per pair after that pause, as LevelDB left it (no manual
+  compaction: what a running node holds, the log and level-0 files included), and its files
+  per level.
 
 The headline figures are the ratios of the largest size's rates to the smallest's (targets:
-ingest >= 0.7, lookups >= 0.7).  Sizes: ``BENCH_GROWTH_SIZES`` (``"1M,10M,50M"``; ``k`` and
+ingest >= 0.7, lookups >= 0.7); ``ingest_cpu_ratio`` and ``lookup_cpu_ratio`` are the same
+from CPU time.  Sizes: ``BENCH_GROWTH_SIZES`` (``"1M,10M,50M"``; ``k`` and
 ``M`` suffixes) or the ``sizes`` argument; the database goes under ``BENCH_GROWTH_DIR`` (default
 the system's temporary directory), which must have room for ``BYTES_NEEDED_PER_PAIR`` bytes per
 multihash (the bench refuses before it writes anything otherwise).  ``build`` is the generator
@@ -67,6 +74,8 @@ TARGET_RATIO = 0.7
 # LevelDB holds about 45 bytes a pair once compacted; room for uncompacted levels and a
 # compaction's output beside its inputs.
 BYTES_NEEDED_PER_PAIR = 120
+SETTLE_QUIET = 0.5  # seconds of (nearly) no CPU that say LevelDB's compaction is idle
+SETTLE_MAX = 600.0
 SPARE_BYTES = 1 << 30
 PROVIDER = b"\x00\x24\x08\x01\x12\x20" + bytes(range(32))  # an Ed25519 peer ID's shape
 PUBLISHER = PROVIDER
@@ -204,11 +213,25 @@ def build(path: Path, pairs: int, ad_chunks: int = AD_CHUNKS) -> None:
             writer.staging.finish(entry, ok=True)
 
 
-def _rate(fn: Callable[[bytes], object], args: Sequence[bytes]) -> float:
-    start = time.perf_counter()
+def _rate(fn: Callable[[bytes], object], args: Sequence[bytes]) -> tuple[float, float]:
+    """Calls per second of wall clock, and per second of this thread's CPU (which a machine
+    shared with other work disturbs far less)."""
+    start, cpu = time.perf_counter(), time.thread_time()
     for arg in args:
         fn(arg)
-    return len(args) / (time.perf_counter() - start)
+    return len(args) / (time.perf_counter() - start), len(args) / (time.thread_time() - cpu)
+
+
+def _settle(quiet: float) -> float:
+    """Wait until LevelDB's background compaction is idle: the process uses under 10% of a core
+    over ``quiet`` seconds (nothing else of it runs meanwhile); the seconds it took."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < SETTLE_MAX:
+        cpu = time.process_time()
+        time.sleep(quiet)
+        if time.process_time() - cpu < 0.1 * quiet:
+            break
+    return time.perf_counter() - start
 
 
 def _probes(full: list[int], rng: random.Random, lookups: int) -> tuple[list[bytes], list[bytes]]:
@@ -238,12 +261,14 @@ def _lookups(writer: _Writer, rng: random.Random, lookups: int) -> dict[str, Any
     best: dict[str, float] = {}
     for _ in range(ROUNDS + 1):  # the first round warms the block cache
         for name, fn, args in [
-            ("lookups_per_s", index.lookup, known),
-            ("raw_gets_per_s", raw_get, keys),
-            ("unknown_lookups_per_s", index.lookup, unknown),
-            ("raw_unknown_gets_per_s", raw_get, unknown_keys),
+            ("lookups", index.lookup, known),
+            ("raw_gets", raw_get, keys),
+            ("unknown_lookups", index.lookup, unknown),
+            ("raw_unknown_gets", raw_get, unknown_keys),
         ]:
-            best[name] = max(best.get(name, 0.0), _rate(fn, args))
+            wall, cpu = _rate(fn, args)
+            best[f"{name}_per_s"] = max(best.get(f"{name}_per_s", 0.0), wall)
+            best[f"{name}_per_cpu_s"] = max(best.get(f"{name}_per_cpu_s", 0.0), cpu)
     out: dict[str, Any] = {name: round(rate) for name, rate in best.items()}
     out["ratio_to_raw"] = round(best["lookups_per_s"] / best["raw_gets_per_s"], 3)
     out["unknown_ratio_to_raw"] = round(
@@ -261,13 +286,21 @@ def _levels(kv: KV) -> list[int]:
 
 
 def _checkpoint(
-    writer: _Writer, path: Path, started: float, window: float, lookups: int
+    writer: _Writer,
+    path: Path,
+    started: float,
+    window: tuple[float, float],
+    lookups: int,
+    quiet: float,
 ) -> dict[str, Any]:
     ms = sorted(t * 1000 for t in writer.latencies)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    settle = _settle(quiet)
     return {
         "multihashes": writer.written,
-        "ingest_multihashes_per_s": round(window),
+        "ingest_multihashes_per_s": round(window[0]),
+        "ingest_cpu_us_per_multihash": round(window[1], 3),
+        "compaction_settle_s": round(settle, 1),
         "write_batch_ms": {
             "batches": len(ms),
             "p50": round(statistics.median(ms), 2),
@@ -297,7 +330,9 @@ def _windows(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
         previous = size
 
 
-def run(sizes: Sequence[int] | None = None, lookups: int = LOOKUPS) -> dict[str, Any]:
+def run(
+    sizes: Sequence[int] | None = None, lookups: int = LOOKUPS, quiet: float = SETTLE_QUIET
+) -> dict[str, Any]:
     sizes = _sizes(sizes)
     where = Path(os.environ.get("BENCH_GROWTH_DIR") or tempfile.gettempdir())
     free = check_disk(where, sizes[-1])
@@ -310,13 +345,15 @@ def run(sizes: Sequence[int] | None = None, lookups: int = LOOKUPS) -> dict[str,
             for start, size in _windows(sizes):
                 _grow(writer, start, pool)  # unmeasured up to the window
                 writer.latencies = []
-                t0, n0 = time.perf_counter(), writer.written
+                t0, cpu0, n0 = time.perf_counter(), time.process_time(), writer.written
                 _grow(writer, size, pool)
-                rate = (writer.written - n0) / (time.perf_counter() - t0)
-                points.append(_checkpoint(writer, path, started, rate, lookups))
+                n = writer.written - n0
+                rate = n / (time.perf_counter() - t0), (time.process_time() - cpu0) / n * 1e6
+                points.append(_checkpoint(writer, path, started, rate, lookups, quiet))
     first, last = points[0], points[-1]
     ingest = last["ingest_multihashes_per_s"] / first["ingest_multihashes_per_s"]
     lookup = last["lookups_per_s"] / first["lookups_per_s"]
+    cpu = first["ingest_cpu_us_per_multihash"] / last["ingest_cpu_us_per_multihash"]
     return {
         "sizes": sizes,
         "chunk": CHUNK,
@@ -329,6 +366,8 @@ def run(sizes: Sequence[int] | None = None, lookups: int = LOOKUPS) -> dict[str,
             last["unknown_lookups_per_s"] / first["unknown_lookups_per_s"], 3
         ),
         "raw_gets_ratio": round(last["raw_gets_per_s"] / first["raw_gets_per_s"], 3),
+        "ingest_cpu_ratio": round(cpu, 3),
+        "lookup_cpu_ratio": round(last["lookups_per_cpu_s"] / first["lookups_per_cpu_s"], 3),
         "ratio_of": f"{sizes[-1]:,} / {sizes[0]:,} multihashes",
         "target_ratio": TARGET_RATIO,
         "seconds": round(time.perf_counter() - started, 1),

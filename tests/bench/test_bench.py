@@ -84,7 +84,7 @@ def test_sizes_and_the_disk_check(tmp_path: Path) -> None:
 
 
 def test_growth_end_to_end_at_tiny_sizes() -> None:
-    out = growth.run([20_000, 40_000], lookups=200)
+    out = growth.run([20_000, 40_000], lookups=200, quiet=0.02)
     first, last = out["checkpoints"]
     assert (first["multihashes"], last["multihashes"]) == (20_000, 40_000)
     for point in (first, last):
