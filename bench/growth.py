@@ -29,19 +29,22 @@ At each size (a checkpoint) writing pauses and the bench measures:
 
 The headline figures are the ratios of the largest size's rates to the smallest's (targets:
 ingest >= 0.7, lookups >= 0.7); ``ingest_cpu_ratio`` and ``lookup_cpu_ratio`` are the same
-from CPU time.  Sizes: ``BENCH_GROWTH_SIZES`` (``"1M,10M,50M"``; ``k`` and
-``M`` suffixes) or the ``sizes`` argument; the database goes under ``BENCH_GROWTH_DIR`` (default
-the system's temporary directory), which must have room for ``BYTES_NEEDED_PER_PAIR`` bytes per
-multihash (the bench refuses before it writes anything otherwise).  ``build`` is the generator
-alone, for ``bench.recovery``'s index on disk.
+from CPU time.  Sizes: ``BENCH_GROWTH_SIZES`` (``"1M,10M,50M"``; ``k`` and ``M`` suffixes) or
+the ``sizes`` argument; each checkpoint's figures also go to stderr as one JSON line when
+measured (a 50M run takes most of an hour).  The database goes under ``BENCH_GROWTH_DIR``
+(default the system's temporary directory), which must have room for ``BYTES_NEEDED_PER_PAIR``
+bytes per multihash (the bench refuses before it writes anything otherwise).  ``build`` is the
+generator alone, for ``bench.recovery``'s index on disk.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -350,6 +353,7 @@ def run(
                 n = writer.written - n0
                 rate = n / (time.perf_counter() - t0), (time.process_time() - cpu0) / n * 1e6
                 points.append(_checkpoint(writer, path, started, rate, lookups, quiet))
+                print(json.dumps(points[-1]), file=sys.stderr, flush=True)  # a long run's progress
     first, last = points[0], points[-1]
     ingest = last["ingest_multihashes_per_s"] / first["ingest_multihashes_per_s"]
     lookup = last["lookups_per_s"] / first["lookups_per_s"]
