@@ -189,12 +189,16 @@ class _Writer:
 
 def _grow(writer: _Writer, pairs: int, pool: ThreadPoolExecutor) -> None:
     """Write chunks until ``pairs`` multihashes are in: chunk N+1 is made while N is written."""
-    need_ads = -(-pairs // (CHUNK * writer.ad_chunks)) - writer._ads
+    chunks = writer.chunks + -(-(pairs - writer.written) // CHUNK)
+    need_ads = -(-chunks // writer.ad_chunks) - writer._ads
     if need_ads > 0:
         writer.stage(need_ads)
     pending: Future[None] | None = None
     while writer.written < pairs:
         mhs = chunk(writer.chunks)[: pairs - writer.written]
+        if pending is not None and writer.chunks % writer.ad_chunks == 0:
+            pending.result()  # a worker takes its next ad once the last one is popped
+            pending = None
         write = writer.batch(mhs)
         if pending is not None:
             pending.result()
@@ -212,8 +216,6 @@ def build(path: Path, pairs: int, ad_chunks: int = AD_CHUNKS) -> None:
         # The last ad, when cut short, stays staged mid-ad: pop it as a finished ad would be.
         if writer.chunks % ad_chunks and writer._entry is not None:
             writer.staging.finish(writer._entry, ok=True)
-        while (entry := writer.staging.next_entry(PROVIDER)) is not None:
-            writer.staging.finish(entry, ok=True)
 
 
 def _rate(fn: Callable[[bytes], object], args: Sequence[bytes]) -> tuple[float, float]:

@@ -5,6 +5,7 @@ directories (the daemon start itself takes seconds: run ``python -m bench recove
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,12 +101,23 @@ def test_growth_build_indexes_through_staging_and_leaves_nothing_staged(tmp_path
     growth.build(tmp_path / "db", 2 * growth.CHUNK + 100, ad_chunks=2)  # one ad and a bit
     with KV(tmp_path / "db", create=False) as kv:
         index = IndexStore(kv)
+        # Each ad popped once, in order: a second ad begun before the first was popped would
+        # have found the first again (and left the second staged).
         assert index.lookup(growth.chunk(0)[0]) and index.lookup(growth.chunk(2)[99])
         assert not index.lookup(growth.chunk(2)[100])  # the last chunk was cut short
         assert StagingArea(kv).providers() == []
         [second] = index.lookup(growth.chunk(2)[0])
         assert second.context_id == b"growth 1" and second.metadata == growth.METADATA
         assert index.provider(growth.PROVIDER) is not None
+
+
+def test_growth_pops_every_ad_once_in_order(tmp_path: Path) -> None:
+    with KV(tmp_path / "db") as kv, ThreadPoolExecutor(1) as pool:
+        writer = growth._Writer(kv, ad_chunks=1)
+        growth._grow(writer, 3 * 1000, pool)  # chunks cut to 1,000: one chunk, one ad
+        growth._grow(writer, 4 * 1000, pool)
+        assert StagingArea(kv).providers() == []
+        assert writer.written == 4000 and writer.chunks == 2  # one cut-short chunk per call
 
 
 def test_recovery_stages_the_first_ad_then_the_marker(tmp_path: Path) -> None:
