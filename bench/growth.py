@@ -25,7 +25,8 @@ At each size (a checkpoint) writing pauses and the bench measures:
   per second of wall clock and per second of the thread's CPU;
 - the LevelDB directory's bytes per pair after that pause, as LevelDB left it (no manual
   compaction: what a running node holds, the log and level-0 files included), and its files
-  per level.
+  per level, and LevelDB's own compaction totals so far (seconds, megabytes written, and the
+  write amplification: megabytes written over the bytes now on disk).
 
 The headline figures are the ratios of the largest size's rates to the smallest's (targets:
 ingest >= 0.7, lookups >= 0.7); ``ingest_cpu_ratio`` and ``lookup_cpu_ratio`` are the same
@@ -290,6 +291,24 @@ def _levels(kv: KV) -> list[int]:
     return counts
 
 
+def _compactions(kv: KV, disk: int) -> dict[str, Any]:
+    """LevelDB's own compaction totals so far (``leveldb.stats``): seconds spent, megabytes
+    written (memtable flushes included), and that over the bytes on disk now (each byte on
+    disk was written about this many times: the write amplification)."""
+    text = kv._db.get_property(b"leveldb.stats") or b""  # LevelDB's own properties
+    seconds = written = 0.0
+    for line in text.decode().splitlines():
+        cells = line.split()
+        if len(cells) == 6 and cells[0].isdigit():  # Level Files Size(MB) Time Read Write
+            seconds += float(cells[3])
+            written += float(cells[5])
+    return {
+        "seconds": round(seconds, 1),
+        "written_mb": round(written),
+        "write_amplification": round(written * 2**20 / disk, 1) if disk else None,
+    }
+
+
 def _checkpoint(
     writer: _Writer,
     path: Path,
@@ -315,6 +334,7 @@ def _checkpoint(
         **_lookups(writer, random.Random(writer.written), lookups),
         "disk_bytes_per_pair_as_is": round(_disk(path) / writer.written, 2),
         "files_per_level": _levels(writer.kv),
+        "compactions": _compactions(writer.kv, _disk(path)),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
 

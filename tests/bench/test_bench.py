@@ -92,6 +92,7 @@ def test_growth_end_to_end_at_tiny_sizes() -> None:
         assert point["lookups_per_s"] > 0 and point["raw_gets_per_s"] > 0
         assert point["disk_bytes_per_pair_as_is"] > 0
         assert point["write_batch_ms"]["max"] >= point["write_batch_ms"]["p50"] > 0
+        assert point["compactions"]["written_mb"] >= 0
     assert out["ingest_ratio"] == round(
         last["ingest_multihashes_per_s"] / first["ingest_multihashes_per_s"], 3
     )
