@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
@@ -164,17 +165,24 @@ def check_data_dir(data_dir: Path, *, key_file: str) -> None:
 
 
 def check_not_in_use(data_dir: Path, *, db_dir: str) -> None:
-    """No other daemon holds the data directory's database (LevelDB's lock); nothing made."""
-    db = data_dir / db_dir
-    if db.is_dir():
-        from store import KV, StoreLocked, StoreNotFound
+    """No other daemon holds the data directory's database; nothing made, nothing opened.
 
-        try:
-            KV(db, create=False).close()
-        except StoreNotFound:
-            pass  # an empty directory: the daemon makes the database
-        except StoreLocked:
-            raise CliError(
-                f"another indexer daemon is using {data_dir} (stop it, or give --data-dir "
-                "another directory)"
-            ) from None
+    LevelDB locks ``<db>/LOCK`` with a POSIX record lock (``fcntl`` ``F_SETLK``): probing that
+    lock answers without opening the database, which would replay its log (seconds, with much
+    staged) only for the daemon to replay it again."""
+    lock = data_dir / db_dir / "LOCK"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return  # no database yet (or no lock file): the daemon makes it, or says why it cannot
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        raise CliError(
+            f"another indexer daemon is using {data_dir} (stop it, or give --data-dir "
+            "another directory)"
+        ) from None
+    finally:
+        os.close(fd)  # releases the probe's lock
