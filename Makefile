@@ -39,9 +39,9 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund
 	@touch $@
 
-# Two pytest-xdist workers, a test file each at a time (its module fixtures set up once); the
+# Three pytest-xdist workers, a test file each at a time (its module fixtures set up once); the
 # tests are written to pass under load (events, not sleeps), and half of them wait on processes.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP) $(JS_STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
