@@ -260,9 +260,9 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         msgspec.Meta(
             ge=64,
             description=(
-                "LevelDB tables kept open, each a file descriptor (kept out of the HTTP servers' "
-                "share) and about 50 KiB of RAM (its index block and bloom filter, per 2 MiB "
-                "table); a table not open is reopened to read it"
+                "LevelDB tables kept open, each a mapping or a file descriptor (descriptors kept "
+                "out of the HTTP servers' share) and about 70 KiB of RAM (its index block and "
+                "bloom filter, per 2 MiB table); a table not open is reopened to read it"
             ),
         ),
     ] = _TUNING.max_open_files

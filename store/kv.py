@@ -12,7 +12,10 @@ Rules this module keeps (and ``protocol.py``'s, which every backend keeps):
 - What LevelDB holds in RAM is bounded by ``Tuning`` (the daemon's ``[store]`` section): up to
   two memtables of ``write_buffer_size`` (the one written and the one being flushed), the block
   cache's ``lru_cache_size``, and per open table (``max_open_files`` of them) its index block and
-  bloom filter, about 50 KiB per 2 MiB table.  Nothing else of LevelDB's grows with the data.
+  bloom filter, about 70 KiB per 2 MiB table of index keys (measured).  Nothing else of
+  LevelDB's own memory grows with the data.  Tables are read through mmap, so the file pages read
+  count in the process's RSS too (``RssFile``): page cache, which the kernel drops under
+  pressure, growing with the database, not memory the process holds.
 - Writes that must be atomic go through ``write_batch`` (one LevelDB WriteBatch, synced when
   ``sync=True``); there is no other multi-key write.  Batches are resolved and applied under one
   lock, so member-set operations are read-modify-writes no other batch interleaves with.  Reads
