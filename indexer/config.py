@@ -4,10 +4,10 @@ Rules this module keeps:
 
 - One source for every setting: the section Structs (``Server``, ``IngestConfig`` from
   ``indexer.ingest.settings``, ``Http``, ``Policy`` from ``indexer.policy``, ``P2p``,
-  ``Cluster``), each field with its default and a ``msgspec.Meta(description=...)``.
-  ``TEMPLATE`` (what ``indexer init`` writes: every setting, commented, at its default) and
-  ``markdown_table()`` (the README's table) are generated from them;
-  nothing else restates a default.
+  ``Cluster``, ``StoreConfig``), each field with its default and a
+  ``msgspec.Meta(description=...)``.  ``TEMPLATE`` (what ``indexer init`` writes: every
+  setting, commented, at its default) and ``markdown_table()`` (the README's table) are
+  generated from them; nothing else restates a default.
 - A missing file, section or key means the default (``load_config(path, required=True)``, for a
   file named on the command line, makes a missing file an error).  Decoding is strict
   (``forbid_unknown_fields``, no lax conversion but int to float): a TOML syntax error, an unknown
@@ -33,6 +33,7 @@ from indexer.cluster.ownership import DEFAULT_TTL
 from indexer.errors import ConfigError
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
+from store import Tuning
 from sync.announce.message import ANNOUNCE_TOPIC
 from sync.announce.peeraddrs import parse_peer_addrs
 from sync.errors import BadMultiaddr
@@ -47,6 +48,7 @@ __all__ = [
     "Http",
     "P2p",
     "Server",
+    "StoreConfig",
     "etcd_endpoints",
     "load_config",
     "markdown_table",
@@ -233,6 +235,47 @@ def etcd_endpoints(urls: str) -> list[str]:
     return out
 
 
+_TUNING = Tuning()  # the store's own defaults: the [store] section's
+
+
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The embedded LevelDB's memory (read at start; a reload needs a restart for it)."""
+
+    write_buffer_mib: Annotated[
+        int,
+        _positive(
+            "MiB of LevelDB's memtable (write buffer): RAM up to twice this (the one written "
+            "and the one being flushed); smaller flushes more often, and stalls big batches"
+        ),
+    ] = _TUNING.write_buffer_size >> 20
+    block_cache_mib: Annotated[
+        int,
+        _positive(
+            "MiB of LevelDB's LRU cache of uncompressed 16 KiB blocks: RAM up to this once "
+            "reads have filled it (find and the ingest's set updates read the index)"
+        ),
+    ] = _TUNING.lru_cache_size >> 20
+    max_open_files: Annotated[
+        int,
+        msgspec.Meta(
+            ge=64,
+            description=(
+                "LevelDB tables kept open, each a mapping or a file descriptor (descriptors kept "
+                "out of the HTTP servers' share) and about 70 KiB of RAM (its index block and "
+                "bloom filter, per 2 MiB table); a table not open is reopened to read it"
+            ),
+        ),
+    ] = _TUNING.max_open_files
+
+    def tuning(self) -> Tuning:
+        """The ``store.KV`` options these settings make (the rest at the store's defaults)."""
+        return Tuning(
+            write_buffer_size=self.write_buffer_mib << 20,
+            lru_cache_size=self.block_cache_mib << 20,
+            max_open_files=self.max_open_files,
+        )
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole file: one field per section."""
 
@@ -242,6 +285,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     policy: Policy = msgspec.field(default_factory=Policy)
     p2p: P2p = msgspec.field(default_factory=P2p)
     cluster: Cluster = msgspec.field(default_factory=Cluster)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
 
 
 def load_config(path: Path | None, *, required: bool = False) -> Config:

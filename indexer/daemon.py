@@ -150,7 +150,7 @@ class Daemon:
         warn_exposed(config, self.admin_token)  # before anything is opened or bound
         policy = LivePolicy(config.policy)
         find_limits, ingest_limits, admin_limits = _http_limits(config)  # raises RLIMIT_NOFILE
-        with KV(self.data_dir / DB_DIR) as kv:
+        with KV(self.data_dir / DB_DIR, tuning=config.store.tuning()) as kv:  # [store]
             async with (
                 self._cluster(kv) as cluster,
                 trio.open_nursery() as nursery,
@@ -429,7 +429,8 @@ def _http_limits(config: Config) -> tuple[Limits, Limits, Limits]:
         idle_timeout=http.idle_timeout,
     )  # fmt: skip
     wanted = [http.max_find_connections, http.max_ingest_connections, http.max_admin_connections]
-    caps = fit_connection_caps(wanted)
+    # LevelDB keeps up to max_open_files tables open: descriptors the servers do not get.
+    caps = fit_connection_caps(wanted, reserved=config.store.max_open_files + 100)
     log.info("http connection caps", find=caps[0], ingest=caps[1], admin=caps[2])
     find, ingest, admin = (dataclasses.replace(base, max_connections=cap) for cap in caps)
     return find, ingest, admin

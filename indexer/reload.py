@@ -8,8 +8,8 @@ Rules this module keeps:
   of it), the announce rate limits and the cap of pending publishers, and the whole ``[ingest]``
   section as the ingester reads it at each use (``poll_interval`` included: a poll loop asleep
   wakes to the new interval).  What needs a restart, and is said so in the answer: ``[server]``,
-  ``[http]``, ``[cluster]``, and the ingest slots sized at start (``max_syncs``,
-  ``max_workers`` and their slow pools).
+  ``[http]``, ``[cluster]``, ``[store]`` (LevelDB's options are fixed when it opens), and the
+  ingest slots sized at start (``max_syncs``, ``max_workers`` and their slow pools).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["RESTART_INGEST", "RESTART_SECTIONS", "Reloaded", "Reloader"]
 
 log = structlog.get_logger("daemon")
 
-RESTART_SECTIONS = ("server", "http", "cluster")
+RESTART_SECTIONS = ("server", "http", "cluster", "store")
 RESTART_INGEST = ("max_syncs", "max_slow_syncs", "max_workers", "max_slow_workers")
 
 

@@ -18,7 +18,9 @@ Rules this module keeps (the design card's invariants hang on them):
   tries first) only when ``commit_walk`` is told they are ``verified``: they served the
   publisher's signed head or a valid head ad.  An unverified walk keeps the prior addresses, and
   writes no publisher record at all for a publisher without one unless it staged ads.
-- ``drop_provider`` removes a provider's stacks without applying them, in bounded batches.
+- ``drop_provider`` removes a provider's stacks without applying them, in bounded batches;
+  ``abandon_walk`` and ``commit_walk``'s truncation delete a walk's ads in bounded batches too
+  (``BATCH_ADS``): no operation holds a whole walk in memory, whatever its length.
 - ``commit_walk`` re-checks, when another walk committed meanwhile, that none of its ads was
   staged or done by that walk, and keeps per provider only the ads newer than the first such ad:
   two publishers announcing one chain at once apply every ad exactly once.
@@ -49,7 +51,11 @@ from staging.records import (
 )
 from store import KV, Write
 
-__all__ = ["Entry", "StagingArea"]
+__all__ = ["BATCH_ADS", "Entry", "StagingArea"]
+
+# Ads one batch deletes at most when a walk is abandoned or truncated: whatever a walk's length,
+# what is held in memory to write it stays bounded (a 10M-ad walk is 10M ads on disk, not in RAM).
+BATCH_ADS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,9 @@ class StagingArea:
         return kept
 
     def _truncate(self, walk_id: int, provider: bytes, n: int, writes: list[Write]) -> int:
+        """Keep the ads newer than the first one known; the older ones' deletes go in
+        ``writes``, past ``BATCH_ADS`` of them in batches of their own (the walk is still
+        uncommitted: a crash between leaves an open walk, cleaned up at start-up)."""
         keep = n
         for pos in range(n):
             raw = self.kv.get(keys.staged(walk_id, provider, pos))
@@ -161,17 +170,24 @@ class StagingArea:
             if keep < n:  # this ad and every older one were staged by the other walk
                 writes.append((keys.staged(walk_id, provider, pos), None))
                 writes.append((keys.known(ad.cid, walk_id), None))
+            if len(writes) >= 2 * BATCH_ADS:
+                self.kv.write_batch(writes)
+                writes.clear()
         return keep
 
     def abandon_walk(self, walk_id: int) -> int:
-        """Delete an uncommitted walk's spilled ads; return how many."""
-        writes: list[Write] = [(keys.walk(walk_id), None)]
+        """Delete an uncommitted walk's spilled ads, at most ``BATCH_ADS`` a batch, then its
+        record (a crash between leaves it open: ``cleanup_open_walks`` finishes); how many."""
+        writes: list[Write] = []
         count = 0
         for key, raw in self.kv.scan(b"w" + keys.u64(walk_id)):
             count += 1
             ad = decode(raw, StagedAd, key)
             writes += [(keys.known(ad.cid, walk_id), None), (key, None)]
-        self.kv.write_batch(writes)
+            if len(writes) >= 2 * BATCH_ADS:
+                self.kv.write_batch(writes)
+                writes.clear()
+        self.kv.write_batch([*writes, (keys.walk(walk_id), None)])
         return count
 
     def cleanup_open_walks(self) -> list[int]:
@@ -343,6 +359,18 @@ class StagingArea:
     def done(self, cid: bytes) -> DoneRecord | None:
         record = self._get(keys.done(cid), DoneRecord)
         return record if isinstance(record, DoneRecord) else None
+
+    def holds(self, provider: bytes, cid: bytes) -> bool:
+        """True when one of ``provider``'s stacks still holds the ad ``cid``: read through its
+        known markers, by key, so no stack's ads are loaded (a stack may hold millions)."""
+        stacks = {stack.walk_id: stack.count for _, stack in self.stacks(provider)}
+        for key, raw in self.kv.scan(keys.known_prefix(cid)):
+            record = decode(raw, KnownRecord, key)
+            if record.provider != provider or record.pos >= stacks.get(record.walk_id, 0):
+                continue  # another provider's, or not in a listed stack (popped, dropped)
+            if self.kv.get(keys.staged(record.walk_id, provider, record.pos)) is not None:
+                return True
+        return False
 
     def upcoming(self, entry: Entry, limit: int) -> list[StagedAd]:
         """The ads of ``entry``'s stack that come after it, next first, at most ``limit``."""

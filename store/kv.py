@@ -9,6 +9,13 @@ Rules this module keeps (and ``protocol.py``'s, which every backend keeps):
   filters (point reads of absent keys skip the data blocks), 16 KiB blocks.  The defaults stall
   single batches for seconds.  ``block_restart_interval`` is 32, not 16: a restart point stores
   its key whole, and half as many of them save 0.3 bytes per index key (``bench/store.py``).
+- What LevelDB holds in RAM is bounded by ``Tuning`` (the daemon's ``[store]`` section): up to
+  two memtables of ``write_buffer_size`` (the one written and the one being flushed), the block
+  cache's ``lru_cache_size``, and per open table (``max_open_files`` of them) its index block and
+  bloom filter, about 70 KiB per 2 MiB table of index keys (measured).  Nothing else of
+  LevelDB's own memory grows with the data.  Tables are read through mmap, so the file pages read
+  count in the process's RSS too (``RssFile``): page cache, which the kernel drops under
+  pressure, growing with the database, not memory the process holds.
 - Writes that must be atomic go through ``write_batch`` (one LevelDB WriteBatch, synced when
   ``sync=True``); there is no other multi-key write.  Batches are resolved and applied under one
   lock, so member-set operations are read-modify-writes no other batch interleaves with.  Reads
@@ -49,6 +56,7 @@ class Tuning:
     bloom_filter_bits: int = 10
     block_size: int = 16 << 10
     block_restart_interval: int = 32
+    max_open_files: int = 1000  # LevelDB's default; the daemon reserves descriptors for them
 
 
 def _translate(exc: Exception, path: Path) -> StoreError:
@@ -84,6 +92,7 @@ class KV(KVShortcuts):
                 bloom_filter_bits=tuning.bloom_filter_bits,
                 block_size=tuning.block_size,
                 block_restart_interval=tuning.block_restart_interval,
+                max_open_files=tuning.max_open_files,
             )
         except plyvel.Error as exc:
             raise _translate(exc, self.path) from None

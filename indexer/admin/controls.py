@@ -114,7 +114,7 @@ def mark_processed(ingester: Ingester, staging: StagingArea, provider: PeerId, a
     stacks = staging.stacks(raw)
     if ingester.index.provider(raw) is None and not stacks:
         raise BadRequest(404, f"provider {provider} not found")
-    if not any(a.cid == ad.raw for _, stack in stacks for _, a in staging.stack_ads(raw, stack)):
+    if not staging.holds(raw, ad.raw):
         done = staging.done(ad.raw)
         why = "already processed" if done is not None else "not staged"
         raise BadRequest(409, f"ad {ad} is {why} for provider {provider}: nothing to mark")

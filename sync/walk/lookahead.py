@@ -33,7 +33,8 @@ Rules this module keeps:
   oldest one waiting, so on a chain of small ads every ad's entries arrive while the walk goes
   on.  So at most 8 blocks (each under the fetcher's cap) are in flight and 64 links wait, per
   walk, whatever the chain's length.  Fetched blocks go into ``AheadBlocks``:
-  bounded in bytes (1 MiB; a block that does not fit is dropped), a block is handed out once
+  bounded in bytes (1 MiB, each block counted with its bookkeeping, ``ENTRY_COST``, so a store
+  of tiny blocks is bounded too; a block that does not fit is dropped), a block is handed out once
   (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
   bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
   failed fetch is forgotten, as a guess's.  The store is the caller's: an ingester makes one and
@@ -59,7 +60,7 @@ from sync.model.cid import DAG_JSON, Link
 from sync.model.peer import PeerId
 from sync.model.schema import NO_ENTRIES
 
-__all__ = ["AheadBlocks", "Lookahead", "peek_entries", "peek_previous"]
+__all__ = ["ENTRY_COST", "AheadBlocks", "Lookahead", "peek_entries", "peek_previous"]
 
 log = structlog.get_logger("sync")
 
@@ -71,6 +72,9 @@ _GUESSES = 2  # guessed ads fetched and waiting for the walk, at most
 _ENTRIES_IN_FLIGHT = 8
 _ENTRIES_WAITING = 64
 _SMALL_ENTRIES = 64 << 10
+# Bytes an ``AheadBlocks`` entry costs beyond its block's: the key, the link's bytes, the bytes
+# object's header, the (time, bytes) tuple and the ordered dict's node (~300 B measured).
+ENTRY_COST = 320
 
 
 def _peek(link: Link, raw: bytes, name: str) -> Link | None:
@@ -110,15 +114,15 @@ class AheadBlocks:
     def put(self, publisher: PeerId, link: Link, raw: bytes) -> None:
         self._expire()
         key = (publisher.raw, link.raw)
-        if key not in self._blocks and self._bytes + len(raw) <= self.max_bytes:
+        if key not in self._blocks and self._bytes + len(raw) + ENTRY_COST <= self.max_bytes:
             self._blocks[key] = (time.monotonic(), raw)
-            self._bytes += len(raw)
+            self._bytes += len(raw) + ENTRY_COST
 
     def take(self, publisher: PeerId, link: Link) -> bytes | None:
         found = self._blocks.pop((publisher.raw, link.raw), None)
         if found is None:
             return None
-        self._bytes -= len(found[1])
+        self._bytes -= len(found[1]) + ENTRY_COST
         return found[1]
 
     def _expire(self) -> None:
@@ -128,7 +132,7 @@ class AheadBlocks:
             if born >= oldest:
                 return
             del self._blocks[key]
-            self._bytes -= len(raw)
+            self._bytes -= len(raw) + ENTRY_COST
 
 
 class Lookahead:

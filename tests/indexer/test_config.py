@@ -23,6 +23,7 @@ from indexer.config import (
 )
 from indexer.ingest.settings import IngestConfig
 from indexer.policy import Policy
+from store import Tuning
 from sync.announce.peeraddrs import parse_peer_addrs
 from sync.walk.entries import EntriesBudget
 from tests.builders import key
@@ -99,6 +100,10 @@ BEFORE = {
     "cluster.interval": 1.0,
     "cluster.record_ttl": 1.0,
     "cluster.wait_replicas": 1,
+    # [store], new with issue 14: LevelDB's memory, at the values the store was opened with.
+    "store.write_buffer_mib": 64,
+    "store.block_cache_mib": 256,
+    "store.max_open_files": 1000,
 }
 
 
@@ -238,6 +243,8 @@ def test_settings_and_policy(tmp_path: Path) -> None:
             "http.max_admin_connections: expected int >= 1, got -1$",
         ),
         ("[ingest.entries_budget]\nmax_idle = 0\n", "ingest.entries_budget: an entries budget"),
+        ("[store]\nblock_cache_mib = 0\n", "store.block_cache_mib: expected int >= 1, got 0$"),
+        ("[store]\nmax_open_files = 10\n", "store.max_open_files: expected int >= 64, got 10$"),
         ('[policy]\nallow_publishers = ["not-a-peer"]\n', "policy.allow_publishers: "),
         ('[policy.publish_for]\n"x" = []\n', "policy.publish_for: "),
         (f'[policy.publish_for]\n"{key(0).peer_id()}" = ["y"]\n', "policy.publish_for.12D3KooW"),
@@ -266,6 +273,16 @@ def test_a_file_that_must_exist(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="cannot read it"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_the_store_section_is_how_leveldb_is_opened(tmp_path: Path) -> None:
+    assert Config().store.tuning() == Tuning()  # the defaults are the store's own
+    path = tmp_path / "config.toml"
+    path.write_text("[store]\nwrite_buffer_mib = 4\nblock_cache_mib = 8\nmax_open_files = 200\n")
+    tuning = load_config(path).store.tuning()
+    assert (tuning.write_buffer_size, tuning.lru_cache_size) == (4 << 20, 8 << 20)
+    assert tuning.max_open_files == 200
+    assert tuning.block_size == Tuning().block_size  # what the section does not name stays
 
 
 def test_the_readme_table_is_the_generated_one() -> None:

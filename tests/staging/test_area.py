@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+import staging.area
 from staging import StagedAd, StagingArea, StagingCorrupt
 from staging import keys as staging_keys
-from store import KV
+from store import KV, Write
 
 P = b"\x00\x03prv"
 PUB_A, PUB_B = b"\x00\x01a", b"\x00\x01b"
@@ -50,6 +51,35 @@ def test_two_publishers_walking_one_chain_apply_each_ad_once(area: StagingArea) 
     assert area.commit_walk(long_walk, {P: 6}, base_seq=base_a) == {P: 2}
     assert drain(area) == [b"c0", b"c1", b"c2", b"c3", b"c4", b"c5"]
     assert area.kv.get(staging_keys.staged(long_walk, P, 3)) is None  # truncated tail deleted
+
+
+def test_a_long_truncated_walk_is_deleted_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The truncated tail of a long walk is deleted a bounded batch at a time, not held whole."""
+    monkeypatch.setattr(staging.area, "BATCH_ADS", 5)
+    batches: list[int] = []
+
+    class Sizes(KV):
+        def write_batch(self, writes: Iterable[Write], sync: bool = False) -> None:
+            items = list(writes)
+            batches.append(len(items))
+            super().write_batch(items, sync=sync)
+
+    with Sizes(tmp_path / "db") as kv:
+        area = StagingArea(kv, clock=lambda: 1000.0)
+        long_walk, base_a = walk(area, PUB_A, chain(40))
+        short_walk, base_b = walk(area, PUB_B, chain(36))  # the same chain's 36 oldest
+        assert area.commit_walk(short_walk, {P: 36}, base_seq=base_b) == {P: 36}
+        batches.clear()
+        assert area.commit_walk(long_walk, {P: 40}, base_seq=base_a) == {P: 4}
+        assert max(batches) <= 2 * 5 + 6  # 5 ads' deletes, or the commit (+ the rest's)
+        assert sum(batches) >= 2 * 36  # every truncated ad and its marker went
+        assert list(kv.scan(staging_keys.staged_prefix(long_walk, P))) == [
+            (staging_keys.staged(long_walk, P, pos), kv.get(staging_keys.staged(long_walk, P, pos)))
+            for pos in range(4)
+        ]
+        assert drain(area) == [f"c{i}".encode() for i in range(40)]
 
 
 def test_identical_concurrent_walks_stage_nothing_twice(area: StagingArea) -> None:
@@ -130,3 +160,19 @@ def test_drop_provider_removes_its_stacks_unapplied(area: StagingArea) -> None:
     area.finish(area.next_entry(other), ok=True)  # type: ignore[arg-type]
     assert list(area.kv.scan(b"W")) == [] and area.providers() == []
     assert area.drop_provider(P) == 0
+
+
+def test_holds_finds_a_staged_ad_by_key_without_loading_its_stack(area: StagingArea) -> None:
+    walk(area, PUB_B, [b"u0"])  # never committed
+    walk_id, base = walk(area, PUB_A, chain(3))
+    assert not area.holds(P, b"c1")  # spilled, not committed: no stack holds it yet
+    area.commit_walk(walk_id, {P: 3}, base_seq=base)
+    assert area.holds(P, b"c1") and area.holds(P, b"c0")
+    assert not area.holds(b"\x00\x03oth", b"c1")  # by provider
+    assert not area.holds(P, b"u0") and not area.holds(P, b"nope")
+    entry = area.next_entry(P)
+    assert entry is not None and entry.ad.cid == b"c0"
+    area.finish(entry, ok=True)
+    assert not area.holds(P, b"c0") and area.holds(P, b"c2")  # popped: no longer held
+    area.drop_provider(P)
+    assert not area.holds(P, b"c2")

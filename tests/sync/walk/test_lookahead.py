@@ -17,7 +17,7 @@ from sync.ipnisync.fetch import open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
 from sync.net.httpserver import serve_tcp
-from sync.walk.lookahead import AheadBlocks, Lookahead, peek_entries, peek_previous
+from sync.walk.lookahead import ENTRY_COST, AheadBlocks, Lookahead, peek_entries, peek_previous
 from sync.walk.syncer import sync_publisher
 from tests.builders import counting, make_ad, multihash
 
@@ -80,7 +80,7 @@ def test_peek_entries_and_the_store_bounds() -> None:
         link, raw = encode_block(make_ad(key, entries=entries).to_node(), codec)
         assert peek_entries(link, raw) == entries
         assert peek_entries(link, b"junk") is None
-    store = AheadBlocks(max_bytes=10)
+    store = AheadBlocks(max_bytes=ENTRY_COST + 10)  # a block's bytes count with its entry's
     peer, other = key.peer_id(), PrivateKey.generate().peer_id()
     store.put(peer, entries, b"12345678")
     store.put(peer, LINK_B, b"123")  # does not fit: dropped
@@ -95,6 +95,16 @@ def test_peek_entries_and_the_store_bounds() -> None:
 
 
 LINK_B = encode_block({"b": 1})[0]
+
+
+def test_a_store_of_tiny_blocks_is_bounded_by_their_bookkeeping_too() -> None:
+    store, peer = AheadBlocks(max_bytes=64 * ENTRY_COST), PrivateKey.generate().peer_id()
+    links = [encode_block({"n": i})[0] for i in range(1000)]
+    for link in links:
+        store.put(peer, link, b"x")
+    held = [link for link in links if store.take(peer, link) is not None]
+    assert 0 < len(held) <= 64  # not the 1,000 one-byte blocks their bytes alone would allow
+    assert store.has_room()  # everything taken: the count came back down
 
 
 async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) -> None:
