@@ -172,7 +172,7 @@ def _shape(per_context: int) -> dict[str, Any]:
             "raw_bytes_per_pair": written,
             "target_bytes_per_pair": 50,
             **_lookups(path),
-            "target_ratio": 0.7,
+            "target_ratio": 0.8,
             **_sweep(path, per_context),
         }
 
