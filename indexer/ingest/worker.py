@@ -91,6 +91,10 @@ class Worker:
 
     async def _work(self, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
         while not self.paused() and (entry := self.staging.next_entry(self.provider)) is not None:
+            # One checkpoint per ad whatever the ad needs: an ad settled without I/O (staged with
+            # an error, say) must not let a worker run ad after ad without yielding, starving the
+            # daemon's other tasks (its listeners were not even started, with 100k such ads).
+            await trio.lowlevel.checkpoint()
             if self.config.prefetch:
                 upcoming = self.staging.upcoming(entry, self.config.prefetch)
                 prefetcher.want(upcoming, PeerId(entry.stack.publisher), entry.stack.addrs)
