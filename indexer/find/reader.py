@@ -131,14 +131,10 @@ class StoreReader:
     async def lookup(self, multihash: bytes) -> list[ValueRecord]:
         return self.index.lookup(multihash)
 
-    def _lookup_many(self, multihashes: Sequence[bytes]) -> list[list[ValueRecord]]:
-        lookup = self.index.lookup
-        return [lookup(mh) for mh in multihashes]
-
     async def lookup_many(self, multihashes: Sequence[bytes]) -> list[list[ValueRecord]]:
         if len(multihashes) > self.thread_batch:
-            return await trio.to_thread.run_sync(self._lookup_many, multihashes)
-        return self._lookup_many(multihashes)
+            return await trio.to_thread.run_sync(self.index.lookup_many, multihashes)
+        return self.index.lookup_many(multihashes)
 
     async def registry(self, providers: Collection[bytes]) -> dict[bytes, Known]:
         get = self.cache.get

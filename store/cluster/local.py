@@ -200,8 +200,7 @@ class LevelDBBackend:
         return self.index.lookup(multihash)
 
     async def lookup_many(self, multihashes: Sequence[bytes]) -> list[list[ValueRecord]]:
-        lookup = self.index.lookup
-        return [lookup(mh) for mh in multihashes]
+        return self.index.lookup_many(multihashes)
 
     async def done(self, provider: bytes, ad: bytes) -> DoneMark | None:
         raw = self.kv.get(done_key(provider, ad))

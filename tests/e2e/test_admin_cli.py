@@ -111,6 +111,7 @@ def test_staging_ls_shows_the_pending_work_while_it_runs(tmp_path: Path) -> None
             assert seen == sorted(seen, reverse=True), seen  # ...and only ever went down
             assert cli_json("admin", "staging", "ls", "--admin-url", daemon.admin) == []
             assert chain.proxy.delayed >= 2 * ADS  # every ad and every entry chunk was slowed
+            assert chain.proxy.held >= ADS  # and every entry chunk waited for the release
         finally:
             assert daemon.stop() == 0
         # The stopped daemon's data directory says the same, read offline.
