@@ -32,6 +32,14 @@ async def announce_until_found(
     return []
 
 
+def relayed_announce(serving: Serving, head: str, publisher: str) -> Message:
+    """The announce storetheindex re-publishes for an HTTP one: the publisher's addresses
+    without /p2p/, the publisher in ``OrigPeer``, to be sent (and signed) by the relay."""
+    http_addr = serving.info["http_multiaddr"].split("/p2p/")[0]
+    message = Message.create(Link.parse(head), [http_addr])
+    return Message(message.cid, message.addrs, orig_peer=publisher)
+
+
 async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path / "idx", "--p2p-addr", "/ip4/127.0.0.1/tcp/0")
     try:
@@ -41,11 +49,7 @@ async def test_a_relayed_announce_syncs_the_original_publisher(tmp_path: Path) -
                    "--multihashes", "-", stdin=mh_lines(300, 3))  # fmt: skip
         serving = Serving(tmp_path / "pub")  # HTTP only: the relay is the one on gossipsub
         try:
-            # as storetheindex re-publishes an HTTP announce: the publisher's addresses without
-            # /p2p/, the publisher in OrigPeer, sent (and signed) by the relay
-            http_addr = serving.info["http_multiaddr"].split("/p2p/")[0]
-            message = Message.create(Link.parse(added["cid"]), [http_addr])
-            message = Message(message.cid, message.addrs, orig_peer=pub)
+            message = relayed_announce(serving, added["cid"], pub)
             [last] = mh_lines(302, 1).split()
             url = f"{daemon.info['find_url']}/multihash/{last}"
             relay_key = PrivateKey.generate()
@@ -77,9 +81,7 @@ async def test_a_bootstrap_peer_of_the_config_relays_an_announce_the_daemon_sync
     serving = Serving(tmp_path / "pub")
     relay_key = PrivateKey.generate()
     try:
-        http_addr = serving.info["http_multiaddr"].split("/p2p/")[0]
-        message = Message.create(Link.parse(added["cid"]), [http_addr])
-        message = Message(message.cid, message.addrs, orig_peer=pub)
+        message = relayed_announce(serving, added["cid"], pub)
         [last] = mh_lines(401, 1).split()
         found: list[str] = []
         with trio.fail_after(60):
