@@ -39,9 +39,11 @@ Rules this module keeps:
 - A lookup is one point read (the usual multihash has one value key): LevelDB's bloom filters
   answer an unknown multihash without touching a data block.  What a member set resolves to (its
   live value records) is cached per ``kv.version``: any write empties the cache, so a lookup
-  never returns a removed context.  The point read is the backend's raw one when it offers it
-  (``KV.point_reader``: no wrapper call per lookup); an error from it is asked again of ``get``,
-  which raises the store's own error (``StoreClosed`` after close).
+  never returns a removed context.  The cached answer itself is returned (``Records``, a list
+  that refuses changes), never a copy: a copy per lookup touched every record again (about a
+  tenth of a random lookup's time in ``bench/store.py``).  The point read is the backend's raw
+  one when it offers it (``KV.point_reader``: no wrapper call per lookup); an error from it is
+  asked again of ``get``, which raises the store's own error (``StoreClosed`` after close).
 - A ``ProviderRecord`` only grows fields with defaults, so records written by an older version
   still decode (``context_override`` was added so).
 - A provider is removed in bounded batches (``remove_provider_batch``): each reads at most
@@ -58,7 +60,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NoReturn, TypeVar
 
 import msgspec
 
@@ -66,7 +68,7 @@ from store.compaction import CompactionProgress, Sweep, compact
 from store.kv import KV
 from store.protocol import AddEach, KVStore, Write
 
-__all__ = ["COUNTER_KEY", "IndexStore", "ProviderRecord", "ValueRecord", "value_key"]
+__all__ = ["COUNTER_KEY", "IndexStore", "ProviderRecord", "Records", "ValueRecord", "value_key"]
 
 VK = 8  # bytes of a value key
 CACHE_LIMIT = 100_000  # value records cached at most (then the cache starts afresh)
@@ -143,13 +145,32 @@ else:
     Backend = TypeVar("Backend", bound=KVStore)
 
 
+class Records(list[ValueRecord]):
+    """What ``IndexStore.lookup`` answers: a list that refuses every change (``TypeError``), so
+    the one cached for a member set is handed to every lookup of it without a copy."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("lookup records are read-only (cached and shared): copy them to change")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+_NONE = Records()  # no live record
+
+
 class _Cache:
     """What lookups read at one ``kv.version``: each member set (an ``i`` key's whole value, so
-    also each single value key) to its live records (empty: none is left), swapped whole, never
-    patched; and the backend's raw point read, when it has one (``KV.point_reader``)."""
+    also each single value key) to its live records (``_NONE``: none is left), swapped whole,
+    never patched; and the backend's raw point read, when it has one (``KV.point_reader``)."""
+
+    __slots__ = ("read", "records", "version")
 
     def __init__(self) -> None:
-        self.current: tuple[int, dict[bytes, tuple[ValueRecord, ...]]] = (-1, {})
+        self.version = -1
+        self.records: dict[bytes, Records] = {}
         self.read: Callable[[bytes], bytes | None] | None = None
 
 
@@ -262,23 +283,24 @@ class IndexStore(Generic[Backend]):
     def lookup(self, multihash: bytes) -> list[ValueRecord]:
         """Every live (provider, context) record of a multihash; dangling value keys are skipped.
 
-        One point read and one cache hit: what the member set resolves to is cached whole.
+        One point read and one cache hit: what the member set resolves to is cached whole, and
+        that cached ``Records`` (read-only) is what is returned: no copy per lookup.
         """
-        version = self.kv.version  # read before anything it guards
         cache = self._cache
-        seen, records = cache.current
-        if seen != version:
-            records = {}
-            cache.current = (version, records)
+        version = self.kv.version  # read before anything it guards
+        records = cache.records
+        if cache.version != version:
+            records = cache.records = {}
+            cache.version = version
         key = b"i" + multihash
         try:
             raw = (cache.read or self._reader())(key)
         except Exception:  # noqa: BLE001 -- the raw read's, untranslated: get raises the store's
             raw = self.kv.get(key)
         if raw is None:
-            return []
+            return _NONE
         hit = records.get(raw)
-        return list(hit if hit is not None else self._resolve(records, raw))
+        return hit if hit is not None else self._resolve(records, raw)
 
     def lookup_many(self, multihashes: Iterable[bytes]) -> list[list[ValueRecord]]:
         """``lookup`` of each multihash, in order."""
@@ -293,20 +315,18 @@ class IndexStore(Generic[Backend]):
         self._cache.read = read
         return read
 
-    def _resolve(
-        self, records: dict[bytes, tuple[ValueRecord, ...]], raw: bytes
-    ) -> tuple[ValueRecord, ...]:
+    def _resolve(self, records: dict[bytes, Records], raw: bytes) -> Records:
         """The live records of member set ``raw``, read and remembered in ``records``."""
         if len(raw) == VK:
             record = self.value(raw)
-            hit: tuple[ValueRecord, ...] = () if record is None else (record,)
+            hit = _NONE if record is None else Records((record,))
         else:
             out: list[ValueRecord] = []
             for at in range(0, len(raw), VK):
                 vk = raw[at : at + VK]
                 part = records.get(vk)
                 out.extend(part if part is not None else self._resolve(records, vk))
-            hit = tuple(out)
+            hit = Records(out)
         if len(records) >= CACHE_LIMIT:
             records.clear()
         records[raw] = hit

@@ -80,7 +80,8 @@ class KV(KVShortcuts):
     def __init__(self, path: str | Path, create: bool = True, tuning: Tuning = Tuning()) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._version = 0
+        # A plain attribute, not a property: ``IndexStore.lookup`` reads it on every lookup.
+        self.version = 0  # KVStore.version: bumped after every applied batch
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -104,10 +105,6 @@ class KV(KVShortcuts):
         if self._db.closed:
             raise self._closed()
         return self._db
-
-    @property
-    def version(self) -> int:
-        return self._version
 
     def get(self, key: bytes) -> bytes | None:
         try:
@@ -145,7 +142,7 @@ class KV(KVShortcuts):
                 raise _translate(exc, self.path) from None
             except RuntimeError:
                 raise self._closed() from None
-            self._version += 1
+            self.version += 1
 
     def scan(
         self, prefix: bytes, reverse: bool = False, start: bytes | None = None

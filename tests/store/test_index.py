@@ -91,7 +91,33 @@ def test_the_value_cache_is_bounded(kv: KVStore, monkeypatch: pytest.MonkeyPatch
     index = index_with(kv, *[(P1, b"c%d" % i, [mh]) for i, mh in enumerate(mhs)])
     for i, mh in enumerate(mhs):
         assert contexts(index, mh) == [b"c%d" % i]
-    assert len(index._cache.current[1]) <= 3
+    assert len(index._cache.records) <= 3
+
+
+def test_lookup_answers_are_shared_and_read_only(kv: KVStore) -> None:
+    a, b = multihash(1), multihash(2)
+    index = index_with(kv, (P1, b"A", [a, b]))
+    first = index.lookup(a)
+    assert index.lookup(b) is first  # one member set: the very same cached answer, no copy
+    for change in (
+        lambda: first.append(first[0]),
+        lambda: first.extend(first),
+        first.pop,
+        first.clear,
+        lambda: first.__setitem__(0, first[0]),
+        lambda: first.__delitem__(0),
+        lambda: first.__iadd__(first),
+    ):
+        with pytest.raises(TypeError):
+            change()
+    assert index.lookup(a) == [ValueRecord(P1, b"A", b"m:A")] and index.lookup(a) is first
+    copy = list(first)
+    copy.append(ValueRecord(P2, b"B", b""))  # a copy is an ordinary list
+    assert len(copy) == 2 and index.lookup(a) == first
+    assert index.lookup(multihash(3)) == []  # no record: an empty answer, as read-only
+    with pytest.raises(TypeError):
+        index.lookup(multihash(3)).append(first[0])
+    assert index.lookup(multihash(3)) == []
 
 
 def test_provider_records_written_before_context_override_still_decode(kv: KVStore) -> None:
