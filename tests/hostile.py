@@ -252,6 +252,9 @@ CASES = [
     Case("leading-space", _text("  GET {path} HTTP/1.1\r\n" + HOST + "\r\n"), frozenset({400})),
     Case("method-too-long", _text("G" * 40 + " {path} HTTP/1.1\r\n" + HOST + "\r\n"),
          frozenset({400})),
+    # urlsplit raises on it: it once ended the connection task ("http connection task failed")
+    Case("bad-target-ipv6", _text("GET //[{path} HTTP/1.1\r\n" + HOST + "\r\n"),
+         frozenset({400})),
 ]  # fmt: skip
 
 # (name, bytes, whether the server should answer something, the statuses it may answer)

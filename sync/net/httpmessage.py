@@ -47,6 +47,7 @@ __all__ = [
     "peer_name",
     "quiet",
     "raw_reply",
+    "split_target",
     "status_line",
 ]
 
@@ -112,9 +113,24 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """A request target's (path, query), as ``urlsplit`` gives them.  The usual origin-form
+    target (``/path?query``, no fragment) is split without ``urlsplit``, whose cache only helps
+    a target asked before (``/health``), never ``/multihash/<a new key>``; h11 lets no
+    whitespace or control byte into a target, which is all ``urlsplit`` would strip first.  A
+    target ``urlsplit`` refuses is a ``Refusal`` (400)."""
+    if target[:1] == "/" and target[:2] != "//" and "#" not in target:
+        path, _, query = target.partition("?")
+        return path, query
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # "//[": urlsplit refuses the authority's bracketed IPv6 address
+        raise Refusal(400, "bad request target") from None
+    return parts.path, parts.query
+
+
 def parse_request(event: h11.Request, body: bytes, client: str = "") -> Request:
-    target = event.target.decode("latin-1")
-    parts = urlsplit(target)
+    path, query = split_target(event.target.decode("latin-1"))
     headers: dict[str, str] = {}
     for name, value in event.headers:
         key = name.decode("latin-1").lower()
@@ -122,8 +138,8 @@ def parse_request(event: h11.Request, body: bytes, client: str = "") -> Request:
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return Request(
         method=event.method.decode("ascii"),
-        path=unquote(parts.path) or "/",
-        query=parse_qs(parts.query),
+        path=unquote(path) or "/",
+        query=parse_qs(query) if query else {},
         headers=headers,
         body=body,
         client=client,

@@ -14,16 +14,21 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from indexer.publisher.chain import Publisher
 from sync import encode_block, load_advertisement
+from sync.errors import Refusal
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.metadata import bitswap
+from sync.net.httpmessage import split_target
 from sync.net.httpserver import (
     ConnectionLimiter,
     Handler,
@@ -536,3 +541,19 @@ async def test_request_carries_the_tcp_peer_address() -> None:
         )
         assert parse(reply.raw)[2] == b"127.0.0.1\n"
         nursery.cancel_scope.cancel()
+
+
+_TARGET_CHARS = "".join(chr(c) for c in range(0x21, 0x7F))  # h11 targets: visible ASCII only
+
+
+@given(st.text(_TARGET_CHARS, max_size=40), st.sampled_from(["", "/", "//", "?", "#", "/a?"]))
+@settings(max_examples=300, deadline=None)
+def test_split_target_is_urlsplit(rest: str, start: str) -> None:
+    target = start + rest
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # "//[": the server answers 400 (tests/hostile.py, bad-target-ipv6)
+        with pytest.raises(Refusal):
+            split_target(target)
+        return
+    assert split_target(target) == (parts.path, parts.query)
