@@ -133,9 +133,8 @@ class Finder:
         values = await self.reader.lookup(multihash)
         if not values:
             return []
-        return self._expanded.expand(
-            values, await self.reader.registry({v.provider for v in values})
-        )
+        providers = {values[0].provider} if len(values) == 1 else {v.provider for v in values}
+        return self._expanded.expand(values, await self.reader.registry(providers))
 
     async def find(self, multihashes: Sequence[bytes]) -> list[MultihashResult]:
         """The results of each multihash that has any, in request order."""
