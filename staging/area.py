@@ -10,6 +10,10 @@ Rules this module keeps (the design card's invariants hang on them):
   position) pops first, so a provider's ads are applied oldest to newest (invariant 1).
 - No key rewritten per ad is ever found by a prefix scan (LevelDB iterators step over every
   superseded version still in the memtable): a stack's count lives under its own ``T`` key.
+  Nor is a prefix scan made per ad: a scan of ``S<provider>`` steps, past its last stack, over
+  the tombstones and superseded versions that follow it (the ``T`` keys of the stacks already
+  done: one version per ad they held, until a compaction drops them), so the worker reads its
+  next ad by key while its stack lasts (``next_after``) and scans once per stack.
 - ``finish`` removes an ad from its stack and marks it done in the same batch as the caller's
   last index writes; ``save_progress`` records mid-ad progress with the writes it covers.  Either
   batch is all-or-nothing, so a replay after a crash redoes exactly what was not recorded
@@ -268,10 +272,31 @@ class StagingArea:
     def next_entry(self, provider: bytes) -> Entry | None:
         """The oldest ad of the provider's oldest stack."""
         for seq, stack in self.stacks(provider):
-            pos = stack.count - 1
-            key = keys.staged(stack.walk_id, provider, pos)
-            return Entry(provider, seq, pos, stack, decode(self.kv.get(key) or b"", StagedAd, key))
+            return self._entry(provider, seq, stack)
         return None
+
+    def next_after(self, entry: Entry) -> Entry | None:
+        """``next_entry(entry.provider)`` for a caller that just handled ``entry``, read by key
+        while ``entry``'s stack lasts: no prefix scan per ad (see the rules).
+
+        That stack, while its header is there, is still the provider's oldest: commit seqs only
+        grow, so no older stack can appear.  Its state says where it is now (a pop, a drop, an
+        attempt recorded meanwhile); once it is gone, ``next_entry`` finds the next one.
+        """
+        provider, seq = entry.provider, entry.seq
+        header_key, state_key = keys.stack(provider, seq), keys.stack_state(provider, seq)
+        header, state = self.kv.get(header_key), self.kv.get(state_key)
+        if header is None or state is None:
+            return self.next_entry(provider)
+        stack = StackRecord.of(
+            decode(header, StackHeader, header_key), decode(state, StackState, state_key)
+        )
+        return self._entry(provider, seq, stack) if stack.count > 0 else self.next_entry(provider)
+
+    def _entry(self, provider: bytes, seq: int, stack: StackRecord) -> Entry:
+        pos = stack.count - 1
+        key = keys.staged(stack.walk_id, provider, pos)
+        return Entry(provider, seq, pos, stack, decode(self.kv.get(key) or b"", StagedAd, key))
 
     def finish(
         self, entry: Entry, *, ok: bool, error: str | None = None, writes: Sequence[Write] = ()
@@ -373,9 +398,18 @@ class StagingArea:
         return False
 
     def upcoming(self, entry: Entry, limit: int) -> list[StagedAd]:
-        """The ads of ``entry``'s stack that come after it, next first, at most ``limit``."""
-        ads = self._ads(entry.stack.walk_id, entry.provider, entry.pos - 1, limit) if limit else []
-        return [ad for _, ad in ads]
+        """The ads of ``entry``'s stack that come after it, next first, at most ``limit``.
+
+        Read by key, one ``get`` each (called per ad: a reverse scan costs more, and more as
+        the popped ads' tombstones pile up); the list ends at the first one gone (dropped)."""
+        out: list[StagedAd] = []
+        for pos in range(entry.pos - 1, max(entry.pos - 1 - limit, -1), -1):
+            key = keys.staged(entry.stack.walk_id, entry.provider, pos)
+            raw = self.kv.get(key)
+            if raw is None:
+                break
+            out.append(decode(raw, StagedAd, key))
+        return out
 
     def entries(self, provider: bytes, seq: int, limit: int = 0) -> list[tuple[int, StagedAd]]:
         """A stack's ads still to do, next to pop first (all of them when ``limit`` is 0)."""

@@ -22,13 +22,16 @@ Rules this module keeps:
   different.
 - A block the walk already fetched ahead (``ahead``: the ingester's
   ``sync.walk.lookahead.AheadBlocks``) is taken from there instead of fetched, by a prefetch or
-  by the worker's own fetch (``wrap``, with ``depth`` 0 too), and checked the same way.
+  by the worker's own fetch (``wrap``, with ``depth`` 0 too), and checked the same way; a
+  prefetch of one up to ``INLINE_MAX`` bytes is checked at once, in ``want``, with no task.
 - The background fetches run in the worker's nursery and stop with it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -43,8 +46,12 @@ from sync.walk.entries import ParsedBlock, parse_block
 from sync.walk.lookahead import AheadBlocks, peek_entries
 
 _REMOVAL = b'"IsRm":true'  # DAG-JSON sorts keys and writes no spaces
+# A block the walk fetched ahead up to this size is checked and decoded in ``want`` itself: for
+# a small ad a task (spawn, event, wake-up) costs more than the check, and there is no LevelDB
+# write in a thread to overlap (small ads' batches are written in the event loop).
+INLINE_MAX = 4 << 10
 
-__all__ = ["Prefetcher"]
+__all__ = ["INLINE_MAX", "Prefetcher"]
 
 log = structlog.get_logger("ingest")
 
@@ -86,15 +93,27 @@ class Prefetcher:
             first = _first_block(staged)
             if first is not None and first not in self._slots:
                 slot = self._slots[first] = _Slot(self._calls)
-                self.nursery.start_soon(self._fetch, first, slot, publisher, addrs)
+                raw = self.take_ahead(publisher, first)
+                if raw is not None and len(raw) <= INLINE_MAX:  # here already: no task
+                    with self._settling(first, slot, publisher):
+                        slot.parsed = parse_block(first, raw)
+                else:
+                    self.nursery.start_soon(self._fetch, first, slot, publisher, addrs, raw)
 
-    async def _fetch(self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str]) -> None:
-        try:
-            raw = self.take_ahead(publisher, link)
+    async def _fetch(
+        self, link: Link, slot: _Slot, publisher: PeerId, addrs: list[str], raw: bytes | None
+    ) -> None:
+        with self._settling(link, slot, publisher):
             if raw is None:
                 fetcher = await self.get_fetcher(publisher, addrs)
                 raw = await fetcher.block(link, "EntryChunk")
             slot.parsed = parse_block(link, raw)
+
+    @contextmanager
+    def _settling(self, link: Link, slot: _Slot, publisher: PeerId) -> Iterator[None]:
+        """A prefetch's end: any failure forgotten (a bug logged), the slot's waiters woken."""
+        try:
+            yield
         except Exception as exc:  # the worker's own fetch will say what is wrong
             if not isinstance(exc, SyncError):
                 log.error(

@@ -90,7 +90,8 @@ class Worker:
                 background.cancel_scope.cancel()
 
     async def _work(self, prefetcher: Prefetcher, get_fetcher: GetFetcher) -> None:
-        while not self.paused() and (entry := self.staging.next_entry(self.provider)) is not None:
+        entry: Entry | None = None
+        while not self.paused() and (entry := self._next(entry)) is not None:
             # One checkpoint per ad whatever the ad needs: an ad settled without I/O (staged with
             # an error, say) must not let a worker run ad after ad without yielding, starving the
             # daemon's other tasks (its listeners were not even started, with 100k such ads).
@@ -119,6 +120,12 @@ class Worker:
                     error=entry.ad.error,
                 )
             self.on_processed(entry, outcome != "error")
+
+    def _next(self, last: Entry | None) -> Entry | None:
+        """The next ad to apply: after the first, read by key while its stack lasts."""
+        if last is None:
+            return self.staging.next_entry(self.provider)
+        return self.staging.next_after(last)
 
     async def _failed(self, entry: Entry, exc: BaseException) -> None:
         message = describe(exc)

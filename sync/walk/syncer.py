@@ -20,6 +20,11 @@ Rules this module keeps:
   ads leave nothing durable either.
 - Ads found invalid while walking (bad signature, over a limit) are staged with their error, so
   they are recorded in order; the last such error is kept on the publisher (``ad_error``).
+- A link found unknown (not done, staged by no committed walk) is not asked again while the
+  commit seq stays: an ad becomes known only when a walk holding it commits (a done marker is
+  written only for an ad staged, so known, before), so the answer holds until then.  The walk and
+  its lookahead ask about each link about three times, and each asking is a ``k<cid>`` scan that
+  steps over the done ads' tombstones.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sync.walk.lookahead import AheadBlocks, Lookahead
 __all__ = ["SEGMENT_BYTES", "SyncResult", "sync_publisher"]
 
 SEGMENT_BYTES = 256 << 10
+_UNKNOWN_MEMO = 16  # links remembered unknown at once (the walk asks about each ~3 times)
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,23 @@ async def sync_publisher(
     walk_id = staging.begin_walk(publisher.raw, addrs, head.raw)
     latest = Link(cursor) if cursor else None
 
+    unknown: set[bytes] = set()  # links found unknown at commit seq ``unknown_at[0]``
+    unknown_at = [base_seq]
+
     def is_known(link: Link) -> bool:
-        return link == floor or staging.is_known(link.raw)
+        """``staging.is_known``, asked once per link while no walk commits (see the rules)."""
+        if link == floor:
+            return True
+        seq = staging.commit_seq()
+        if seq != unknown_at[0] or len(unknown) >= _UNKNOWN_MEMO:
+            unknown.clear()
+            unknown_at[0] = seq
+        if link.raw in unknown:
+            return False
+        if staging.is_known(link.raw):
+            return True
+        unknown.add(link.raw)
+        return False
 
     walker = ChainWalk(
         head,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,44 @@ def test_upcoming_lists_the_ads_after_the_next_one(area: StagingArea) -> None:
         entry = area.next_entry(P)
         assert entry is not None
     assert entry.ad.cid == b"c4" and area.upcoming(entry, 3) == []  # the stack's last ad
+
+
+def test_next_after_reads_the_next_ad_by_key_and_agrees_with_next_entry(
+    area: StagingArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within a stack the next ad is read by key (no scan); at a stack's end, after a drop,
+    a pop by someone else or a recorded attempt it is what ``next_entry`` says."""
+    for cids in (chain(3), [b"d1", b"d0"]):  # two stacks of one provider, FIFO
+        walk_id, base = walk(area, PUB_A, cids)
+        area.commit_walk(walk_id, {P: len(cids)}, base_seq=base)
+    entry = area.next_entry(P)
+    assert entry is not None and entry.ad.cid == b"c0"
+    area.finish(entry, ok=True)
+    scans: list[bytes] = []
+    real_scan = area.kv.scan
+
+    def scan(prefix: bytes, **kw: Any) -> Iterator[tuple[bytes, bytes]]:
+        scans.append(prefix)
+        return real_scan(prefix, **kw)
+
+    monkeypatch.setattr(area.kv, "scan", scan)
+    after = area.next_after(entry)
+    assert after == area.next_entry(P) and after is not None and after.ad.cid == b"c1"
+    scans.clear()
+    assert area.next_after(entry) == after and scans == []  # read by key, the same entry
+    retried = area.record_attempt(after, "publisher down")
+    again = area.next_after(after)
+    assert again is not None and again.ad.cid == b"c1" and again.stack == retried
+    other = area.next_entry(P)  # someone else (mark-processed) pops it meanwhile
+    assert other is not None
+    area.finish(other, ok=True)
+    last = area.next_after(after)
+    assert last is not None and last.ad.cid == b"c2" and last == area.next_entry(P)
+    area.finish(last, ok=True)  # the stack's last ad: the next stack is found by a scan
+    nxt = area.next_after(last)
+    assert nxt is not None and nxt.ad.cid == b"d0" and nxt == area.next_entry(P)
+    area.drop_provider(P)
+    assert area.next_after(nxt) is None and area.next_entry(P) is None
 
 
 def test_drop_provider_removes_its_stacks_unapplied(area: StagingArea) -> None:

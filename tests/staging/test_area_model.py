@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from staging import StagedAd, StagingArea
+from staging import Entry, StagedAd, StagingArea
 from store import KV
 
 PROVIDERS = [b"\x00\x05prov1", b"\x00\x05prov2", b"\x00\x05prov3"]
@@ -28,6 +28,7 @@ class StagingModel(RuleBasedStateMachine):
         self.done: set[bytes] = set()
         self.abandoned: set[bytes] = set()
         self.counter = 0
+        self.last: dict[bytes, Entry] = {}  # the entry last popped, per provider
 
     def teardown(self) -> None:
         self.kv.close()
@@ -75,6 +76,8 @@ class StagingModel(RuleBasedStateMachine):
         provider = data.draw(st.sampled_from([p for p, s in self.model.items() if s]))
         entry = self.area.next_entry(provider)
         assert entry is not None
+        if (last := self.last.get(provider)) is not None:  # the worker's read, by key
+            assert self.area.next_after(last) == entry
         stacks = self.model[provider]
         expected = stacks[0].pop()
         if not stacks[0]:
@@ -82,6 +85,7 @@ class StagingModel(RuleBasedStateMachine):
         assert entry.ad.cid == expected
         self.area.finish(entry, ok=True)
         self.done.add(expected)
+        self.last[provider] = entry
 
     @rule()
     def reopen(self) -> None:

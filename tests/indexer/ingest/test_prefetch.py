@@ -150,3 +150,34 @@ def test_the_block_to_fetch_ahead_is_what_the_decoded_ad_says() -> None:
             link, raw = encode_block(ad.to_node(), codec)
             assert _first_block(StagedAd(link.raw, raw, False, None)) == want
             assert _first_block(StagedAd(link.raw, b"junk", False, None)) is None
+
+
+async def test_a_small_block_fetched_ahead_is_checked_in_want_and_a_wrong_one_dropped() -> None:
+    from indexer.ingest.prefetch import INLINE_MAX, Prefetcher
+    from sync import EntryChunk
+    from sync.walk.lookahead import AheadBlocks
+
+    key, ahead, staged = PrivateKey.generate(), AheadBlocks(), []
+    sizes = [1, 1, INLINE_MAX // 34 + 1]  # the last chunk is over INLINE_MAX: a task's
+    for i, n in enumerate(sizes):
+        link, raw = encode_block(
+            EntryChunk(tuple(multihash(i * 1000 + j) for j in range(n)), None).to_node()
+        )
+        ahead.put(key.peer_id(), link, raw if i != 1 else raw + b" ")  # the second one lies
+        ad_link, ad_raw = encode_block(make_ad(key, entries=link, context_id=b"%d" % i).to_node())
+        staged.append((link, StagedAd(ad_link.raw, ad_raw)))
+    source = _CountingFetcher({})
+
+    async def get_fetcher(publisher: PeerId, addrs: list[str]) -> BlockFetcher:
+        return source
+
+    async with trio.open_nursery() as nursery:
+        prefetcher = Prefetcher(nursery, get_fetcher, depth=3, ahead=ahead)
+        prefetcher.want([ad for _, ad in staged], key.peer_id(), [])
+        assert len(nursery.child_tasks) == 1  # the big block's task: the small ones were checked
+        taken = await prefetcher.take(staged[0][0])
+        assert taken is not None and prefetcher.parsed(staged[0][0], taken) is not None
+        assert await prefetcher.take(staged[1][0]) is None  # not trusted: the worker fetches it
+        big = await prefetcher.take(staged[2][0])  # checked in a task, the same way
+        assert big is not None and prefetcher.parsed(staged[2][0], big) is not None
+        assert not source.fetched  # all three came from the walk's store

@@ -252,3 +252,32 @@ async def test_the_chain_of_guesses_stays_bounded_and_stops_where_the_walk_does(
             assert await lookahead.block(_Endless.ad(33)[0]) == _Endless.ad(33)[1]
         assert fetcher.asked[7:] == [31, 32, 33]
         nursery.cancel_scope.cancel()
+
+
+async def test_the_walk_asks_staging_about_each_ad_once(tmp_path: Path) -> None:
+    """Each asking is a ``k<cid>`` scan: the walker and the chain of guesses share one answer
+    per link while no walk commits."""
+    pub = Publisher.init(tmp_path / "pub")
+    for i in range(10):
+        pub.add(b"c%d" % i, [multihash(i)], bitswap())
+    asked: Counter[bytes] = Counter()
+
+    class Counting(StagingArea):
+        def is_known(self, cid: bytes) -> bool:
+            asked[cid] += 1
+            return super().is_known(cid)
+
+    kv = KV(tmp_path / "idx")
+    async with trio.open_nursery() as nursery:
+        served = await nursery.start(serve_tcp, ipnisync_handler(pub), "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            result = await sync_publisher(
+                pub.peer_id, [addr], fetcher, Counting(kv), policy=_Anyone()
+            )
+        nursery.cancel_scope.cancel()
+    assert sum(result.staged.values()) == 10
+    assert set(asked) == {Link.parse(r.cid).raw for r in pub.chain()}
+    assert set(asked.values()) == {1}
+    pub.close()
+    kv.close()
