@@ -34,7 +34,10 @@ Rules this module keeps:
   on.  So at most 8 blocks (each under the fetcher's cap) are in flight and 64 links wait, per
   walk, whatever the chain's length.  Fetched blocks go into ``AheadBlocks``:
   bounded in bytes (1 MiB, each block counted with its bookkeeping, ``ENTRY_COST``, so a store
-  of tiny blocks is bounded too; a block that does not fit is dropped), a block is handed out once
+  of tiny blocks is bounded too; a block that does not fit is dropped, except that an empty
+  store takes one block up to the fetcher's 4 MiB cap: a full 16,384-entry DAG-JSON chunk is
+  ~1.06 MB, which a 1 MiB bound dropped every time, and the worker fetched it again; so at most
+  max(1 MiB, one block) is held), a block is handed out once
   (``take``, by publisher and link) and one never taken is dropped after two minutes.  Its
   bytes are trusted for nothing (the worker hash-checks them, ``indexer.ingest.prefetch``); a
   failed fetch is forgotten, as a guess's.  The store is the caller's: an ingester makes one and
@@ -54,7 +57,7 @@ import structlog
 import trio
 
 from sync.errors import SyncError
-from sync.ipnisync.fetch import BlockFetcher
+from sync.ipnisync.fetch import MAX_BLOCK, BlockFetcher
 from sync.model.blocks import decode_node
 from sync.model.cid import DAG_JSON, Link
 from sync.model.peer import PeerId
@@ -102,8 +105,10 @@ def peek_entries(link: Link, raw: bytes) -> Link | None:
 class AheadBlocks:
     """Blocks fetched before they are needed, each waiting (bounded) for one ``take``."""
 
-    def __init__(self, max_bytes: int = 1 << 20, max_age: float = 120.0) -> None:
-        self.max_bytes, self.max_age = max_bytes, max_age
+    def __init__(
+        self, max_bytes: int = 1 << 20, max_age: float = 120.0, max_block: int = MAX_BLOCK
+    ) -> None:
+        self.max_bytes, self.max_age, self.max_block = max_bytes, max_age, max_block
         self._blocks: OrderedDict[tuple[bytes, bytes], tuple[float, bytes]] = OrderedDict()
         self._bytes = 0
 
@@ -114,7 +119,9 @@ class AheadBlocks:
     def put(self, publisher: PeerId, link: Link, raw: bytes) -> None:
         self._expire()
         key = (publisher.raw, link.raw)
-        if key not in self._blocks and self._bytes + len(raw) + ENTRY_COST <= self.max_bytes:
+        fits = self._bytes + len(raw) + ENTRY_COST <= self.max_bytes
+        alone = not self._blocks and len(raw) <= self.max_block  # an empty store takes one
+        if key not in self._blocks and (fits or alone):
             self._blocks[key] = (time.monotonic(), raw)
             self._bytes += len(raw) + ENTRY_COST
 

@@ -97,6 +97,19 @@ def test_peek_entries_and_the_store_bounds() -> None:
 LINK_B = encode_block({"b": 1})[0]
 
 
+def test_an_empty_store_takes_one_block_up_to_the_fetchers_cap() -> None:
+    peer = PrivateKey.generate().peer_id()
+    links = [encode_block({"n": i})[0] for i in range(3)]
+    store = AheadBlocks(max_bytes=100, max_block=1000)
+    store.put(peer, links[0], b"x" * 1001)  # over the cap: dropped, even alone
+    assert store.take(peer, links[0]) is None
+    store.put(peer, links[1], b"x" * 1000)  # over the bound, but alone: kept
+    store.put(peer, links[2], b"x")  # the store is full: dropped
+    assert store.take(peer, links[2]) is None
+    assert store.take(peer, links[1]) == b"x" * 1000
+    assert store.has_room()
+
+
 def test_a_store_of_tiny_blocks_is_bounded_by_their_bookkeeping_too() -> None:
     store, peer = AheadBlocks(max_bytes=64 * ENTRY_COST), PrivateKey.generate().peer_id()
     links = [encode_block({"n": i})[0] for i in range(1000)]
@@ -159,6 +172,35 @@ async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) ->
     ads = {r.cid for r in pub.chain()}
     entries = [name for name in seen if name not in ads and name != "head"]
     assert len(entries) <= 1  # the first, alone: then none
+    pub.close()
+    kv.close()
+
+
+async def test_a_full_size_entries_block_is_kept_for_the_worker(tmp_path: Path) -> None:
+    # One ad of 16,384 multihashes (a publisher's default chunk): its one DAG-JSON chunk is over
+    # 1 MiB.  The walk fetches it ahead, and the store keeps it, so the worker fetches it from
+    # there instead of the publisher a second time.
+    pub = Publisher.init(tmp_path / "pub")
+    ad_link = Link.parse(pub.add(b"c", [multihash(j) for j in range(16_384)], bitswap()).cid)
+    ad = pub.block(ad_link)
+    assert ad is not None
+    chunk = load_advertisement(ad_link, ad).entries
+    raw = pub.block(chunk)
+    assert raw is not None and len(raw) > 1 << 20
+    seen: Counter[str] = Counter()
+    kv = KV(tmp_path / "idx")
+    store = AheadBlocks()
+    async with trio.open_nursery() as nursery:
+        handler = counting(ipnisync_handler(pub), seen)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            await sync_publisher(
+                pub.peer_id, [addr], fetcher, StagingArea(kv), policy=_Anyone(), ahead=store
+            )
+        nursery.cancel_scope.cancel()
+    assert seen[str(chunk)] == 1
+    assert store.take(pub.peer_id, chunk) == raw
     pub.close()
     kv.close()
 
