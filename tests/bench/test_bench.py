@@ -5,6 +5,7 @@ directories (the daemon start itself takes seconds: run ``python -m bench recove
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -135,3 +136,20 @@ def test_recovery_stages_the_first_ad_then_the_marker(tmp_path: Path) -> None:
             assert not ad.has_entries and ad.metadata
             [marker, *_] = area.upcoming(entry, 4)
             assert marker.error is not None
+
+
+def test_memory_parts_split_the_whole_rss_and_see_leveldb_tables(tmp_path: Path) -> None:
+    """``bench.heap`` splits the RSS by mapping: the parts add up to the process's RSS, and the
+    pages of a table file LevelDB read through mmap count as ``leveldb_tables``."""
+    from bench.heap import _parts
+
+    with KV(tmp_path / "db") as kv:
+        kv.write_batch([(b"k%06d" % i, os.urandom(200)) for i in range(5_000)])
+        kv.compact()  # into table files
+        assert sum(1 for _ in kv.scan(b"k")) == 5_000  # read through the mmapped tables
+        parts = _parts()
+        status = Path("/proc/self/status").read_text().splitlines()
+        rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    assert set(parts) == {"anonymous", "leveldb_tables", "other_files"}
+    assert parts["leveldb_tables"] > 0 and parts["anonymous"] > 0 and parts["other_files"] > 0
+    assert abs(sum(parts.values()) - rss) < 4 << 20  # two reads, a few pages apart
