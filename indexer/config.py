@@ -40,6 +40,7 @@ from sync.errors import BadMultiaddr
 from sync.net.httpmessage import Limits
 
 __all__ = [
+    "CONFIG_FILE",
     "DB_DIR",
     "TEMPLATE",
     "Cluster",
@@ -58,6 +59,7 @@ __all__ = [
 
 
 DB_DIR = "db"  # the LevelDB directory inside a daemon's data directory
+CONFIG_FILE = "config.toml"  # the config file a data directory may hold (no --config given)
 
 
 def _doc(text: str) -> msgspec.Meta:
