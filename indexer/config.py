@@ -263,8 +263,9 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             ge=64,
             description=(
                 "LevelDB tables kept open, each a mapping or a file descriptor (descriptors kept "
-                "out of the HTTP servers' share) and about 70 KiB of RAM (its index block and "
-                "bloom filter, per 2 MiB table); a table not open is reopened to read it"
+                "out of the HTTP servers' share); a compressed table, or one past the 1,000 "
+                "LevelDB maps, also holds its index block and bloom filter in RAM (about 30 KiB "
+                "per MiB of table); a table not open is reopened to read it"
             ),
         ),
     ] = _TUNING.max_open_files
