@@ -10,14 +10,15 @@ Rules this module keeps (and ``protocol.py``'s, which every backend keeps):
   blocks), 16 KiB blocks.  The defaults stall single batches for seconds.
   ``block_restart_interval`` is 32, not 16: a restart point stores its key whole, and half as
   many of them save 0.3 bytes per index key (``bench/store.py``).  Tables are not compressed
-  (``compression=None``): multihash keys are random, snappy saved about a fifth of the disk
-  (allocated value keys are mostly zero bytes) but cost every compaction and every block-cache
-  miss its (de)compression; an uncompressed block of a memory-mapped table is read straight from
+  (``compression=None``): snappy saved about a fifth of the disk (the keys are random, but
+  allocated value keys and sequence numbers are mostly zero bytes: 51 bytes a pair instead of
+  41) and cost every compaction and every block-cache miss its (de)compression, 40% of ingest's
+  CPU at 5M multihashes; an uncompressed block of a memory-mapped table is read straight from
   the mapping, with no copy, no decompression and no block-cache entry, so lookups past the block
-  cache stay near page-cache speed.  Tables are 8 MiB (``max_file_size``, LevelDB's default 2):
-  LevelDB maps at most 1,000 tables (more are read with ``pread`` into the block cache) and keeps
-  ``max_open_files`` less 10 open, so a 2.6 GB index of 50M multihashes stays within both with
-  about 330 tables instead of 1,300.
+  cache stay near page-cache speed (3x the lookups per CPU second at 50M).  Tables are 8 MiB
+  (``max_file_size``, LevelDB's default 2): LevelDB maps at most 1,000 tables (more are read
+  with ``pread`` into the block cache) and keeps ``max_open_files`` less 10 open, so a 2.6 GB
+  index of 50M multihashes stays within both with 311 tables instead of about 1,200.
 - What LevelDB holds in RAM is bounded by ``Tuning`` (the daemon's ``[store]`` section): up to
   two memtables of ``write_buffer_size`` (the one written and the one being flushed), the block
   cache's ``lru_cache_size``, and per open table (``max_open_files`` of them) its index block and
