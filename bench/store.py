@@ -113,6 +113,9 @@ def _lookups(path: Path) -> dict[str, Any]:
             bloom_filter_bits=t.bloom_filter_bits,
             block_size=t.block_size,
             block_restart_interval=t.block_restart_interval,
+            max_open_files=t.max_open_files,
+            max_file_size=t.max_file_size,
+            compression=t.compression,
         )
         raw_rates.append(_rate(db.get, keys))
         db.close()

@@ -40,6 +40,7 @@ from sync.errors import BadMultiaddr
 from sync.net.httpmessage import Limits
 
 __all__ = [
+    "CONFIG_FILE",
     "DB_DIR",
     "TEMPLATE",
     "Cluster",
@@ -58,6 +59,7 @@ __all__ = [
 
 
 DB_DIR = "db"  # the LevelDB directory inside a daemon's data directory
+CONFIG_FILE = "config.toml"  # the config file a data directory may hold (no --config given)
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -239,7 +241,7 @@ _TUNING = Tuning()  # the store's own defaults: the [store] section's
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The embedded LevelDB's memory (read at start; a reload needs a restart for it)."""
+    """The embedded LevelDB's memory and tables (read at start; a reload needs a restart)."""
 
     write_buffer_mib: Annotated[
         int,
@@ -251,8 +253,8 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     block_cache_mib: Annotated[
         int,
         _positive(
-            "MiB of LevelDB's LRU cache of uncompressed 16 KiB blocks: RAM up to this once "
-            "reads have filled it (find and the ingest's set updates read the index)"
+            "MiB of LevelDB's LRU cache of 16 KiB blocks read with a copy (compressed tables, or "
+            "tables past the 1,000 LevelDB maps): RAM up to this once reads have filled it"
         ),
     ] = _TUNING.lru_cache_size >> 20
     max_open_files: Annotated[
@@ -261,11 +263,28 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             ge=64,
             description=(
                 "LevelDB tables kept open, each a mapping or a file descriptor (descriptors kept "
-                "out of the HTTP servers' share) and about 70 KiB of RAM (its index block and "
-                "bloom filter, per 2 MiB table); a table not open is reopened to read it"
+                "out of the HTTP servers' share); a compressed table, or one past the 1,000 "
+                "LevelDB maps, also holds its index block and bloom filter in RAM (about 30 KiB "
+                "per MiB of table); a table not open is reopened to read it"
             ),
         ),
     ] = _TUNING.max_open_files
+    table_file_mib: Annotated[
+        int,
+        _positive(
+            "MiB per LevelDB table: fewer, larger tables stay within max_open_files and the "
+            "1,000 tables LevelDB memory-maps (an index of 50M multihashes is 2.6 GB); larger "
+            "ones make each compaction step, and the write it stalls, longer"
+        ),
+    ] = _TUNING.max_file_size >> 20
+    compress: Annotated[
+        bool,
+        _doc(
+            "snappy-compress LevelDB's tables: about a fifth less disk for the index, paid in "
+            "CPU by every compaction and every lookup past the block cache (uncompressed "
+            "tables are read straight from their memory mapping)"
+        ),
+    ] = _TUNING.compression is not None
 
     def tuning(self) -> Tuning:
         """The ``store.KV`` options these settings make (the rest at the store's defaults)."""
@@ -273,6 +292,8 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             write_buffer_size=self.write_buffer_mib << 20,
             lru_cache_size=self.block_cache_mib << 20,
             max_open_files=self.max_open_files,
+            max_file_size=self.table_file_mib << 20,
+            compression="snappy" if self.compress else None,
         )
 
 

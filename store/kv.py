@@ -5,17 +5,28 @@ Rules this module keeps (and ``protocol.py``'s, which every backend keeps):
 - One process owns a database: opening a locked one raises ``StoreLocked`` with a message that
   names the directory, so the CLI can say "the daemon holds the lock".
 - LevelDB is opened tuned, never with the defaults (measured on this machine in
-  ``../shared/DEPENDENCIES.md``): 64 MiB write buffer, 256 MiB LRU block cache, 10-bit bloom
-  filters (point reads of absent keys skip the data blocks), 16 KiB blocks.  The defaults stall
-  single batches for seconds.  ``block_restart_interval`` is 32, not 16: a restart point stores
-  its key whole, and half as many of them save 0.3 bytes per index key (``bench/store.py``).
+  ``../shared/DEPENDENCIES.md`` and ``docs/performance.md``'s growth section): 64 MiB write
+  buffer, 256 MiB LRU block cache, 10-bit bloom filters (point reads of absent keys skip the data
+  blocks), 16 KiB blocks.  The defaults stall single batches for seconds.
+  ``block_restart_interval`` is 32, not 16: a restart point stores its key whole, and half as
+  many of them save 0.3 bytes per index key (``bench/store.py``).  Tables are not compressed
+  (``compression=None``): snappy saved about a fifth of the disk (the keys are random, but
+  allocated value keys and sequence numbers are mostly zero bytes: 51 bytes a pair instead of
+  41) and cost every compaction and every block-cache miss its (de)compression, 40% of ingest's
+  CPU at 5M multihashes; an uncompressed block of a memory-mapped table is read straight from
+  the mapping, with no copy, no decompression and no block-cache entry, so lookups past the block
+  cache stay near page-cache speed (3x the lookups per CPU second at 50M).  Tables are 8 MiB
+  (``max_file_size``, LevelDB's default 2): LevelDB maps at most 1,000 tables (more are read
+  with ``pread`` into the block cache) and keeps ``max_open_files`` less 10 open, so a 2.6 GB
+  index of 50M multihashes stays within both with 311 tables instead of about 1,200.
 - What LevelDB holds in RAM is bounded by ``Tuning`` (the daemon's ``[store]`` section): up to
   two memtables of ``write_buffer_size`` (the one written and the one being flushed), the block
   cache's ``lru_cache_size``, and per open table (``max_open_files`` of them) its index block and
-  bloom filter, about 70 KiB per 2 MiB table of index keys (measured).  Nothing else of
-  LevelDB's own memory grows with the data.  Tables are read through mmap, so the file pages read
-  count in the process's RSS too (``RssFile``): page cache, which the kernel drops under
-  pressure, growing with the database, not memory the process holds.
+  bloom filter when they are compressed or read with ``pread``, about 70 KiB per 2 MiB table of
+  index keys (measured; uncompressed tables in the mapping keep them in the mapped pages
+  instead).  Nothing else of LevelDB's own memory grows with the data.  Tables are read through
+  mmap, so the file pages read count in the process's RSS too (``RssFile``): page cache, which
+  the kernel drops under pressure, growing with the database, not memory the process holds.
 - Writes that must be atomic go through ``write_batch`` (one LevelDB WriteBatch, synced when
   ``sync=True``); there is no other multi-key write.  Batches are resolved and applied under one
   lock, so member-set operations are read-modify-writes no other batch interleaves with.  Reads
@@ -57,6 +68,8 @@ class Tuning:
     block_size: int = 16 << 10
     block_restart_interval: int = 32
     max_open_files: int = 1000  # LevelDB's default; the daemon reserves descriptors for them
+    max_file_size: int = 8 << 20  # bytes per table (LevelDB's default: 2 MiB)
+    compression: str | None = None  # "snappy" (LevelDB's default) or None: blocks as they are
 
 
 def _translate(exc: Exception, path: Path) -> StoreError:
@@ -94,6 +107,8 @@ class KV(KVShortcuts):
                 block_size=tuning.block_size,
                 block_restart_interval=tuning.block_restart_interval,
                 max_open_files=tuning.max_open_files,
+                max_file_size=tuning.max_file_size,
+                compression=tuning.compression,
             )
         except plyvel.Error as exc:
             raise _translate(exc, self.path) from None

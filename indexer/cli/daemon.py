@@ -35,7 +35,7 @@ from indexer.cli.startup import (
     check_p2p_addr,
     check_ports,
 )
-from indexer.config import DB_DIR, TEMPLATE, ConfigError, Server, load_config
+from indexer.config import CONFIG_FILE, DB_DIR, TEMPLATE, ConfigError, Server, load_config
 from indexer.daemon import Daemon, DaemonInfo
 from indexer.errors import CliError, ClusterError, CommandFailed
 from indexer.logs import configure_logging
@@ -46,7 +46,6 @@ from sync import PrivateKey, SyncError
 __all__ = ["daemon", "init"]
 
 KEY_FILE = "identity.key"
-CONFIG_FILE = "config.toml"
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(path_type=Path), default="data",
     show_default=True, help="The indexer's data directory.",

@@ -5,7 +5,10 @@ tests and recovery.  It first resumes whatever a previous run left staged (a cra
 safe at any moment), then syncs every ``--publisher`` and waits until nothing is left to index.
 A publisher whose sync failed (unreachable, refused, a broken chain) ends it with one line on
 stderr naming it and why, exit 1, after whatever the others gave was indexed.  Ctrl-C (or
-SIGTERM) stops it in one line, exit 130; a second Ctrl-C changes nothing.
+SIGTERM) stops it in one line, exit 130; a second Ctrl-C changes nothing.  LevelDB is opened
+with the ``[store]`` settings of the config file, as the daemon opens it (``--config``, else
+``<data-dir>/config.toml`` if present); a bad file is one line naming it and the key, exit 2,
+before the data directory is touched.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import click
 import trio
 
 from indexer.cli.find import one_line
-from indexer.config import DB_DIR
+from indexer.config import CONFIG_FILE, DB_DIR, ConfigError, load_config
 from indexer.errors import CliError, CommandFailed
 from indexer.ingest.engine import Ingester
 from indexer.logs import configure_logging
-from store import KV
+from store import KV, Tuning
 from sync import BadMultiaddr, PeerId
 from sync.ipnisync.fetch import fetcher_factory
 
@@ -40,24 +43,40 @@ def split_publisher(addr: str) -> tuple[PeerId, str]:
         raise CliError(str(exc)) from None
 
 
+def store_tuning(data_dir: Path, config_path: Path | None) -> Tuning:
+    """The LevelDB options of the config's ``[store]`` section, found as the daemon finds it
+    (``config_path``, which must exist, else ``<data_dir>/config.toml`` if present)."""
+    try:
+        config = load_config(config_path or data_dir / CONFIG_FILE, required=bool(config_path))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return config.store.tuning()
+
+
 http_fetcher = fetcher_factory()
 
 
 @click.command("ingest")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data",
               show_default=True, help="The indexer's data directory.")  # fmt: skip
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file whose [store] section opens LevelDB (default: "
+                   "<data-dir>/config.toml if present).")  # fmt: skip
 @click.option("--publisher", "publishers", multiple=True,
               help="A publisher's multiaddr ending in /p2p/<peer ID> (repeat).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def ingest(data_dir: Path, publishers: tuple[str, ...], as_json: bool) -> None:
+def ingest(
+    data_dir: Path, config_path: Path | None, publishers: tuple[str, ...], as_json: bool
+) -> None:
     """Sync the given publishers once, index everything staged, and exit."""
     targets = [split_publisher(p) for p in publishers]
+    tuning = store_tuning(data_dir, config_path)  # [store], as the daemon opens LevelDB
     configure_logging()
     data_dir.mkdir(parents=True, exist_ok=True)
     # Ctrl-C is the signal receiver's inside trio.run, ignored outside it: it never lands in
     # trio's own start-up or teardown, nor half-way through closing LevelDB.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with KV(data_dir / DB_DIR) as kv:
+    with KV(data_dir / DB_DIR, tuning=tuning) as kv:
         ingester = Ingester(kv, http_fetcher)
         if trio.run(_run, ingester, targets):
             click.echo(

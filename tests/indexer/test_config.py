@@ -104,6 +104,8 @@ BEFORE = {
     "store.write_buffer_mib": 64,
     "store.block_cache_mib": 256,
     "store.max_open_files": 1000,
+    "store.table_file_mib": 8,
+    "store.compress": False,
 }
 
 
@@ -245,6 +247,8 @@ def test_settings_and_policy(tmp_path: Path) -> None:
         ("[ingest.entries_budget]\nmax_idle = 0\n", "ingest.entries_budget: an entries budget"),
         ("[store]\nblock_cache_mib = 0\n", "store.block_cache_mib: expected int >= 1, got 0$"),
         ("[store]\nmax_open_files = 10\n", "store.max_open_files: expected int >= 64, got 10$"),
+        ("[store]\ntable_file_mib = 0\n", "store.table_file_mib: expected int >= 1, got 0$"),
+        ("[store]\ncompress = 1\n", "store.compress: expected bool, got int$"),
         ('[policy]\nallow_publishers = ["not-a-peer"]\n', "policy.allow_publishers: "),
         ('[policy.publish_for]\n"x" = []\n', "policy.publish_for: "),
         (f'[policy.publish_for]\n"{key(0).peer_id()}" = ["y"]\n', "policy.publish_for.12D3KooW"),
@@ -283,6 +287,11 @@ def test_the_store_section_is_how_leveldb_is_opened(tmp_path: Path) -> None:
     assert (tuning.write_buffer_size, tuning.lru_cache_size) == (4 << 20, 8 << 20)
     assert tuning.max_open_files == 200
     assert tuning.block_size == Tuning().block_size  # what the section does not name stays
+    assert (tuning.max_file_size, tuning.compression) == (Tuning().max_file_size, None)
+    path.write_text("[store]\ntable_file_mib = 2\ncompress = true\n")
+    tuning = load_config(path).store.tuning()
+    assert (tuning.max_file_size, tuning.compression) == (2 << 20, "snappy")
+    assert tuning.lru_cache_size == Tuning().lru_cache_size
 
 
 def test_the_readme_table_is_the_generated_one() -> None:
