@@ -120,24 +120,29 @@ def test_a_store_of_tiny_blocks_is_bounded_by_their_bookkeeping_too() -> None:
     assert store.has_room()  # everything taken: the count came back down
 
 
+async def _walk_once(pub: Publisher, kv: KV, ahead: AheadBlocks) -> Counter[str]:
+    """Serve ``pub`` on 127.0.0.1, walk its chain once into staging with ``ahead`` as the store of
+    blocks fetched ahead; the blocks the server was asked for, by name, with their counts."""
+    seen: Counter[str] = Counter()
+    async with trio.open_nursery() as nursery:
+        handler = counting(ipnisync_handler(pub), seen)
+        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
+        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
+        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
+            await sync_publisher(
+                pub.peer_id, [addr], fetcher, StagingArea(kv), policy=_Anyone(), ahead=ahead
+            )
+        nursery.cancel_scope.cancel()
+    return seen
+
+
 async def test_the_walk_fetches_each_entries_block_ahead_once(tmp_path: Path) -> None:
     store = AheadBlocks()
     pub = Publisher.init(tmp_path / "pub")
     for i in range(10):
         pub.add(b"c%d" % i, [multihash(i)], bitswap())
-    seen: Counter[str] = Counter()
     kv = KV(tmp_path / "idx")
-    staging = StagingArea(kv)
-    async with trio.open_nursery() as nursery:
-        served = await nursery.start(
-            serve_tcp, counting(ipnisync_handler(pub), seen), "127.0.0.1", 0
-        )
-        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
-        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
-            await sync_publisher(
-                pub.peer_id, [addr], fetcher, staging, policy=_Anyone(), ahead=store
-            )
-        nursery.cancel_scope.cancel()
+    seen = await _walk_once(pub, kv, store)
     got = 0
     for record in pub.chain():
         raw = pub.block(Link.parse(record.cid))
@@ -157,18 +162,8 @@ async def test_no_entries_are_fetched_ahead_after_a_big_block(tmp_path: Path) ->
     pub = Publisher.init(tmp_path / "pub")
     for i in range(5):  # a first entries block of 3,000 multihashes is over 64 KiB
         pub.add(b"c%d" % i, [multihash(10_000 * i + j) for j in range(3000)], bitswap())
-    seen: Counter[str] = Counter()
     kv = KV(tmp_path / "idx")
-    staging = StagingArea(kv)
-    async with trio.open_nursery() as nursery:
-        handler = counting(ipnisync_handler(pub), seen)
-        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
-        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
-        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
-            await sync_publisher(
-                pub.peer_id, [addr], fetcher, staging, policy=_Anyone(), ahead=AheadBlocks()
-            )
-        nursery.cancel_scope.cancel()
+    seen = await _walk_once(pub, kv, AheadBlocks())
     ads = {r.cid for r in pub.chain()}
     entries = [name for name in seen if name not in ads and name != "head"]
     assert len(entries) <= 1  # the first, alone: then none
@@ -187,18 +182,9 @@ async def test_a_full_size_entries_block_is_kept_for_the_worker(tmp_path: Path) 
     chunk = load_advertisement(ad_link, ad).entries
     raw = pub.block(chunk)
     assert raw is not None and len(raw) > 1 << 20
-    seen: Counter[str] = Counter()
     kv = KV(tmp_path / "idx")
     store = AheadBlocks()
-    async with trio.open_nursery() as nursery:
-        handler = counting(ipnisync_handler(pub), seen)
-        served = await nursery.start(serve_tcp, handler, "127.0.0.1", 0)
-        addr = f"/ip4/127.0.0.1/tcp/{served[0].socket.getsockname()[1]}/http"
-        async with open_fetcher([addr], pub.peer_id, timeout=10) as fetcher:
-            await sync_publisher(
-                pub.peer_id, [addr], fetcher, StagingArea(kv), policy=_Anyone(), ahead=store
-            )
-        nursery.cancel_scope.cancel()
+    seen = await _walk_once(pub, kv, store)
     assert seen[str(chunk)] == 1
     assert store.take(pub.peer_id, chunk) == raw
     pub.close()
