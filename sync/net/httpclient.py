@@ -97,12 +97,14 @@ _HTTPCORE_ERRORS = (
 
 
 def _why(exc: BaseException) -> str:
-    """``exc`` and its causes: trio hides TLS errors behind ``BrokenResourceError``."""
+    """``exc`` and its causes: trio hides TLS errors behind ``BrokenResourceError``.  A cause
+    the message already holds (an error this module raised with ``_why`` of its cause) is not
+    said again."""
     parts = [repr(exc)]
-    cause = exc.__cause__
-    while cause is not None and len(parts) < 4:
+    current, cause = exc, exc.__cause__
+    while cause is not None and len(parts) < 4 and repr(cause) not in str(current):
         parts.append(repr(cause))
-        cause = cause.__cause__
+        current, cause = cause, cause.__cause__
     return " from ".join(parts)
 
 

@@ -383,9 +383,13 @@ async def test_refused_address_then_the_next_then_fetch_failed() -> None:
                 assert await fetcher.block(LINK) == RAW
                 assert fetcher._urls[0].endswith(addr.split("/")[4] + "/ipni/v1/ad")
             async with open_fetcher(dead, PEER) as fetcher:
-                with pytest.raises(FetchFailed, match=r"ConnectError.*ConnectError"):
+                with pytest.raises(FetchFailed, match=r"ConnectError.*ConnectError") as info:
                     await fetcher.block(LINK)
             nursery.cancel_scope.cancel()
+    # Each address's causes (trio's OSError and the ExceptionGroup under it, each saying "all
+    # attempts to connect") are said once, not again after the message that already holds them.
+    for failure in str(info.value).split("; "):
+        assert failure.count("all attempts to connect") == 2, failure
 
 
 async def test_a_closed_client_opens_nothing() -> None:
