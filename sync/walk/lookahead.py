@@ -253,6 +253,9 @@ class Lookahead:
         ``_GUESSES`` fetched ads wait to be asked for: the next request goes out as soon as an
         ad arrives, not when the walk has checked the one before."""
         with scope:
+            # Asked once of the first link (the walk may stop at it: fetched, a guess, but not
+            # gone past); each later one was asked as ``nxt`` before it was fetched.
+            stop_here = self._stop(link)
             while True:
                 raw: bytes | None = None
                 try:
@@ -267,7 +270,7 @@ class Lookahead:
                     self._ready[link] = raw
                 self._wake()
                 nxt = None if raw is None else peek_previous(link, raw)
-                if nxt is None or self._stop(link) or self._stop(nxt):
+                if nxt is None or stop_here or self._stop(nxt):
                     return
                 self._pending = link = nxt  # the walker asking for it waits for this chain
                 while len(self._ready) >= _GUESSES:
