@@ -94,17 +94,18 @@ async def sync_publisher(
     walk_id = staging.begin_walk(publisher.raw, addrs, head.raw)
     latest = Link(cursor) if cursor else None
 
-    unknown: set[bytes] = set()  # links found unknown at commit seq ``unknown_at[0]``
-    unknown_at = [base_seq]
+    unknown: set[bytes] = set()  # links found unknown at commit seq ``unknown_at``
+    unknown_at = base_seq
 
     def is_known(link: Link) -> bool:
         """``staging.is_known``, asked once per link while no walk commits (see the rules)."""
+        nonlocal unknown_at
         if link == floor:
             return True
         seq = staging.commit_seq()
-        if seq != unknown_at[0] or len(unknown) >= _UNKNOWN_MEMO:
+        if seq != unknown_at or len(unknown) >= _UNKNOWN_MEMO:
             unknown.clear()
-            unknown_at[0] = seq
+            unknown_at = seq
         if link.raw in unknown:
             return False
         if staging.is_known(link.raw):
