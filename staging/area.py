@@ -10,6 +10,11 @@ Rules this module keeps (the design card's invariants hang on them):
   position) pops first, so a provider's ads are applied oldest to newest (invariant 1).
 - No key rewritten per ad is ever found by a prefix scan (LevelDB iterators step over every
   superseded version still in the memtable): a stack's count lives under its own ``T`` key.
+- No key a prefix scan seeks past is deleted per ad: ``finish`` empties the ad's ``k`` marker
+  instead of deleting it.  ``is_known`` seeks to ``k<cid>`` for every new ad a walk meets, and a
+  seek steps over every consecutive tombstone before it finds a live key (the done ads' markers,
+  random CIDs, until a compaction drops them): 40 us an ask after 2,000 ads done, 317 us after
+  8,000, against 3-4 us whatever the count now.  An empty marker means "see the done marker".
   Nor is a prefix scan made per ad: a scan of ``S<provider>`` steps, past its last stack, over
   the tombstones and superseded versions that follow it (the ``T`` keys of the stacks already
   done: one version per ad they held, until a compaction drops them), so the worker reads its
@@ -118,6 +123,8 @@ class StagingArea:
         if self.kv.get(keys.done(cid)) is not None:
             return True
         for key, raw in self.kv.scan(keys.known_prefix(cid)):
+            if not raw:
+                continue  # a done ad's marker, emptied by ``finish``
             walk = self._get(keys.walk(decode(raw, KnownRecord, key).walk_id), WalkRecord)
             if isinstance(walk, WalkRecord) and walk.committed:
                 return True
@@ -307,7 +314,7 @@ class StagingArea:
         batch += [
             (keys.staged(entry.stack.walk_id, entry.provider, entry.pos), None),
             (keys.done(cid), encode(DoneRecord(ok, self.clock(), error))),
-            (keys.known(cid, entry.stack.walk_id), None),
+            (keys.known(cid, entry.stack.walk_id), b""),  # emptied, not deleted: see the rules
             (keys.progress(cid), None),
             (b"p" + keys.peer(entry.stack.publisher), cid),
         ]
@@ -390,6 +397,8 @@ class StagingArea:
         known markers, by key, so no stack's ads are loaded (a stack may hold millions)."""
         stacks = {stack.walk_id: stack.count for _, stack in self.stacks(provider)}
         for key, raw in self.kv.scan(keys.known_prefix(cid)):
+            if not raw:
+                continue  # popped: its ad is done
             record = decode(raw, KnownRecord, key)
             if record.provider != provider or record.pos >= stacks.get(record.walk_id, 0):
                 continue  # another provider's, or not in a listed stack (popped, dropped)

@@ -6,7 +6,8 @@
     w <walk id:8> <provider> <pos:8>    StagedAd      one ad of a walk; pos 0 is the newest
     S <provider> <commit seq:8>         StackHeader   a committed stack: FIFO by commit seq
     T <provider> <commit seq:8>         StackState    its count, attempts, last error (read by key)
-    k <ad cid> <walk id:8>              KnownRecord   an ad staged by a walk (once it commits)
+    k <ad cid> <walk id:8>              KnownRecord   an ad staged by a walk (once it commits);
+                                        empty once the ad is done (kept: see ``area``)
     d <ad cid>                          DoneRecord    the ad was processed (ok or with an error)
     e <ad cid>                          bytes         entries progress of a partly applied ad
     P <publisher>                       PublisherRecord  latest scanned, addresses, last error

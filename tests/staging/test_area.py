@@ -215,3 +215,15 @@ def test_holds_finds_a_staged_ad_by_key_without_loading_its_stack(area: StagingA
     assert not area.holds(P, b"c0") and area.holds(P, b"c2")  # popped: no longer held
     area.drop_provider(P)
     assert not area.holds(P, b"c2")
+
+
+def test_a_done_ads_known_marker_is_emptied_not_deleted(area: StagingArea) -> None:
+    """``finish`` leaves the ``k`` marker live and empty: a seek for a new ad's marker must not
+    step over a run of tombstones (one per ad done) to find the next live key."""
+    walk_id, base = walk(area, PUB_A, chain(50))
+    area.commit_walk(walk_id, {P: 50}, base_seq=base)
+    assert len(drain(area)) == 50
+    markers = list(area.kv.scan(b"k"))
+    assert len(markers) == 50 and all(raw == b"" for _, raw in markers)
+    assert all(area.is_known(c) for c in chain(50))  # through the done markers
+    assert not area.is_known(b"c50") and not area.holds(P, b"c7")
