@@ -135,6 +135,9 @@ class Publisher:
     def block(self, link: Link) -> bytes | None:
         return self.store.block(link)
 
+    def gzipped_block(self, link: Link) -> bytes | None:
+        return self.store.gzipped_block(link)
+
     def chain(self, limit: int = 0) -> list[ChainRecord]:
         """The chain, newest first: the newest ``limit`` ads (all of them when 0)."""
         return list(itertools.islice(self.store.chain(), limit or None))

@@ -3,6 +3,9 @@
 Key layout (one LevelDB per publisher data directory, ``publisher.db``)::
 
     b/<cid bytes>        raw block (ads and entry chunks), exactly the bytes served
+    z/<cid bytes>        its gzip encoding, written with it (a block served gzip-encoded is
+                         compressed once, not per request; absent for short blocks, and in
+                         stores written before it was kept: those compress as they send)
     h                    head ad CID bytes
     s                    the encoded SignedHead served at /ipni/v1/ad/head
     c/<context id>       ContextRecord (JSON): latest ad, removed?, multihash count
@@ -25,10 +28,12 @@ import msgspec
 from store import KV
 from sync.announce.message import ANNOUNCE_TOPIC
 from sync.model.cid import Link
+from sync.net.httpmessage import gzip_encoding
 
 __all__ = ["ChainRecord", "ContextRecord", "PublisherConfig", "PublisherStore"]
 
 _BLOCK = b"b/"
+_GZIPPED = b"z/"
 _HEAD = b"h"
 _SIGNED_HEAD = b"s"
 _CONTEXT = b"c/"
@@ -64,9 +69,12 @@ class PublisherStore:
     def block(self, link: Link) -> bytes | None:
         return self.kv.get(_BLOCK + link.raw)
 
+    def gzipped_block(self, link: Link) -> bytes | None:
+        return self.kv.get(_GZIPPED + link.raw)
+
     def put_blocks(self, blocks: list[tuple[Link, bytes]]) -> None:
         """Write entry chunks ahead of their ad (not yet reachable from the head)."""
-        self.kv.write_batch([(_BLOCK + link.raw, raw) for link, raw in blocks])
+        self.kv.write_batch([w for link, raw in blocks for w in _block_writes(link, raw)])
 
     def head(self) -> Link | None:
         raw = self.kv.get(_HEAD)
@@ -108,7 +116,7 @@ class PublisherStore:
         """Make ``link`` the new head, with everything that goes with it, atomically."""
         self.kv.write_batch(
             [
-                (_BLOCK + link.raw, raw),
+                *_block_writes(link, raw),
                 (_HEAD, link.raw),
                 (_SIGNED_HEAD, signed_head),
                 (_CHAIN + chain.seq.to_bytes(8, "big"), msgspec.json.encode(chain)),
@@ -116,6 +124,12 @@ class PublisherStore:
             ],
             sync=True,
         )
+
+
+def _block_writes(link: Link, raw: bytes) -> list[tuple[bytes, bytes]]:
+    gzipped = gzip_encoding(raw)
+    writes = [(_BLOCK + link.raw, raw)]
+    return writes if gzipped is None else [*writes, (_GZIPPED + link.raw, gzipped)]
 
 
 def b64(data: bytes) -> str:

@@ -11,19 +11,23 @@ protocol ID):
   400 when the CID is malformed.
 
 Everything else is 404, other methods 405.  Bodies are gzip-encoded when the client asks.  The
-handler reads through the ``BlockSource`` protocol, so any store (or a test double) can serve.
+handler reads through the ``BlockSource`` protocol, so any store (or a test double) can serve;
+a source that keeps its blocks' gzip encodings too (``PrecompressedSource``: a block is
+content-addressed, so its encoding never changes) has them sent as they are, not compressed per
+request.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sync.errors import BadCid
 from sync.ipnisync.protocol import BLOCK_CACHE, HEAD_CACHE, IPNI_PATH, MEDIA_TYPES
 from sync.model.cid import DAG_JSON, Link
+from sync.net.httpmessage import GZIP_MIN
 from sync.net.httpserver import Handler, Request, Response
 
-__all__ = ["BlockSource", "ipnisync_handler"]
+__all__ = ["BlockSource", "PrecompressedSource", "ipnisync_handler"]
 
 
 class BlockSource(Protocol):
@@ -34,9 +38,18 @@ class BlockSource(Protocol):
     def block(self, link: Link) -> bytes | None: ...
 
 
+@runtime_checkable
+class PrecompressedSource(BlockSource, Protocol):
+    def gzipped_block(self, link: Link) -> bytes | None:
+        """The block's gzip encoding as ``sync.net.httpmessage.gzip_encoding`` makes it, or
+        None (not kept, or not worth it): then it is compressed as it is sent."""
+        ...
+
+
 def ipnisync_handler(source: BlockSource, prefix: str = IPNI_PATH) -> Handler:
     """An HTTP handler serving ``source``'s chain under ``prefix``."""
     base = prefix.rstrip("/") + "/"
+    gzipped = source.gzipped_block if isinstance(source, PrecompressedSource) else None
 
     async def handle(request: Request) -> Response:
         if not request.path.startswith(base):
@@ -61,6 +74,7 @@ def ipnisync_handler(source: BlockSource, prefix: str = IPNI_PATH) -> Handler:
             MEDIA_TYPES.get(link.codec, "application/octet-stream"),
             BLOCK_CACHE,
             compressible=True,
+            gzipped=None if gzipped is None or len(raw) < GZIP_MIN else gzipped(link),
         )
 
     return handle

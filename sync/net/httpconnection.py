@@ -9,7 +9,6 @@ connection; a handler or streamed body that fails is logged, never raised.
 
 from __future__ import annotations
 
-import gzip
 import math
 from typing import Any
 
@@ -29,6 +28,7 @@ from sync.net.httpmessage import (
     Response,
     check_request,
     client_ip,
+    gzip_encoding,
     is_garbage,
     parse_request,
     peer_name,
@@ -41,7 +41,6 @@ __all__ = ["Connection"]
 log = structlog.get_logger("sync.net.httpserver")
 
 _RECV = 65536
-_GZIP_MIN = 512
 _COALESCE = 64 << 10  # responses up to this size go out in one send
 _SNIFF = 64  # bytes of a connection's first request checked before h11 sees a whole head
 
@@ -269,10 +268,11 @@ class Connection:
         body = response.body
         head_only = request.method == "HEAD"
         if isinstance(body, bytes):
-            wants_gzip = "gzip" in request.header("accept-encoding")
-            if response.compressible and wants_gzip and len(body) >= _GZIP_MIN:
-                body = gzip.compress(body, compresslevel=1)  # ~3x faster than 5, ~same ratio
-                headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+            if response.compressible and "gzip" in request.header("accept-encoding"):
+                encoded = response.gzipped or gzip_encoding(body)
+                if encoded is not None:
+                    body = encoded
+                    headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
             headers.append((b"content-length", str(len(body)).encode()))
             events: list[Any] = [status_line(response.status, headers)]
             if body and not head_only:

@@ -63,7 +63,8 @@ Rules this module keeps:
   with its traceback); a streamed body that raises mid-way, or a response h11 refuses, is
   logged and the connection closed (the peer sees a truncated response, never a wrong one).
 - ``Response.compressible`` bodies are gzip-encoded when the client sends ``Accept-Encoding:
-  gzip``; a streamed body (an async iterator) goes out chunked, one chunk per item.
+  gzip`` (``Response.gzipped`` when the handler has the encoding already); a streamed body (an
+  async iterator) goes out chunked, one chunk per item.
 """
 
 from __future__ import annotations

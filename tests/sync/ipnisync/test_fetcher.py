@@ -168,6 +168,45 @@ async def test_fetch_from_a_real_publisher(publisher: Publisher) -> None:
     assert len(chunk) > 3000 * 34  # the gzip-encoded chunk came back decoded
 
 
+async def test_a_publisher_sends_each_blocks_gzip_encoding_kept_since_it_was_written(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry chunk goes out gzip-encoded as the publisher stored it with the block, not
+    compressed again per request; a store that holds no encoding (written before it was
+    kept) still has it compressed as it is sent.  Either way it decodes to the block."""
+    import httpx
+
+    import sync.net.httpconnection
+
+    compressed: list[int] = []
+
+    def counted(body: bytes) -> bytes | None:
+        compressed.append(len(body))
+        return gzip.compress(body)
+
+    monkeypatch.setattr(sync.net.httpconnection, "gzip_encoding", counted)
+    published = publisher.add(b"c", [multihash(i) for i in range(3000)], bitswap())
+    ad = load_advertisement(published.link, publisher.block(published.link) or b"")
+    kept = publisher.gzipped_block(ad.entries)
+    assert kept is not None and gzip.decompress(kept) == publisher.block(ad.entries)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_tcp, ipnisync_handler(publisher), "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}{IPNI_PATH}/"
+            bodies = []
+            async with httpx.AsyncClient(headers={"accept-encoding": "gzip"}) as client:
+                for drop in (False, True):
+                    if drop:  # as a store written before the encodings were kept
+                        publisher.store.kv.delete(b"z/" + ad.entries.raw)
+                    async with client.stream("GET", url + str(ad.entries)) as response:
+                        assert response.headers["content-encoding"] == "gzip"
+                        bodies.append(b"".join([part async for part in response.aiter_raw()]))
+            nursery.cancel_scope.cancel()
+    assert bodies[0] == kept and compressed == [len(publisher.block(ad.entries) or b"")]
+    for body in bodies:
+        check_block(ad.entries, gzip.decompress(body))
+
+
 async def test_http_path_prefix_and_failover() -> None:
     link, raw = encode_block({"hello": "world"})
     source = MemorySource((link, raw))
