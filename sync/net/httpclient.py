@@ -97,15 +97,25 @@ _HTTPCORE_ERRORS = (
 
 
 def _why(exc: BaseException) -> str:
-    """``exc`` and its causes: trio hides TLS errors behind ``BrokenResourceError``.  A cause
-    the message already holds (an error this module raised with ``_why`` of its cause) is not
-    said again."""
-    parts = [repr(exc)]
+    """``exc`` and its causes, as one line: trio hides TLS errors behind
+    ``BrokenResourceError`` and the refusals of every address it tried behind an ``OSError``
+    from an ``ExceptionGroup``, so the causes are said too.  A cause the message already holds
+    (an error this module raised with ``_why`` of its cause) is not said again; a group says
+    each of its distinct errors once."""
+    parts = [_said(exc)]
     current, cause = exc, exc.__cause__
-    while cause is not None and len(parts) < 4 and repr(cause) not in str(current):
-        parts.append(repr(cause))
+    while cause is not None and len(parts) < 4 and _said(cause) not in str(current):
+        parts.append(_said(cause))
         current, cause = cause, cause.__cause__
     return " from ".join(parts)
+
+
+def _said(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``; a group's distinct errors, joined by ``; ``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(_said(inner) for inner in exc.exceptions))
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _ascii(name: str) -> bytes:
