@@ -106,18 +106,31 @@ class _NamedFactory:
 
 
 def configure_logging(
-    level: int = logging.INFO, *, json: bool | None = None, cache: bool = True
+    level: int = logging.INFO,
+    *,
+    json: bool | None = None,
+    cache: bool = True,
+    reported: frozenset[str] = frozenset(),
 ) -> None:
     """Configure structlog for a process; ``cache=False`` for a test inside a shared process
-    (a cached logger keeps this configuration for good, blind to ``capture_logs``)."""
+    (a cached logger keeps this configuration for good, blind to ``capture_logs``).
+    ``reported``: events a command says itself, in its own words (``indexer ingest``'s last
+    line names each failed sync), so their log lines would only say them twice."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
     LOG_LEVELS.reset(level)
+
+    def unreported(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if event.get("event") in reported:
+            raise structlog.DropEvent
+        return event
+
     structlog.configure(
         processors=[
             LOG_LEVELS.filter,
+            *([unreported] if reported else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

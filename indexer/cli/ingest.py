@@ -4,7 +4,8 @@ The daemon (``indexer daemon``) does the same continuously; this one-shot form i
 tests and recovery.  It first resumes whatever a previous run left staged (a crash or a kill is
 safe at any moment), then syncs every ``--publisher`` and waits until nothing is left to index.
 A publisher whose sync failed (unreachable, refused, a broken chain) ends it with one line on
-stderr naming it and why, exit 1, after whatever the others gave was indexed.  Ctrl-C (or
+stderr naming it and why, exit 1, after whatever the others gave was indexed (the ingester's
+own "sync failed" log line is not written: it would say the same).  Ctrl-C (or
 SIGTERM) stops it in one line, exit 130; a second Ctrl-C changes nothing.  LevelDB is opened
 with the ``[store]`` settings of the config file, as the daemon opens it (``--config``, else
 ``<data-dir>/config.toml`` if present); a bad file is one line naming it and the key, exit 2,
@@ -71,7 +72,7 @@ def ingest(
     """Sync the given publishers once, index everything staged, and exit."""
     targets = [split_publisher(p) for p in publishers]
     tuning = store_tuning(data_dir, config_path)  # [store], as the daemon opens LevelDB
-    configure_logging()
+    configure_logging(reported=frozenset({"sync failed"}))  # said once, in the last line
     data_dir.mkdir(parents=True, exist_ok=True)
     # Ctrl-C is the signal receiver's inside trio.run, ignored outside it: it never lands in
     # trio's own start-up or teardown, nor half-way through closing LevelDB.
