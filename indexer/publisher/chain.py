@@ -135,8 +135,8 @@ class Publisher:
     def block(self, link: Link) -> bytes | None:
         return self.store.block(link)
 
-    def gzipped_block(self, link: Link) -> bytes | None:
-        return self.store.gzipped_block(link)
+    def gzipped_block(self, link: Link, raw: bytes) -> bytes | None:
+        return self.store.gzipped_block(link, raw)
 
     def chain(self, limit: int = 0) -> list[ChainRecord]:
         """The chain, newest first: the newest ``limit`` ads (all of them when 0)."""

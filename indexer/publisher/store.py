@@ -4,8 +4,8 @@ Key layout (one LevelDB per publisher data directory, ``publisher.db``)::
 
     b/<cid bytes>        raw block (ads and entry chunks), exactly the bytes served
     z/<cid bytes>        its gzip encoding, written with it (a block served gzip-encoded is
-                         compressed once, not per request; absent for short blocks, and in
-                         stores written before it was kept: those compress as they send)
+                         compressed once, not per request; absent for short blocks; a store
+                         written before it was kept gets it when the block is first served)
     h                    head ad CID bytes
     s                    the encoded SignedHead served at /ipni/v1/ad/head
     c/<context id>       ContextRecord (JSON): latest ad, removed?, multihash count
@@ -20,12 +20,13 @@ written in ONE synced batch, so a crash leaves either the old chain or the new o
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
 
-from store import KV
+from store import KV, StoreError
 from sync.announce.message import ANNOUNCE_TOPIC
 from sync.model.cid import Link
 from sync.net.httpmessage import gzip_encoding
@@ -69,8 +70,17 @@ class PublisherStore:
     def block(self, link: Link) -> bytes | None:
         return self.kv.get(_BLOCK + link.raw)
 
-    def gzipped_block(self, link: Link) -> bytes | None:
-        return self.kv.get(_GZIPPED + link.raw)
+    def gzipped_block(self, link: Link, raw: bytes) -> bytes | None:
+        """The block's kept gzip encoding; for a block written before encodings were kept,
+        made now and kept (best effort: a store that refuses the write still gets it sent)."""
+        kept = self.kv.get(_GZIPPED + link.raw)
+        if kept is not None:
+            return kept
+        made = gzip_encoding(raw)
+        if made is not None:
+            with contextlib.suppress(StoreError):
+                self.kv.put(_GZIPPED + link.raw, made)
+        return made
 
     def put_blocks(self, blocks: list[tuple[Link, bytes]]) -> None:
         """Write entry chunks ahead of their ad (not yet reachable from the head)."""

@@ -14,7 +14,7 @@ Everything else is 404, other methods 405.  Bodies are gzip-encoded when the cli
 handler reads through the ``BlockSource`` protocol, so any store (or a test double) can serve;
 a source that keeps its blocks' gzip encodings too (``PrecompressedSource``: a block is
 content-addressed, so its encoding never changes) has them sent as they are, not compressed per
-request.
+request; it is asked only for a client that accepts gzip.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ class BlockSource(Protocol):
 
 @runtime_checkable
 class PrecompressedSource(BlockSource, Protocol):
-    def gzipped_block(self, link: Link) -> bytes | None:
-        """The block's gzip encoding as ``sync.net.httpmessage.gzip_encoding`` makes it, or
-        None (not kept, or not worth it): then it is compressed as it is sent."""
+    def gzipped_block(self, link: Link, raw: bytes) -> bytes | None:
+        """The gzip encoding of ``link``'s block ``raw`` as ``sync.net.httpmessage.gzip_encoding``
+        makes it, kept since the block was written (or made now and kept, for a block written
+        before); None when it is not worth it."""
         ...
 
 
@@ -74,10 +75,16 @@ def ipnisync_handler(source: BlockSource, prefix: str = IPNI_PATH) -> Handler:
             MEDIA_TYPES.get(link.codec, "application/octet-stream"),
             BLOCK_CACHE,
             compressible=True,
-            gzipped=None if gzipped is None or len(raw) < GZIP_MIN else gzipped(link),
+            gzipped=gzipped(link, raw)
+            if gzipped is not None and _wants_gzip(request, raw)
+            else None,
         )
 
     return handle
+
+
+def _wants_gzip(request: Request, raw: bytes) -> bool:
+    return len(raw) >= GZIP_MIN and "gzip" in request.header("accept-encoding")
 
 
 def _head(source: BlockSource, request: Request) -> Response:

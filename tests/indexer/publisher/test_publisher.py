@@ -156,3 +156,34 @@ def test_dag_cbor_publisher(tmp_path: Path) -> None:
     pub.close()
     with pytest.raises(PublisherError, match="codec"):
         Publisher.init(tmp_path / "other", codec="json")
+
+
+def test_a_blocks_gzip_encoding_is_kept_or_made_once(
+    pub: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept when written; made and kept for a block written before (the key deleted here); a
+    store that refuses that write still gives the encoding; a short block has none."""
+    import gzip
+
+    from store import StoreError
+
+    pub.add(b"a", [multihash(i) for i in range(100)], bitswap())
+    head = pub.head()
+    assert head is not None
+    ad = load_advertisement(head, pub.block(head) or b"")
+    raw = pub.block(ad.entries) or b""
+    kept = pub.gzipped_block(ad.entries, raw)
+    assert kept is not None and gzip.decompress(kept) == raw
+    pub.store.kv.delete(b"z/" + ad.entries.raw)
+    made = pub.gzipped_block(ad.entries, raw)
+    assert made is not None and pub.store.kv.get(b"z/" + ad.entries.raw) == made
+    pub.store.kv.delete(b"z/" + ad.entries.raw)
+
+    def refuse(key: bytes, value: bytes, sync: bool = False) -> None:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(pub.store.kv, "put", refuse)
+    refused = pub.gzipped_block(ad.entries, raw)
+    assert refused is not None and gzip.decompress(refused) == raw
+    assert pub.store.kv.get(b"z/" + ad.entries.raw) is None
+    assert pub.gzipped_block(ad.entries, b"short") is None
