@@ -29,7 +29,7 @@ import msgspec
 from store import KV, StoreError
 from sync.announce.message import ANNOUNCE_TOPIC
 from sync.model.cid import Link
-from sync.net.httpmessage import gzip_encoding
+from sync.net.httpmessage import GZIP_MIN, gzip_encoding
 
 __all__ = ["ChainRecord", "ContextRecord", "PublisherConfig", "PublisherStore"]
 
@@ -73,6 +73,8 @@ class PublisherStore:
     def gzipped_block(self, link: Link, raw: bytes) -> bytes | None:
         """The block's kept gzip encoding; for a block written before encodings were kept,
         made now and kept (best effort: a store that refuses the write still gets it sent)."""
+        if len(raw) < GZIP_MIN:
+            return None  # none kept or made: no read for it
         kept = self.kv.get(_GZIPPED + link.raw)
         if kept is not None:
             return kept

@@ -14,17 +14,17 @@ Everything else is 404, other methods 405.  Bodies are gzip-encoded when the cli
 handler reads through the ``BlockSource`` protocol, so any store (or a test double) can serve;
 a source that keeps its blocks' gzip encodings too (``PrecompressedSource``: a block is
 content-addressed, so its encoding never changes) has them sent as they are, not compressed per
-request; it is asked only for a client that accepts gzip.
+request (the server asks only for a client that accepts gzip).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol, runtime_checkable
 
 from sync.errors import BadCid
 from sync.ipnisync.protocol import BLOCK_CACHE, HEAD_CACHE, IPNI_PATH, MEDIA_TYPES
 from sync.model.cid import DAG_JSON, Link
-from sync.net.httpmessage import GZIP_MIN
 from sync.net.httpserver import Handler, Request, Response
 
 __all__ = ["BlockSource", "PrecompressedSource", "ipnisync_handler"]
@@ -41,9 +41,8 @@ class BlockSource(Protocol):
 @runtime_checkable
 class PrecompressedSource(BlockSource, Protocol):
     def gzipped_block(self, link: Link, raw: bytes) -> bytes | None:
-        """The gzip encoding of ``link``'s block ``raw`` as ``sync.net.httpmessage.gzip_encoding``
-        makes it, kept since the block was written (or made now and kept, for a block written
-        before); None when it is not worth it."""
+        """``sync.net.httpmessage.gzip_encoding(raw)`` of ``link``'s block ``raw``, kept since
+        the block was written (or made now and kept, for a block written before)."""
         ...
 
 
@@ -75,16 +74,10 @@ def ipnisync_handler(source: BlockSource, prefix: str = IPNI_PATH) -> Handler:
             MEDIA_TYPES.get(link.codec, "application/octet-stream"),
             BLOCK_CACHE,
             compressible=True,
-            gzipped=gzipped(link, raw)
-            if gzipped is not None and _wants_gzip(request, raw)
-            else None,
+            gzipped=None if gzipped is None else functools.partial(gzipped, link),
         )
 
     return handle
-
-
-def _wants_gzip(request: Request, raw: bytes) -> bool:
-    return len(raw) >= GZIP_MIN and "gzip" in request.header("accept-encoding")
 
 
 def _head(source: BlockSource, request: Request) -> Response:

@@ -269,7 +269,7 @@ class Connection:
         head_only = request.method == "HEAD"
         if isinstance(body, bytes):
             if response.compressible and "gzip" in request.header("accept-encoding"):
-                encoded = response.gzipped or gzip_encoding(body)
+                encoded = (response.gzipped or gzip_encoding)(body)
                 if encoded is not None:
                     body = encoded
                     headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]

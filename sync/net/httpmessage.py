@@ -107,9 +107,10 @@ class Response:
     content_type: str | None = None
     headers: tuple[tuple[str, str], ...] = field(default=())
     compressible: bool = False
-    # ``body`` gzip-encoded ahead of time (a content-addressed block, compressed once when it
-    # was written): sent instead of compressing ``body`` again, to a client that accepts gzip.
-    gzipped: bytes | None = None
+    # Where ``body``'s gzip encoding comes from instead of ``gzip_encoding`` (same contract), e.g.
+    # a content-addressed block's encoding kept since it was written; asked only when the
+    # response goes to a client that accepts gzip.
+    gzipped: Callable[[bytes], bytes | None] | None = None
 
     @classmethod
     def text(cls, status: int, message: str, **kw: Any) -> Response:

@@ -63,8 +63,9 @@ Rules this module keeps:
   with its traceback); a streamed body that raises mid-way, or a response h11 refuses, is
   logged and the connection closed (the peer sees a truncated response, never a wrong one).
 - ``Response.compressible`` bodies are gzip-encoded when the client sends ``Accept-Encoding:
-  gzip`` (``Response.gzipped`` when the handler has the encoding already); a streamed body (an
-  async iterator) goes out chunked, one chunk per item.
+  gzip`` (by ``Response.gzipped`` when the handler has its own source of the encoding, such as
+  one kept since the body was written); a streamed body (an async iterator) goes out chunked,
+  one chunk per item.
 """
 
 from __future__ import annotations
