@@ -12,6 +12,7 @@ import base64
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import base58
 import httpx
@@ -69,6 +70,20 @@ class FindNode(Node):
 async def fnode(tmp_path: Path) -> AsyncIterator[tuple[FindNode, httpx.AsyncClient]]:
     async with running(FindNode(tmp_path)) as started:
         yield started
+
+
+async def _inside_the_oldest_ad(n: FindNode, client: httpx.AsyncClient) -> Any:
+    """Sync ``n``'s three ads and wait until its worker is inside the oldest, held at its first
+    entry chunk (the worker starts once the sync has closed its fetcher: wait for that too);
+    the provider's staging row."""
+    assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
+    raw = n.pub.peer_id.raw
+    [row] = await _until(
+        lambda rows: rows and rows[0]["pending_ads"] == 3 and n.ingester.applying(raw),
+        client, "/staging",
+    )  # fmt: skip
+    assert n.ingester.applying(raw)
+    return row
 
 
 def b58(mh: bytes) -> str:
@@ -137,15 +152,7 @@ async def test_remove_drops_staged_work_and_waits_for_the_ad_in_flight(
     fnode: tuple[FindNode, httpx.AsyncClient],
 ) -> None:
     n, client = fnode
-    assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
-    # The worker is inside the oldest ad, held at its first entry chunk.
-    # The worker starts once the sync has closed its fetcher: wait for it too.
-    raw = n.pub.peer_id.raw
-    await _until(
-        lambda rows: rows and rows[0]["pending_ads"] == 3 and n.ingester.applying(raw),
-        client, "/staging",
-    )  # fmt: skip
-    assert n.ingester.applying(n.pub.peer_id.raw)
+    await _inside_the_oldest_ad(n, client)
     answers: list[httpx.Response] = []
 
     async def remove() -> None:
@@ -210,9 +217,7 @@ async def test_mark_processed_refuses_an_ad_being_applied(
     fnode: tuple[FindNode, httpx.AsyncClient],
 ) -> None:
     n, client = fnode
-    assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
-    [row] = await _until(lambda rows: rows and rows[0]["pending_ads"] == 3, client, "/staging")
-    assert n.ingester.applying(n.pub.peer_id.raw)
+    row = await _inside_the_oldest_ad(n, client)
     r = await client.put(f"/markadprocessed/{n.peer}", params={"cid": row["next_ad"]})
     assert r.status_code == 409 and "right now" in r.text
     assert r.text.count("\n") == 1
@@ -348,14 +353,7 @@ async def test_freeze_stops_workers_before_their_next_ad(
     fnode: tuple[FindNode, httpx.AsyncClient],
 ) -> None:
     n, client = fnode
-    assert (await client.post(f"/ingest/sync/{n.peer}", json=n.addr)).status_code == 202
-    # The worker starts once the sync has closed its fetcher: wait for it too.
-    raw = n.pub.peer_id.raw
-    await _until(
-        lambda rows: rows and rows[0]["pending_ads"] == 3 and n.ingester.applying(raw),
-        client, "/staging",
-    )  # fmt: skip
-    assert n.ingester.applying(n.pub.peer_id.raw)
+    await _inside_the_oldest_ad(n, client)
     frozen = await client.put("/freeze")
     assert frozen.status_code == 200 and frozen.json()["Frozen"] is True
     n.gate.set()  # the ad in hand finishes; the next two wait
