@@ -38,6 +38,8 @@ import trio
 
 from indexer.config import StoreConfig
 from indexer.ingest.engine import Ingester
+from indexer.ingest.offload import open_offload
+from indexer.ingest.settings import IngestConfig
 from indexer.publisher.chain import Publisher
 from store import KV, value_key
 from sync import Link, PeerId
@@ -58,8 +60,13 @@ _fetcher = fetcher_factory()
 
 
 async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
-    async with trio.open_nursery() as nursery:
-        ingester = Ingester(kv, _fetcher)
+    config = IngestConfig()
+    async with (
+        open_offload(config.decode_processes, config.decode_min_bytes) as offload,
+        trio.open_nursery() as nursery,
+    ):
+        await offload.warm()  # as in a daemon that has been up: its decode process is
+        ingester = Ingester(kv, _fetcher, config=config, offload=offload)
         await nursery.start(ingester.run)
         start = time.perf_counter()
         ingester.request_sync(peer, [addr])

@@ -52,6 +52,7 @@ from indexer.ingest.engine import Ingester
 from indexer.ingest.intake import ANNOUNCE_PATHS, AnnounceIntake
 from indexer.ingest.liveness import Liveness, run_liveness
 from indexer.ingest.maintenance import run_compaction
+from indexer.ingest.offload import open_offload
 from indexer.ingest.register import RegisterIntake
 from indexer.policy import AllowedReader, LivePolicy
 from indexer.reload import Reloader
@@ -152,6 +153,9 @@ class Daemon:
         find_limits, ingest_limits, admin_limits = _http_limits(config)  # raises RLIMIT_NOFILE
         with KV(self.data_dir / DB_DIR, tuning=config.store.tuning()) as kv:  # [store]
             async with (
+                open_offload(config.ingest.decode_processes, config.ingest.decode_min_bytes) as (
+                    offload
+                ),
                 self._cluster(kv) as cluster,
                 trio.open_nursery() as nursery,
                 self._libp2p() as host,
@@ -166,6 +170,7 @@ class Daemon:
                     ),
                     policy=policy,
                     config=config.ingest,  # the [ingest] section, as decoded
+                    offload=offload,  # outlives the ingester's workers (opened first)
                     **cluster.ingester_seams() if cluster else {},
                 )
                 if cluster:

@@ -25,6 +25,7 @@ from indexer.cli.find import one_line
 from indexer.config import CONFIG_FILE, DB_DIR, ConfigError, load_config
 from indexer.errors import CliError, CommandFailed
 from indexer.ingest.engine import Ingester
+from indexer.ingest.offload import open_offload
 from indexer.logs import configure_logging
 from store import KV, Tuning
 from sync import BadMultiaddr, PeerId
@@ -117,8 +118,12 @@ def _failures(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> list[str
 async def _run(ingester: Ingester, targets: list[tuple[PeerId, str]]) -> bool:
     """Sync and index until idle; True when SIGINT or SIGTERM ended it first."""
     interrupted = False
+    config = ingester.config
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+        async with (
+            open_offload(config.decode_processes, config.decode_min_bytes) as ingester.offload,
+            trio.open_nursery() as nursery,
+        ):
 
             async def stop_on_signal() -> None:
                 nonlocal interrupted

@@ -38,7 +38,14 @@ import trio
 
 from indexer.cluster.ownership import Claim, Ownership
 from indexer.errors import ClusterError, NotOwner
-from indexer.ingest.apply import GetFetcher, Outcome, Parsed, failed_record, registry_record
+from indexer.ingest.apply import (
+    GetFetcher,
+    Outcome,
+    Parsed,
+    failed_record,
+    feed_next,
+    registry_record,
+)
 from indexer.ingest.settings import IngestConfig
 from staging import Entry, StagingArea
 from store.cluster.protocol import AdCommit, DoneMark, IndexBackend, PutValue, RemoveValue
@@ -180,8 +187,7 @@ class ClusterApplier:
         )
         fetcher = await get_fetcher(PeerId(entry.stack.publisher), entry.stack.addrs)
         while (need := walk.next_block()) is not None:
-            raw = await fetcher.block(need, "EntryChunk")
-            mhs = walk.feed(need, raw, parsed(need, raw))
+            mhs = await feed_next(walk, need, fetcher, parsed)
             self._token(provider)  # a node that lost the provider stops at the next block
             await backend.add_multihashes(vk, mhs)
             self.staging.save_progress(entry, walk.progress.encode(), ())

@@ -65,8 +65,11 @@ __all__ = [
     "GetFetcher",
     "LocalApplier",
     "Outcome",
+    "Parsed",
     "apply_entry",
     "failed_record",
+    "feed_next",
+    "no_parsed",
     "registry_record",
 ]
 
@@ -75,7 +78,24 @@ FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[Block
 GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
 _THREAD_MIN = 1024  # a final batch with this many multihashes is written in a thread
 Outcome = Literal["indexed", "removed", "metadata", "skipped", "error", "already"]
-Parsed = Callable[[Link, bytes], ParsedBlock | None]
+# A block already fetched, checked and decoded for this link (``Prefetcher.take_parsed``), or
+# None: then the applier fetches it.
+Parsed = Callable[[Link], Awaitable[ParsedBlock | None]]
+
+
+async def no_parsed(link: Link) -> ParsedBlock | None:
+    """The ``Parsed`` of an applier with no prefetcher: nothing is ever ready."""
+    return None
+
+
+async def feed_next(
+    walk: EntriesWalk, link: Link, fetcher: BlockFetcher, parsed: Parsed
+) -> list[bytes]:
+    """Feed ``walk`` the block ``link`` (parsed ahead, else fetched); its multihashes."""
+    ready = await parsed(link)
+    if ready is not None:
+        return walk.feed(link, parsed=ready)
+    return walk.feed(link, await fetcher.block(link, "EntryChunk"))
 
 
 class Applier(Protocol):
@@ -233,7 +253,7 @@ async def apply_entry(
     max_blocks: int = 1_000_000,
     clock: Callable[[], float] = time.time,
     on_block: Callable[[int], None] | None = None,
-    parsed: Callable[[Link, bytes], ParsedBlock | None] = lambda link, raw: None,
+    parsed: Parsed = no_parsed,
     budget: EntriesBudget = DEFAULT_BUDGET,
     walk_clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
@@ -266,7 +286,7 @@ async def _apply(
     walk_of: Callable[..., EntriesWalk],
     clock: Callable[[], float],
     on_block: Callable[[int], None] | None,
-    parsed: Callable[[Link, bytes], ParsedBlock | None],
+    parsed: Parsed,
 ) -> Outcome:
     link = Link(entry.ad.cid)
     ad = Advertisement.from_node(decode_node(entry.ad.raw, link.codec))
@@ -297,8 +317,7 @@ async def _apply(
     if need is None:
         staging.finish(entry, ok=True, writes=first)
         return "indexed"
-    raw = await fetcher.block(need, "EntryChunk")
-    mhs = walk.feed(need, raw, parsed(need, raw))
+    mhs = await feed_next(walk, need, fetcher, parsed)
     while True:
         writes = [*first, *IndexStore.put_multihashes(vk, mhs)]
         first = []
@@ -321,7 +340,7 @@ async def _apply(
         # fetched and decoded.  The next batch is built only after this one is durable.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_save_progress, staging, entry, state, writes)
-            mhs = walk.feed(nxt, await fetcher.block(nxt, "EntryChunk"))
+            mhs = await feed_next(walk, nxt, fetcher, parsed)
 
 
 async def _save_progress(

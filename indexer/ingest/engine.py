@@ -40,6 +40,9 @@ Rules this module keeps:
   processed) sets the change event, so ``wait_idle`` waits on events alone.
 - At start-up, walks a crash left uncommitted are abandoned before anything else runs, then
   every recorded announce whose head is not yet staged is replayed.
+- Big entries blocks fetched ahead are decoded where ``offload`` says (``open_offload``: the
+  daemon's decode processes, opened around the ingester's run so they outlive its workers; by
+  default, in this process).
 - On a cluster node (``applier``, ``owns``, ``floor`` set by ``indexer.cluster.node``) only the
   publishers it owns are synced; a worker whose provider another node holds waits (at most
   ``HANDOVER_RETRY_MAX`` seconds, less if a sync stages work for it) and claims again.
@@ -77,6 +80,7 @@ from indexer.ingest.apply import (
     Outcome,
     Parsed,
 )
+from indexer.ingest.offload import Offload
 from indexer.ingest.progress import IngestObserver, NullObserver, SyncHistory, SyncProgress
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
@@ -158,6 +162,7 @@ class Ingester:
     applier: Applier | None = None
     owns: Callable[[bytes], bool] | None = None
     floor: Floor | None = None
+    offload: Offload = field(default_factory=Offload.inline)  # where big blocks are decoded
 
     def __post_init__(self) -> None:
         self._staging = StagingArea(self.kv, self.clock)
@@ -409,6 +414,7 @@ class Ingester:
                     self.clock,
                     self._ahead,
                     paused=lambda: self.frozen_at is not None,
+                    offload=self.offload,
                 )
                 self._ad_began[provider] = self.clock()
                 try:

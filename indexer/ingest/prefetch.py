@@ -9,9 +9,11 @@ Rules this module keeps:
 
 - Which block an ad needs first is a guess (``peek_entries`` on DAG-JSON ads: no decode); a
   wrong guess costs a fetch, never a result, as the block is checked when taken.
-- A fetched block is hash-checked and decoded here too (``parse_block``), in the event loop
-  while the worker's previous write runs in its thread; the walker takes that result only for
-  the very bytes it was made from.  A block that fails its check is dropped, not trusted.
+- A fetched block is hash-checked and decoded here too, while the worker's previous write runs
+  in its thread: a big one, still gzip-encoded, in a decode process (``offload``:
+  ``indexer.ingest.offload``), a small one (or with no offload) in the event loop
+  (``parse_block``).  The applier takes that result by link (``take_parsed``) in place of
+  fetching the block.  A block that fails its check is dropped, not trusted.
 - At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
   memory held is bounded; a block is handed out once and forgotten, and one never claimed is
   dropped after ``2 * depth`` more ads.
@@ -38,9 +40,10 @@ import structlog
 import trio
 
 from indexer.ingest.apply import GetFetcher
+from indexer.ingest.offload import Offload
 from staging import StagedAd
 from sync import DAG_JSON, NO_ENTRIES, Advertisement, Link, PeerId, SyncError, decode_node
-from sync.ipnisync.fetch import BlockFetcher, SchemaKind
+from sync.ipnisync.fetch import BlockFetcher, EncodedFetcher, SchemaKind
 from sync.ipnisync.head import SignedHead
 from sync.walk.entries import ParsedBlock, parse_block
 from sync.walk.lookahead import AheadBlocks, peek_entries
@@ -69,9 +72,9 @@ class Prefetcher:
     get_fetcher: GetFetcher
     depth: int = 4
     ahead: AheadBlocks | None = None  # blocks the walk fetched ahead (the ingester's)
+    offload: Offload = field(default_factory=Offload.inline)  # where big blocks are decoded
     _slots: OrderedDict[Link, _Slot] = field(default_factory=OrderedDict)
     _seen: set[bytes] = field(default_factory=set)
-    _handed: dict[Link, ParsedBlock] = field(default_factory=dict)
     _calls: int = 0
 
     def want(self, ads: list[StagedAd], publisher: PeerId, addrs: list[str]) -> None:
@@ -106,6 +109,10 @@ class Prefetcher:
         with self._settling(link, slot, publisher):
             if raw is None:
                 fetcher = await self.get_fetcher(publisher, addrs)
+                if isinstance(fetcher, EncodedFetcher):  # decoded where ``offload`` says
+                    body = await fetcher.block_encoded(link, "EntryChunk")
+                    slot.parsed = await self.offload.parse(link, body)
+                    return
                 raw = await fetcher.block(link, "EntryChunk")
             slot.parsed = parse_block(link, raw)
 
@@ -127,22 +134,20 @@ class Prefetcher:
         finally:
             slot.done.set()
 
-    async def take(self, link: Link) -> bytes | None:
-        """The prefetched bytes of ``link`` (waiting for a fetch under way), or None."""
+    async def take_parsed(self, link: Link) -> ParsedBlock | None:
+        """``link``'s block, prefetched, checked and decoded (waiting for a fetch under way),
+        handed out once; None when it was not prefetched or failed."""
         slot = self._slots.get(link)
         if slot is None:
             return None
         await slot.done.wait()
         self._slots.pop(link, None)
-        if slot.parsed is None:
-            return None
-        self._handed = {link: slot.parsed}  # for ``parsed``, right after
-        return slot.parsed.raw
+        return slot.parsed
 
-    def parsed(self, link: Link, raw: bytes) -> ParsedBlock | None:
-        """``parse_block(link, raw)`` if this prefetcher already did it for these bytes."""
-        done = self._handed.pop(link, None)
-        return done if done is not None and done.raw is raw else None
+    async def take(self, link: Link) -> bytes | None:
+        """The prefetched bytes of ``link`` (``take_parsed``'s block), or None."""
+        parsed = await self.take_parsed(link)
+        return None if parsed is None else parsed.data()
 
     def wrap(self, fetcher: BlockFetcher, publisher: PeerId | None = None) -> BlockFetcher:
         """``fetcher`` taking what was fetched ahead first (``publisher``'s, from ``ahead``)."""

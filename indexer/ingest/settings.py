@@ -9,7 +9,8 @@ Rules this module keeps:
   the decoded value to the ingester as it is (no field is copied by hand).
 - The ingester and its workers read the engine's fields; the fetcher's (``max_block``,
   ``fetch_timeout``, ``refuse_private_addrs``), the announce intake's (rates, bursts,
-  ``max_pending_publishers``) and ``compact_idle`` are read by the daemon when it builds those.
+  ``max_pending_publishers``), the decode processes' (``decode_processes``, ``decode_min_bytes``)
+  and ``compact_idle`` are read by the daemon when it builds those.
 - No import of the modules that read it (``indexer.ingest.engine``, ``indexer.ingest.worker``),
   so neither imports the other.
 """
@@ -106,6 +107,16 @@ class IngestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     prefetch: Annotated[
         int, _doc("next ads whose first entries block a worker fetches ahead; 0: none")
     ] = 4
+    decode_processes: Annotated[
+        int,
+        _doc(
+            "processes that check and decode big entries blocks fetched ahead, off the "
+            "process that writes the index (read at start); 0: all in that process"
+        ),
+    ] = 1
+    decode_min_bytes: Annotated[
+        int, _doc("an entries block this big on the wire or bigger goes to a decode process")
+    ] = 64 << 10
     max_entry_blocks: Annotated[int, _doc("entries blocks one ad may have at most")] = (
         DEFAULT_MAX_BLOCKS
     )

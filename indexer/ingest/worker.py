@@ -3,7 +3,8 @@
 Rules this module keeps:
 
 - Ads are applied one at a time, in order (invariant 1); the next ads' first entries blocks are
-  fetched (and checked and decoded) ahead by a ``Prefetcher``, which changes speed, not results.
+  fetched (and checked and decoded: big ones in the ingester's decode processes, ``offload``)
+  ahead by a ``Prefetcher``, which changes speed, not results.
 - What a failure means is decided once, by ``sync.errors.retry_of``: ``ALWAYS`` (publisher down,
   or a bug: an exception that is not a ``SyncError``, logged with its traceback) keeps the stack
   intact and retries with exponential backoff; ``LIMITED`` (``BlockNotFound``,
@@ -35,6 +36,7 @@ import trio
 
 from indexer.errors import LeaseLost, NotOwner
 from indexer.ingest.apply import Applier, FetcherFactory, GetFetcher
+from indexer.ingest.offload import Offload
 from indexer.ingest.prefetch import Prefetcher
 from indexer.ingest.settings import IngestConfig
 from indexer.ingest.slots import FairSlots
@@ -68,6 +70,7 @@ class Worker:
     clock: Callable[[], float] = time.time
     ahead: AheadBlocks | None = None  # what the walk fetched for these ads
     paused: Callable[[], bool] = lambda: False  # frozen: the run ends before its next ad
+    offload: Offload = field(default_factory=Offload.inline)  # where big blocks are decoded
     _fetchers: dict[tuple[bytes, tuple[str, ...]], BlockFetcher] = field(default_factory=dict)
 
     async def run(self) -> None:
@@ -85,7 +88,9 @@ class Worker:
                 return prefetcher.wrap(await get_fetcher(publisher, addrs), publisher)
 
             async with trio.open_nursery() as background:
-                prefetcher = Prefetcher(background, get_fetcher, self.config.prefetch, self.ahead)
+                prefetcher = Prefetcher(
+                    background, get_fetcher, self.config.prefetch, self.ahead, self.offload
+                )
                 await self._work(prefetcher, prefetching)
                 background.cancel_scope.cancel()
 
@@ -105,7 +110,7 @@ class Worker:
                         entry,
                         get_fetcher,
                         on_block=functools.partial(self.on_indexed, entry),
-                        parsed=prefetcher.parsed,
+                        parsed=prefetcher.take_parsed,
                     )
             except HANDED_OVER:
                 raise  # this node no longer owns the provider: the run ends (the caller logs it)

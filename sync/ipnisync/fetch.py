@@ -31,6 +31,9 @@ Rules this module keeps:
   here, output-limited) and reading stops past the cap with ``BlockTooLarge``; a
   ``Content-Length`` over the cap is refused before the body is read.  The client's own raw cap
   (twice ours) is a backstop: its ``ResponseTooLarge`` is reported as ``BlockTooLarge``.
+  ``block_encoded`` hands a gzip body over still encoded (bounded by that raw cap alone), as an
+  ``EncodedBody`` whose ``decode()`` applies our cap with the same errors, wherever it runs (a
+  decode process: ``indexer.ingest.offload``).
 - Errors: connect errors, timeouts (a total deadline per request, as Go's ``Client.Timeout``),
   broken transfers and unexpected statuses (5xx, 3xx loops, 204 for a block) are
   ``FetchFailed``; 404 is ``BlockNotFound``.  No httpcore, h11, trio, ssl or libp2p exception
@@ -48,9 +51,8 @@ import contextlib
 import functools
 import json
 import ssl
-import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Protocol, Self, runtime_checkable
 
 import multiaddr
 import structlog
@@ -71,6 +73,7 @@ from sync.ipnisync.maurl import address_range, publisher_endpoint
 from sync.ipnisync.protocol import IPNI_PATH
 from sync.model.cid import Link
 from sync.model.peer import PeerId
+from sync.net.gzipbody import EncodedBody, GzipDecoder
 from sync.net.httpclient import HttpClient, Opener, ResponseLike
 
 if TYPE_CHECKING:
@@ -83,6 +86,7 @@ __all__ = [
     "FETCH_TIMEOUT",
     "MAX_BLOCK",
     "BlockFetcher",
+    "EncodedFetcher",
     "HttpFetcher",
     "Libp2pFetcher",
     "ResponseTooLarge",
@@ -105,6 +109,15 @@ class BlockFetcher(Protocol):
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EncodedFetcher(BlockFetcher, Protocol):
+    """A fetcher that can also hand a block's body over still gzip-encoded (``HttpFetcher``)."""
+
+    async def block_encoded(
+        self, link: Link, kind: SchemaKind | None = None, *, keep_gzip: bool = True
+    ) -> EncodedBody: ...
 
 
 def _max_raw(max_block: int) -> int:
@@ -173,20 +186,29 @@ class HttpFetcher:
 
     async def head(self) -> SignedHead | None:
         """The publisher's signed head, verified and signed by the publisher; None on 204."""
-        raw = await self._get("head", {}, min(_MAX_HEAD, self.max_block), allow_empty=True)
-        if raw is None:
+        got = await self._get("head", {}, min(_MAX_HEAD, self.max_block), allow_empty=True)
+        if got is None:
             return None
-        signed = SignedHead.decode(raw)
+        signed = SignedHead.decode(got.body)
         if (signer := signed.verify()) != self.publisher:
             raise SignatureError(f"head signed by {signer}, not by the publisher {self.publisher}")
         return signed
 
     async def block(self, link: Link, kind: SchemaKind | None = None) -> bytes:
         """The raw bytes served for ``link`` (not hash-checked here)."""
+        return (await self.block_encoded(link, kind, keep_gzip=False)).body
+
+    async def block_encoded(
+        self, link: Link, kind: SchemaKind | None = None, *, keep_gzip: bool = True
+    ) -> EncodedBody:
+        """``block``'s body as it came (still gzip-encoded, if it was): its ``decode()`` is
+        ``block``'s bytes, with the same cap and errors, wherever it runs."""
         headers = {CID_SCHEMA_HEADER: kind} if kind else {}
-        raw = await self._get(str(link), headers, self.max_block, allow_empty=False)
-        assert raw is not None
-        return raw
+        got = await self._get(
+            str(link), headers, self.max_block, allow_empty=False, keep_gzip=keep_gzip
+        )
+        assert got is not None
+        return got
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -198,13 +220,19 @@ class HttpFetcher:
         await self.aclose()
 
     async def _get(
-        self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
-    ) -> bytes | None:
+        self,
+        resource: str,
+        headers: Mapping[str, str],
+        cap: int,
+        *,
+        allow_empty: bool,
+        keep_gzip: bool = False,
+    ) -> EncodedBody | None:
         failures: list[str] = []
         refused = 0
         for i, base in enumerate(list(self._urls)):
             try:
-                body = await self._get_at(base, resource, headers, cap, allow_empty)
+                body = await self._get_at(base, resource, headers, cap, allow_empty, keep_gzip)
             except ResponseTooLarge as exc:  # the client's backstop: ours to report
                 raise BlockTooLarge(str(exc)) from None
             except (TransportFailed, AddressRefused) as exc:
@@ -218,8 +246,14 @@ class HttpFetcher:
         raise failed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
 
     async def _get_at(
-        self, base: str, resource: str, headers: Mapping[str, str], cap: int, allow_empty: bool
-    ) -> bytes | None:
+        self,
+        base: str,
+        resource: str,
+        headers: Mapping[str, str],
+        cap: int,
+        allow_empty: bool,
+        keep_gzip: bool,
+    ) -> EncodedBody | None:
         """``resource`` from one address: under ``/ipni/v1/ad``, then (a legacy publisher) at
         the root of its path on a 403 or 404; a root that answers 200 is used from then on."""
         root = _root_of(base)
@@ -236,7 +270,7 @@ class HttpFetcher:
                 if n + 1 < len(paths) and status in (403, 404):
                     await _drain(response)
                     continue  # go-libipni: retry without the IPNI path, for legacy HTTP
-                body = await _body(response, url, cap, allow_empty)
+                body = await _body(response, url, cap, allow_empty, keep_gzip=keep_gzip)
             if path is root and status == 200 and not self._at_root:
                 self._at_root = True
                 log.info("legacy HTTP publisher: fetching without the IPNI path",
@@ -260,7 +294,10 @@ async def _drain(response: ResponseLike) -> None:
                 break
 
 
-async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -> bytes | None:
+async def _body(
+    response: ResponseLike, url: str, cap: int, allow_empty: bool, *, keep_gzip: bool = False
+) -> EncodedBody | None:
+    """A 200's body (decoded from gzip here unless ``keep_gzip``); None for an allowed 204."""
     status = response.status
     if status != 200:
         await _drain(response)
@@ -272,25 +309,21 @@ async def _body(response: ResponseLike, url: str, cap: int, allow_empty: bool) -
     coding = response.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("identity", "gzip", "x-gzip"):
         raise FetchFailed(f"{url}: unsupported content-encoding {coding!r}")
-    gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding != "identity" else None
+    gzipped = coding != "identity"
     length = response.headers.get("content-length", "")
-    if gunzip is None and length.isdigit() and int(length) > cap:
+    if not gzipped and length.isdigit() and int(length) > cap:
         raise BlockTooLarge(f"{url}: response body over the {cap} byte cap ({length} bytes)")
+    # Kept encoded, a gzip body is bounded by the client's raw cap (``_max_raw``) alone.
+    gunzip = GzipDecoder(cap, url) if gzipped and not keep_gzip else None
+    limit = _max_raw(cap) if gzipped and keep_gzip else cap
     body = bytearray()
-    try:
-        async for chunk in response:
-            body += gunzip.decompress(chunk, cap + 1 - len(body)) if gunzip else chunk
-            if len(body) > cap:
-                raise BlockTooLarge(f"{url}: response body over the {cap} byte cap")
-        if gunzip is not None:
-            body += gunzip.flush()
-            if not gunzip.eof:
-                raise FetchFailed(f"{url}: truncated gzip body")
-    except zlib.error as exc:
-        raise FetchFailed(f"{url}: bad gzip body: {exc}") from None
-    if len(body) > cap:
-        raise BlockTooLarge(f"{url}: response body over the {cap} byte cap")
-    return bytes(body)
+    async for chunk in response:
+        body += gunzip.feed(chunk) if gunzip else chunk
+        if len(body) > limit:
+            raise BlockTooLarge(f"{url}: response body over the {limit} byte cap")
+    if gunzip is not None:
+        body += gunzip.end()
+    return EncodedBody(bytes(body), gzipped and keep_gzip, cap, url)
 
 
 class Libp2pFetcher(HttpFetcher):
@@ -319,13 +352,21 @@ class Libp2pFetcher(HttpFetcher):
         self._discovered = False
 
     async def _get(
-        self, resource: str, headers: Mapping[str, str], cap: int, *, allow_empty: bool
-    ) -> bytes | None:
+        self,
+        resource: str,
+        headers: Mapping[str, str],
+        cap: int,
+        *,
+        allow_empty: bool,
+        keep_gzip: bool = False,
+    ) -> EncodedBody | None:
         if not self._discovered:
             path = await self._protocol_path()
             self._urls = [f"http://{self.publisher}{path}"]
             self._discovered = True
-        return await super()._get(resource, headers, cap, allow_empty=allow_empty)
+        return await super()._get(
+            resource, headers, cap, allow_empty=allow_empty, keep_gzip=keep_gzip
+        )
 
     async def _protocol_path(self) -> str:
         """Where the publisher serves ipnisync: its ``/.well-known/libp2p/protocols`` entry for
@@ -339,16 +380,16 @@ class Libp2pFetcher(HttpFetcher):
                 if response.status in (404, 405, 406):
                     await _drain(response)
                     return IPNI_PATH
-                raw = await _body(response, url, _MAX_HEAD, allow_empty=False)
+                got = await _body(response, url, _MAX_HEAD, allow_empty=False)
         except ResponseTooLarge as exc:
             raise BlockTooLarge(str(exc)) from None
         except (TransportFailed, AddressRefused) as exc:
             raise FetchFailed(
                 f"fetch {WELL_KNOWN_PROTOCOLS} from {self.publisher}: {exc}"
             ) from None
-        assert raw is not None
+        assert got is not None
         try:
-            meta = json.loads(raw)
+            meta = json.loads(got.body)
         except ValueError as exc:
             raise FetchFailed(f"{url}: not JSON: {exc}") from None
         entry = meta.get(IPNI_PATH) if isinstance(meta, dict) else None

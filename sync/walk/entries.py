@@ -45,8 +45,9 @@ Rules this module keeps:
   serves.  The deadline is checked between blocks: one fetch may overrun it by at most the
   fetcher's own timeout.
 - ``parse_block`` does ``feed``'s checking and decoding of a chain block or root ahead of time
-  (a prefetcher does it while the previous ad is written); ``feed`` takes the result only for
-  the very bytes it was made from, and otherwise checks and decodes as usual.
+  (a prefetcher does it while the previous ad is written), and ``parse_encoded`` from a body
+  still gzip-encoded, in another process (sorting a chunk's entries, the bytes not kept);
+  ``feed`` takes either result in place of the bytes, for the link it was made for.
 - ``NO_ENTRIES`` as the root is an empty walk.  Errors are the ``sync.errors`` types
   (``HashMismatch``, ``UnknownCodec``, ``DecodeError``, ``SchemaError``, ``RepeatedLink``,
   ``ChainTooLong``, ``EntriesOverBudget``), all ``Retry.NEVER`` but ``HashMismatch``
@@ -74,6 +75,7 @@ from sync.model.blocks import decode_chunk_fast, decode_node
 from sync.model.cid import Link, check_block, check_multihash
 from sync.model.fields import check_keys, describe
 from sync.model.schema import NO_ENTRIES, EntryChunk
+from sync.net.gzipbody import EncodedBody
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -83,6 +85,7 @@ __all__ = [
     "EntriesWalk",
     "ParsedBlock",
     "parse_block",
+    "parse_encoded",
 ]
 
 DEFAULT_MAX_BLOCKS = 1_000_000
@@ -176,11 +179,23 @@ class EntriesProgress:
 
 @dataclass(frozen=True, eq=False)
 class ParsedBlock:
-    """A chain block or root, hash-checked and decoded (``parse_block``), for ``feed``."""
+    """A chain block or root, hash-checked and decoded (``parse_block``), for ``feed``.
+
+    ``raw`` is None for a block decoded in another process (``parse_encoded``), whose bytes
+    were not sent back: ``body`` is what was received then, and ``data()`` decodes it again.
+    """
 
     link: Link
-    raw: bytes
+    raw: bytes | None
     node: EntryChunk | dict[str, Any]
+    body: EncodedBody | None = None
+
+    def data(self) -> bytes:
+        """The block's bytes (the ones its hash was checked on)."""
+        if self.raw is not None:
+            return self.raw
+        assert self.body is not None, "a ParsedBlock keeps its bytes or its body"
+        return self.body.decode()
 
 
 def parse_block(link: Link, raw: bytes) -> ParsedBlock:
@@ -190,6 +205,21 @@ def parse_block(link: Link, raw: bytes) -> ParsedBlock:
     if isinstance(node, EntryChunk):
         node.validate()
     return ParsedBlock(link, raw, node)
+
+
+def parse_encoded(link: Link, body: EncodedBody) -> ParsedBlock:
+    """``parse_block`` of ``body`` decoded (its cap and errors), with a chunk's entries sorted;
+    neither the bytes nor the body are in the result (``raw`` None: the caller adds ``body``).
+
+    Made to run in another process (``indexer.ingest.offload``): everything it takes and returns
+    pickles, its errors are the same ``sync.errors`` classes, and sending the bytes back would
+    cost the receiver more than the decode.  The sort is work taken off the process that
+    writes: the entries are a set to the index, which writes them in key order.
+    """
+    node = parse_block(link, body.decode()).node
+    if isinstance(node, EntryChunk) and len(node.entries) > 1:
+        node = EntryChunk(tuple(sorted(node.entries)), node.next)
+    return ParsedBlock(link, None, node)
 
 
 class EntriesWalk:
@@ -268,23 +298,34 @@ class EntriesWalk:
         """The state after the last fed block (persist it with that block's multihashes)."""
         return EntriesProgress(tuple(self._stack), self._blocks, self._mhs, self._hamt)
 
-    def feed(self, link: Link, raw: bytes, parsed: ParsedBlock | None = None) -> list[bytes]:
+    def feed(
+        self, link: Link, raw: bytes | None = None, parsed: ParsedBlock | None = None
+    ) -> list[bytes]:
         """Check and decode the block ``next_block()`` asked for; return its multihashes.
 
-        ``parsed`` is ``parse_block(link, raw)`` done earlier; it is used only when it was made
-        from this very ``raw`` object for this link, and the walk is not inside a HAMT.
+        Give either its ``raw`` bytes, or ``parsed``: ``parse_block`` (or ``parse_encoded``)
+        of them done earlier for this link, whose decoding is used unless the walk is inside a
+        HAMT (its bytes, ``parsed.data()``, are then checked and decoded as a HAMT node).
         """
         expected = self.next_block()
         if expected is None or link != expected:
             raise ValueError(f"fed {link}, but the walk needs {expected}")
+        if parsed is not None and parsed.link != link:
+            raise ValueError(f"fed {link} with the parsed block of {parsed.link}")
+        if (raw is None) == (parsed is None):
+            raise ValueError("feed takes a block's raw bytes or its parsed block, not both")
         is_root = self._blocks == 0
         is_hamt = self._hamt
         if is_hamt:
+            raw = parsed.data() if parsed is not None else raw
+            assert raw is not None
             check_block(link, raw)
             mhs, children = _hamt_node(decode_node(raw, link.codec), "HashMapNode")
         else:
-            usable = parsed is not None and parsed.raw is raw and parsed.link == link
-            node = parsed.node if parsed is not None and usable else parse_block(link, raw).node
+            if parsed is None:
+                assert raw is not None
+                parsed = parse_block(link, raw)
+            node = parsed.node
             if isinstance(node, EntryChunk):
                 mhs = list(node.entries)
                 children = [] if node.next is None else [node.next]

@@ -66,6 +66,8 @@ BEFORE = {
     "ingest.retry_max": 300.0,
     "ingest.max_attempts": 5,
     "ingest.prefetch": 4,
+    "ingest.decode_processes": 1,
+    "ingest.decode_min_bytes": 65536,
     "ingest.max_slow_workers": 256,
     "ingest.history": 4096,
     "ingest.first_sync_depth": 0,

@@ -21,6 +21,7 @@ from indexer.cluster.apply import ClusterApplier
 from indexer.cluster.etcd import EtcdClient
 from indexer.cluster.ownership import Ownership
 from indexer.errors import LeaseLost, NotOwner
+from indexer.ingest.apply import no_parsed
 from indexer.ingest.settings import IngestConfig
 from staging import Entry, StagingArea
 from store import KV, StoreFenced
@@ -109,7 +110,7 @@ async def zombie_scenario(
                 await _stage(n.staging, fetcher, publisher.peer_id())
             async with a.applier.hold(provider):
                 assert await a.applier.apply(
-                    entry(a), get_fetcher, on_block=None, parsed=lambda _l, _r: None
+                    entry(a), get_fetcher, on_block=None, parsed=no_parsed
                 ) == "indexed"  # fmt: skip
                 # B cannot have it while A holds it.
                 try:
@@ -128,9 +129,7 @@ async def zombie_scenario(
                     except StoreFenced:
                         fenced = True
                     while (e := b.staging.next_entry(provider)) is not None:
-                        await b.applier.apply(
-                            e, get_fetcher, on_block=None, parsed=lambda _l, _r: None
-                        )
+                        await b.applier.apply(e, get_fetcher, on_block=None, parsed=no_parsed)
         nursery.cancel_scope.cancel()
     found = await real.lookup_many(wanted)
     return fenced, [mh for mh, records in zip(wanted, found, strict=True) if not records]
@@ -184,15 +183,13 @@ async def test_a_claim_dies_with_its_lease_even_after_the_node_joined_again(
             async with a.applier.hold(provider):
                 first = a.staging.next_entry(provider)
                 assert first is not None
-                await a.applier.apply(first, get_fetcher, on_block=None, parsed=lambda _l, _r: None)
+                await a.applier.apply(first, get_fetcher, on_block=None, parsed=no_parsed)
                 await a.ownership.leave()  # the old lease is gone ...
                 current = Ownership(etcd, "a", ttl=30, root=root)
                 await current.join()  # ... and the node joined again with a new one
                 second = a.staging.next_entry(provider)
                 assert second is not None
                 with pytest.raises(LeaseLost):
-                    await a.applier.apply(
-                        second, get_fetcher, on_block=None, parsed=lambda _l, _r: None
-                    )
+                    await a.applier.apply(second, get_fetcher, on_block=None, parsed=no_parsed)
             assert await backend.done(provider, second.ad.cid) is None
         nursery.cancel_scope.cancel()

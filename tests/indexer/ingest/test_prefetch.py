@@ -132,10 +132,9 @@ async def test_a_block_never_claimed_is_dropped_and_frees_its_place() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert source.fetched[staged[2][0]] == 1
         assert await prefetcher.take(staged[0][0]) is None  # the dropped ones are gone
-        taken = await prefetcher.take(staged[2][0])
-        assert taken is not None and taken == blocks[staged[2][0]]
-        parsed = prefetcher.parsed(staged[2][0], taken)
-        assert parsed is not None and parsed.raw is taken
+        taken = await prefetcher.take_parsed(staged[2][0])
+        assert taken is not None and taken.data() == blocks[staged[2][0]]
+        assert await prefetcher.take_parsed(staged[2][0]) is None  # handed out once
 
 
 def test_the_block_to_fetch_ahead_is_what_the_decoded_ad_says() -> None:
@@ -175,9 +174,10 @@ async def test_a_small_block_fetched_ahead_is_checked_in_want_and_a_wrong_one_dr
         prefetcher = Prefetcher(nursery, get_fetcher, depth=3, ahead=ahead)
         prefetcher.want([ad for _, ad in staged], key.peer_id(), [])
         assert len(nursery.child_tasks) == 1  # the big block's task: the small ones were checked
-        taken = await prefetcher.take(staged[0][0])
-        assert taken is not None and prefetcher.parsed(staged[0][0], taken) is not None
+        taken = await prefetcher.take_parsed(staged[0][0])
+        assert taken is not None and isinstance(taken.node, EntryChunk)
         assert await prefetcher.take(staged[1][0]) is None  # not trusted: the worker fetches it
-        big = await prefetcher.take(staged[2][0])  # checked in a task, the same way
-        assert big is not None and prefetcher.parsed(staged[2][0], big) is not None
+        big = await prefetcher.take_parsed(staged[2][0])  # checked in a task, the same way
+        assert big is not None and isinstance(big.node, EntryChunk)
+        assert len(big.node.entries) == sizes[2]
         assert not source.fetched  # all three came from the walk's store

@@ -160,7 +160,7 @@ async def test_connection_close_and_unread_bodies_drop_the_connection() -> None:
             addr, accepts = await serve_counted(nursery, handler)
             async with open_fetcher([addr], PEER, max_block=CAP) as fetcher:
                 assert await fetcher.block(LINK) == RAW
-                assert await fetcher._get("close", {}, CAP, allow_empty=False) == RAW
+                assert await _body_of(fetcher, "close") == RAW
                 assert len(accepts) == 1
                 assert await fetcher.block(LINK) == RAW
                 assert len(accepts) == 2
@@ -354,11 +354,11 @@ async def test_redirects_relative_absolute_and_too_many() -> None:
 
             addr, accepts = await serve_counted(nursery, redirecting)
             async with open_fetcher([addr], PEER) as fetcher:
-                assert await fetcher._get("relative", {}, CAP, allow_empty=False) == RAW
+                assert await _body_of(fetcher, "relative") == RAW
                 assert hops[-2:] == ["/ipni/v1/ad/relative", "/ipni/v1/moved/here"]
-                assert await fetcher._get("absolute", {}, CAP, allow_empty=False) == RAW
+                assert await _body_of(fetcher, "absolute") == RAW
                 assert hops[-1] == "/b"
-                assert await fetcher._get("9", {}, CAP, allow_empty=False) == RAW  # 10 requests
+                assert await _body_of(fetcher, "9") == RAW  # 10 requests
                 with pytest.raises(FetchFailed, match="TooManyRedirects"):
                     await fetcher._get("10", {}, CAP, allow_empty=False)
                 with pytest.raises(FetchFailed, match="cannot fetch"):
@@ -560,3 +560,10 @@ async def test_https_tunnels_through_https_proxy_and_tls_is_checked_end_to_end(
                     await fetcher.block(TLS_BLOCKS[0][0])
             assert len(seen) == 2 and len(accepts) == 2
             nursery.cancel_scope.cancel()
+
+
+async def _body_of(fetcher: HttpFetcher, resource: str) -> bytes:
+    """``resource``'s body through the fetcher's request path (``_get``), decoded."""
+    got = await fetcher._get(resource, {}, CAP, allow_empty=False)
+    assert got is not None
+    return got.body

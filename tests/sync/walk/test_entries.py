@@ -8,7 +8,10 @@ is MSB-first within each byte, a full bucket splits into a child node one level 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gzip
 import hashlib
+import pickle
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,9 +29,11 @@ from staging import StagingArea
 from store import KV
 from sync import DAG_CBOR, DAG_JSON, NO_ENTRIES, EntryChunk, Link, PrivateKey, encode_block
 from sync.errors import (
+    BlockTooLarge,
     ChainTooLong,
     DecodeError,
     EntriesOverBudget,
+    FetchFailed,
     HashMismatch,
     ModelError,
     RepeatedLink,
@@ -39,13 +44,16 @@ from sync.errors import (
 from sync.ipnisync.fetch import fetcher_factory, open_fetcher
 from sync.ipnisync.routes import ipnisync_handler
 from sync.model.cid import RAW, SHA2_256
+from sync.net.gzipbody import EncodedBody
 from sync.net.httpserver import serve_tcp
 from sync.walk.entries import (
     DEFAULT_BUDGET,
     EntriesBudget,
     EntriesProgress,
     EntriesWalk,
+    ParsedBlock,
     parse_block,
+    parse_encoded,
 )
 from tests.builders import MemorySource, counting, make_ad, multihash
 from tests.strategies import multihashes
@@ -185,20 +193,73 @@ def test_chain_walk_returns_every_multihash_in_order(codec: int) -> None:
 
 
 @pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
-def test_a_block_parsed_ahead_is_used_only_for_its_own_bytes(codec: int) -> None:
+def test_a_block_parsed_ahead_is_fed_in_place_of_its_bytes_for_its_own_link(codec: int) -> None:
     chunks = numbered_chunks([3, 2])
     root, blocks = build_chain(chunks, codec)
     ahead = parse_block(root, blocks[root])
     assert ahead.raw is blocks[root] and isinstance(ahead.node, EntryChunk)
+    assert EntriesWalk(root).feed(root, parsed=ahead) == chunks[0]
+    second = next(link for link in blocks if link != root)
     walk_ = EntriesWalk(root)
-    assert walk_.feed(root, blocks[root], ahead) == chunks[0]
-    # Other bytes for the same link: the walk checks them itself, whatever was parsed ahead.
+    with pytest.raises(ValueError, match="parsed block of"):
+        walk_.feed(root, parsed=parse_block(second, blocks[second]))  # another link's
+    with pytest.raises(ValueError, match="not both"):
+        walk_.feed(root, blocks[root], ahead)
+    with pytest.raises(ValueError, match="not both"):
+        walk_.feed(root)
     corrupt = bytearray(blocks[root])
     corrupt[-3] ^= 1
     with pytest.raises(HashMismatch):
-        EntriesWalk(root).feed(root, bytes(corrupt), ahead)
-    with pytest.raises(HashMismatch):
         parse_block(root, bytes(corrupt))
+
+
+def _gzipped(raw: bytes, cap: int = 1 << 20) -> EncodedBody:
+    return EncodedBody(gzip.compress(raw, 1), True, cap, "http://127.0.0.1/x")
+
+
+@pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
+def test_a_chunk_parsed_from_its_gzip_body_has_its_entries_sorted_and_no_bytes(codec: int) -> None:
+    entries = [multihash(i) for i in range(50)]
+    link, raw = encode_block(EntryChunk(tuple(entries)).to_node(), codec)
+    body = _gzipped(raw)
+    parsed = parse_encoded(link, body)
+    assert parsed.raw is None and isinstance(parsed.node, EntryChunk)
+    assert list(parsed.node.entries) == sorted(entries) != entries
+    parsed = pickle.loads(pickle.dumps(parsed))  # what a decode process sends back
+    assert EntriesWalk(link).feed(link, parsed=parsed) == sorted(entries)
+    again = dataclasses.replace(parsed, body=body)
+    assert again.data() == raw
+    plain = EncodedBody(raw, False, len(raw), "http://127.0.0.1/x")
+    assert parse_encoded(link, plain).node == parsed.node
+
+
+def test_a_gzip_body_fails_as_its_bytes_would_and_the_errors_pickle() -> None:
+    link, raw = encode_block(EntryChunk((multihash(1), multihash(2))).to_node())
+    corrupt = bytearray(raw)
+    corrupt[-3] ^= 1
+    cases: list[tuple[EncodedBody, type[Exception], str]] = [
+        (_gzipped(bytes(corrupt)), HashMismatch, "hash"),
+        (_gzipped(raw, cap=len(raw) - 1), BlockTooLarge, "byte cap"),
+        (_gzipped(b"\0" * (64 << 20), cap=4 << 20), BlockTooLarge, "byte cap"),  # a bomb
+        (EncodedBody(_gzipped(raw).body[:-9], True, 1 << 20, "u"), FetchFailed, "truncated"),
+        (EncodedBody(b"not gzip", True, 1 << 20, "u"), FetchFailed, "bad gzip body"),
+    ]
+    for body, kind, match in cases:
+        with pytest.raises(kind, match=match) as caught:
+            parse_encoded(link, body)
+        copy = pickle.loads(pickle.dumps(caught.value))
+        assert type(copy) is kind and str(copy) == str(caught.value)
+
+
+def test_a_hamt_node_parsed_elsewhere_is_checked_from_its_body() -> None:
+    # A HAMT root whose child link is fed a ParsedBlock without bytes: inside a HAMT the walk
+    # checks and decodes the node's bytes itself, which the body gives back.
+    leaf = [b"\x80", [[[multihash(7), True]]]]
+    leaf_cid, leaf_raw = encode_block(leaf, DAG_CBOR)
+    w, cid, raw = _single({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\x80", [leaf_cid]]})
+    assert w.feed(cid, raw) == []
+    stray = ParsedBlock(leaf_cid, None, {}, _gzipped(leaf_raw))  # its decoding is not used
+    assert w.feed(leaf_cid, parsed=stray) == [multihash(7)]
 
 
 @pytest.mark.parametrize("codec", [DAG_JSON, DAG_CBOR])
