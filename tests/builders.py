@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import cache
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -23,7 +24,7 @@ from sync import (
     encode_block,
     sign_advertisement,
 )
-from sync.model.cid import DAG_JSON, SHA2_256, encode_uvarint
+from sync.model.cid import DAG_CBOR, DAG_JSON, SHA2_256, encode_uvarint
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response
 
@@ -112,7 +113,17 @@ def varint(n: int) -> bytes:
     return encode_uvarint(n)
 
 
-__all__ = ["KeyType", "key", "link", "make_ad", "make_chunk", "multihash", "varint"]
+__all__ = [
+    "HamtNode",
+    "KeyType",
+    "build_hamt",
+    "key",
+    "link",
+    "make_ad",
+    "make_chunk",
+    "multihash",
+    "varint",
+]
 
 
 class ChainBuilder:
@@ -206,3 +217,68 @@ def counting(
         return await inner(request)
 
     return handle
+
+
+# -- go-ipld-adl-hamt sets, built as its insertEntry builds them -------------------------------
+# The bucket index is ``bitWidth`` bits of the key's hash, most-significant bit first; the
+# bitfield is MSB-first within each byte; a full bucket splits into a child one level down.
+
+
+@dataclass
+class HamtNode:
+    bitmap: bytearray
+    data: list[list[bytes] | HamtNode] = field(default_factory=list)
+
+
+def _index(digest: bytes, depth: int, bit_width: int) -> int:
+    shift = len(digest) * 8 - (depth + 1) * bit_width
+    return (int.from_bytes(digest, "big") >> shift) & ((1 << bit_width) - 1)
+
+
+def _bit(bitmap: bytearray, i: int) -> bool:
+    return bool(bitmap[i // 8] & (1 << (7 - i % 8)))
+
+
+def _insert(node: HamtNode, key: bytes, depth: int, bit_width: int, bucket_size: int) -> None:
+    i = _index(hashlib.sha256(key).digest(), depth, bit_width)
+    pos = sum(_bit(node.bitmap, j) for j in range(i))
+    if not _bit(node.bitmap, i):
+        node.bitmap[i // 8] |= 1 << (7 - i % 8)
+        node.data.insert(pos, [key])
+        return
+    element = node.data[pos]
+    if isinstance(element, HamtNode):
+        _insert(element, key, depth + 1, bit_width, bucket_size)
+    elif key not in element and len(element) < bucket_size:
+        element.append(key)
+    elif key not in element:
+        child = HamtNode(bytearray(1 << (bit_width - 3)))
+        for k in [*element, key]:
+            _insert(child, k, depth + 1, bit_width, bucket_size)
+        node.data[pos] = child
+
+
+def _store(node: HamtNode, codec: int, blocks: dict[Link, bytes]) -> list[Any]:
+    data: list[Any] = []
+    for element in node.data:
+        if isinstance(element, HamtNode):
+            cid, raw = encode_block(_store(element, codec, blocks), codec)
+            blocks[cid] = raw
+            data.append(cid)
+        else:
+            data.append([[k, True] for k in element])
+    return [bytes(node.bitmap), data]
+
+
+def build_hamt(
+    keys: Iterable[bytes], *, bit_width: int = 3, bucket_size: int = 1, codec: int = DAG_CBOR
+) -> tuple[Link, dict[Link, bytes], HamtNode]:
+    """A go-ipld-adl-hamt set (hashAlg sha2-256, values ``true``); its root, blocks and tree."""
+    tree = HamtNode(bytearray(1 << (bit_width - 3)))
+    for k in keys:
+        _insert(tree, k, 0, bit_width, bucket_size)
+    blocks: dict[Link, bytes] = {}
+    hamt = _store(tree, codec, blocks)
+    root, raw = encode_block({"hashAlg": SHA2_256, "bucketSize": bucket_size, "hamt": hamt}, codec)
+    blocks[root] = raw
+    return root, blocks, tree

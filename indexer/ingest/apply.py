@@ -78,12 +78,13 @@ FetcherFactory = Callable[[PeerId, list[str]], AbstractAsyncContextManager[Block
 GetFetcher = Callable[[PeerId, list[str]], Awaitable[BlockFetcher]]
 _THREAD_MIN = 1024  # a final batch with this many multihashes is written in a thread
 Outcome = Literal["indexed", "removed", "metadata", "skipped", "error", "already"]
-# A block already fetched, checked and decoded for this link (``Prefetcher.take_parsed``), or
-# None: then the applier fetches it.
-Parsed = Callable[[Link], Awaitable[ParsedBlock | None]]
+# ``parsed(link, chain)``: the block ``link`` fetched, checked and decoded elsewhere (fetched
+# ahead, or now in a decode process: ``Prefetcher.parsed_for``), or None: then the applier
+# fetches it.  ``chain`` is False inside a HAMT, whose nodes only the walk decodes.
+Parsed = Callable[[Link, bool], Awaitable[ParsedBlock | None]]
 
 
-async def no_parsed(link: Link) -> ParsedBlock | None:
+async def no_parsed(link: Link, chain: bool) -> ParsedBlock | None:
     """The ``Parsed`` of an applier with no prefetcher: nothing is ever ready."""
     return None
 
@@ -92,7 +93,7 @@ async def feed_next(
     walk: EntriesWalk, link: Link, fetcher: BlockFetcher, parsed: Parsed
 ) -> list[bytes]:
     """Feed ``walk`` the block ``link`` (parsed ahead, else fetched); its multihashes."""
-    ready = await parsed(link)
+    ready = await parsed(link, not walk.in_hamt)
     if ready is not None:
         return walk.feed(link, parsed=ready)
     return walk.feed(link, await fetcher.block(link, "EntryChunk"))

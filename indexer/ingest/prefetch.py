@@ -14,6 +14,10 @@ Rules this module keeps:
   ``indexer.ingest.offload``), a small one (or with no offload) in the event loop
   (``parse_block``).  The applier takes that result by link (``take_parsed``) in place of
   fetching the block.  A block that fails its check is dropped, not trusted.
+- With decode processes, an ad's later chain blocks go the same way when the applier needs them
+  (``parsed_for``: fetched then, still encoded, decoded in a process while the block before
+  is written); that is the applier's own fetch, so its errors are the applier's, not forgotten.
+  HAMT nodes are fetched and decoded by the applier's walk, as before.
 - At most ``depth`` blocks are wanted at once, each at most the fetcher's block cap, so the
   memory held is bounded; a block is handed out once and forgotten, and one never claimed is
   dropped after ``2 * depth`` more ads.
@@ -31,6 +35,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from indexer.ingest.apply import GetFetcher
+from indexer.ingest.apply import GetFetcher, Parsed
 from indexer.ingest.offload import Offload
 from staging import StagedAd
 from sync import DAG_JSON, NO_ENTRIES, Advertisement, Link, PeerId, SyncError, decode_node
@@ -143,6 +148,27 @@ class Prefetcher:
         await slot.done.wait()
         self._slots.pop(link, None)
         return slot.parsed
+
+    def parsed_for(self, publisher: PeerId, addrs: list[str]) -> Parsed:
+        """An applier's ``parsed`` for an ad of ``publisher`` (see ``_parsed``)."""
+        return functools.partial(self._parsed, publisher, addrs)
+
+    async def _parsed(
+        self, publisher: PeerId, addrs: list[str], link: Link, chain: bool
+    ) -> ParsedBlock | None:
+        """``link``'s block prefetched; else, for a chain block or root with a decode process,
+        fetched now (the applier's own fetch: its errors are the applier's) and decoded where
+        ``offload`` says; else None (the applier fetches it, from the walk's blocks first)."""
+        ready = await self.take_parsed(link)
+        if ready is not None or not chain or self.offload.context is None:
+            return ready
+        raw = self.take_ahead(publisher, link)
+        if raw is not None:
+            return parse_block(link, raw)
+        fetcher = await self.get_fetcher(publisher, addrs)
+        if not isinstance(fetcher, EncodedFetcher):
+            return None
+        return await self.offload.parse(link, await fetcher.block_encoded(link, "EntryChunk"))
 
     async def take(self, link: Link) -> bytes | None:
         """The prefetched bytes of ``link`` (``take_parsed``'s block), or None."""

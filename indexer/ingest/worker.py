@@ -110,7 +110,9 @@ class Worker:
                         entry,
                         get_fetcher,
                         on_block=functools.partial(self.on_indexed, entry),
-                        parsed=prefetcher.take_parsed,
+                        parsed=prefetcher.parsed_for(
+                            PeerId(entry.stack.publisher), entry.stack.addrs
+                        ),
                     )
             except HANDED_OVER:
                 raise  # this node no longer owns the provider: the run ends (the caller logs it)

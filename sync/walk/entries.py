@@ -294,6 +294,12 @@ class EntriesWalk:
         return not self._stack
 
     @property
+    def in_hamt(self) -> bool:
+        """True once the root was a HAMT: the next blocks are HAMT nodes, not ``parse_block``'s
+        kinds (a chain block or a root)."""
+        return self._hamt
+
+    @property
     def progress(self) -> EntriesProgress:
         """The state after the last fed block (persist it with that block's multihashes)."""
         return EntriesProgress(tuple(self._stack), self._blocks, self._mhs, self._hamt)

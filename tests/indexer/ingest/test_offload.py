@@ -19,14 +19,14 @@ from indexer.ingest.engine import IngestConfig, Ingester
 from indexer.ingest.offload import Offload, open_offload
 from staging import StagingArea
 from store import KV
-from sync import DAG_CBOR, DAG_JSON, EntryChunk, Link, encode_block
+from sync import DAG_CBOR, DAG_JSON, Advertisement, EntryChunk, Link, decode_node, encode_block
 from sync.errors import BlockTooLarge, FetchFailed, HashMismatch, SchemaError
 from sync.ipnisync.fetch import MAX_BLOCK, fetcher_factory
 from sync.ipnisync.routes import ipnisync_handler
 from sync.net.gzipbody import EncodedBody
 from sync.net.httpserver import serve_tcp
 from sync.walk.entries import ParsedBlock, parse_block
-from tests.builders import ChainBuilder, key, multihash
+from tests.builders import ChainBuilder, build_hamt, key, make_ad, multihash
 
 ENTRIES = 3_000  # ~150 KB of DAG-JSON, ~110 KB gzipped: over MIN_BYTES
 MIN_BYTES = 16 << 10
@@ -121,11 +121,13 @@ async def test_ads_whose_chunks_are_decoded_in_a_process_are_indexed_whole(
     tmp_path: Path,
 ) -> None:
     signer, chain = key(1), ChainBuilder(chunk_size=ENTRIES)
-    for a in range(6):  # ads of one and of two chunks: the second chunks are decoded here
+    for a in range(6):  # ads of one and of two chunks
         chain.add(signer, [multihash(10_000 * a + i) for i in range(ENTRIES * (1 + a % 2))])
     async with open_offload(1, MIN_BYTES) as offload:
         ingester = await _ingest(tmp_path, chain, offload)
-    assert offload.offloaded >= 4  # the first chunks prefetched (not the first ad's, maybe)
+    # Nine chunks: the first ones fetched ahead, the second ones when the applier needs them;
+    # one may come from the walk's own fetch ahead (decoded in process).
+    assert offload.offloaded >= 8
     for cid, mhs in chain.order:
         for mh in mhs:
             values = ingester.index.lookup(mh)
@@ -134,15 +136,49 @@ async def test_ads_whose_chunks_are_decoded_in_a_process_are_indexed_whole(
     ingester.index.kv.close()
 
 
-async def test_a_big_chunk_that_lies_fails_its_ad_alone(tmp_path: Path) -> None:
+def _first_chunk(chain: ChainBuilder, ad: Link) -> Link:
+    return Advertisement.from_node(decode_node(chain.blocks[ad], ad.codec)).entries
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+async def test_a_big_chunk_that_lies_fails_its_ad_alone(tmp_path: Path, which: str) -> None:
     signer, chain = key(2), ChainBuilder(chunk_size=ENTRIES)
-    ads = [chain.add(signer, [multihash(10_000 * a + i) for i in range(ENTRIES)]) for a in range(4)]
-    liar = next(link for link, raw in chain.blocks.items() if b"Entries" in raw)
+    ads = [
+        chain.add(signer, [multihash(10_000 * a + i) for i in range(2 * ENTRIES)]) for a in range(4)
+    ]
+    first = _first_chunk(chain, ads[1])
+    if which == "first":  # fetched ahead: forgotten, then the applier's own fetch fails
+        liar = first
+    else:  # fetched by the applier through the decode process
+        second = EntryChunk.from_node(decode_node(chain.blocks[first], first.codec)).next
+        assert second is not None
+        liar = second
     chain.blocks[liar] = _chunk(DAG_JSON, start=77_777)[1]  # another chunk's bytes
     async with open_offload(1, MIN_BYTES) as offload:
         ingester = await _ingest(tmp_path, chain, offload)
     indexed = [all(ingester.index.lookup(mh) for mh in mhs) for _, mhs in chain.order]
-    assert indexed.count(False) == 1 and len(indexed) == len(ads)
+    assert indexed == [True, False, True, True]
     records = [record for _, record in ingester.index.providers()]
     assert len(records) == 1 and "HashMismatch" in (records[0].last_error or "")
+    assert offload.offloaded >= 5 and offload.died == 0
+    ingester.index.kv.close()
+
+
+async def test_a_hamt_with_every_block_sent_to_a_decode_process_is_indexed_whole(
+    tmp_path: Path,
+) -> None:
+    signer, chain = key(3), ChainBuilder()
+    mhs = [multihash(50_000 + i) for i in range(300)]
+    root, blocks, _ = build_hamt(mhs, bit_width=3, bucket_size=2)
+    assert len(blocks) > 10  # a root, interior nodes and leaves
+    chain.blocks.update(blocks)
+    chain.add(signer, [multihash(1)])  # an ad of a chunk before it
+    ad = make_ad(signer, previous=chain.head_link, entries=root, context_id=b"hamt")
+    cid, raw = encode_block(ad.to_node())
+    chain.blocks[cid], chain.head_link = raw, cid
+    async with open_offload(1, 0) as offload:  # every block a decode process's, but HAMT nodes
+        ingester = await _ingest(tmp_path, chain, offload)
+    assert all(ingester.index.lookup(mh) for mh in [*mhs, multihash(1)])
+    assert 1 <= offload.offloaded <= 3  # the chunk, the HAMT root (one maybe from the walk)
+    assert StagingArea(ingester.index.kv).providers() == []
     ingester.index.kv.close()

@@ -1,8 +1,7 @@
 """The sans-I/O entries walk: EntryChunk chains and go-ipld-adl-hamt HAMTs, fed from a dict.
 
-The HAMTs here are built by hand the way go-ipld-adl-hamt's ``insertEntry`` builds them: the
-bucket index is ``bitWidth`` bits of the key's hash taken most-significant bit first, the bitfield
-is MSB-first within each byte, a full bucket splits into a child node one level down.
+The HAMTs are built by hand (``tests.builders.build_hamt``) the way go-ipld-adl-hamt's
+``insertEntry`` builds them.
 """
 
 from __future__ import annotations
@@ -10,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import pickle
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +52,7 @@ from sync.walk.entries import (
     parse_block,
     parse_encoded,
 )
-from tests.builders import MemorySource, counting, make_ad, multihash
+from tests.builders import HamtNode, MemorySource, build_hamt, counting, make_ad, multihash
 from tests.strategies import multihashes
 
 Blocks = dict[Link, bytes]
@@ -84,66 +81,6 @@ def numbered_chunks(sizes: Iterable[int]) -> list[list[bytes]]:
         out.append([multihash(start + i) for i in range(size)])
         start += size
     return out
-
-
-@dataclass
-class HamtNode:
-    bitmap: bytearray
-    data: list[list[bytes] | HamtNode] = field(default_factory=list)
-
-
-def _index(digest: bytes, depth: int, bit_width: int) -> int:
-    shift = len(digest) * 8 - (depth + 1) * bit_width
-    return (int.from_bytes(digest, "big") >> shift) & ((1 << bit_width) - 1)
-
-
-def _bit(bitmap: bytearray, i: int) -> bool:
-    return bool(bitmap[i // 8] & (1 << (7 - i % 8)))
-
-
-def _insert(node: HamtNode, key: bytes, depth: int, bit_width: int, bucket_size: int) -> None:
-    i = _index(hashlib.sha256(key).digest(), depth, bit_width)
-    pos = sum(_bit(node.bitmap, j) for j in range(i))
-    if not _bit(node.bitmap, i):
-        node.bitmap[i // 8] |= 1 << (7 - i % 8)
-        node.data.insert(pos, [key])
-        return
-    element = node.data[pos]
-    if isinstance(element, HamtNode):
-        _insert(element, key, depth + 1, bit_width, bucket_size)
-    elif key not in element and len(element) < bucket_size:
-        element.append(key)
-    elif key not in element:
-        child = HamtNode(bytearray(1 << (bit_width - 3)))
-        for k in [*element, key]:
-            _insert(child, k, depth + 1, bit_width, bucket_size)
-        node.data[pos] = child
-
-
-def _store(node: HamtNode, codec: int, blocks: Blocks) -> list[Any]:
-    data: list[Any] = []
-    for element in node.data:
-        if isinstance(element, HamtNode):
-            cid, raw = encode_block(_store(element, codec, blocks), codec)
-            blocks[cid] = raw
-            data.append(cid)
-        else:
-            data.append([[k, True] for k in element])
-    return [bytes(node.bitmap), data]
-
-
-def build_hamt(
-    keys: Iterable[bytes], *, bit_width: int = 3, bucket_size: int = 1, codec: int = DAG_CBOR
-) -> tuple[Link, Blocks, HamtNode]:
-    """A go-ipld-adl-hamt set (hashAlg sha2-256, values ``true``); its root, blocks and tree."""
-    tree = HamtNode(bytearray(1 << (bit_width - 3)))
-    for k in keys:
-        _insert(tree, k, 0, bit_width, bucket_size)
-    blocks: Blocks = {}
-    hamt = _store(tree, codec, blocks)
-    root, raw = encode_block({"hashAlg": SHA2_256, "bucketSize": bucket_size, "hamt": hamt}, codec)
-    blocks[root] = raw
-    return root, blocks, tree
 
 
 def height(node: HamtNode) -> int:
