@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -27,6 +27,9 @@ from sync import (
 from sync.model.cid import DAG_CBOR, DAG_JSON, SHA2_256, encode_uvarint
 from sync.model.metadata import bitswap
 from sync.net.httpserver import Handler, Request, Response
+
+if TYPE_CHECKING:
+    from indexer.ingest.engine import Ingester
 
 
 @cache
@@ -122,6 +125,7 @@ __all__ = [
     "make_ad",
     "make_chunk",
     "multihash",
+    "serve_and_ingest",
     "varint",
 ]
 
@@ -282,3 +286,25 @@ def build_hamt(
     root, raw = encode_block({"hashAlg": SHA2_256, "bucketSize": bucket_size, "hamt": hamt}, codec)
     blocks[root] = raw
     return root, blocks, tree
+
+
+async def serve_and_ingest(
+    ingester: Ingester, chains: Sequence[ChainBuilder], *, within: float = 30
+) -> None:
+    """Run ``ingester``, serve each chain over HTTP on 127.0.0.1, announce it, and return once
+    everything is synced and indexed (or failed for good), in ``within`` seconds."""
+    import trio
+
+    from sync.ipnisync.routes import ipnisync_handler
+    from sync.net.httpserver import serve_tcp
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ingester.run)
+        for chain in chains:
+            listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+            assert chain.head_key is not None
+            ingester.request_sync(chain.head_key.peer_id(), [f"/ip4/127.0.0.1/tcp/{port}/http"])
+        with trio.fail_after(within):
+            await ingester.wait_idle()
+        nursery.cancel_scope.cancel()

@@ -228,6 +228,7 @@ class HttpFetcher:
         allow_empty: bool,
         keep_gzip: bool = False,
     ) -> EncodedBody | None:
+        await self._prepare()
         failures: list[str] = []
         refused = 0
         for i, base in enumerate(list(self._urls)):
@@ -244,6 +245,9 @@ class HttpFetcher:
             return body
         failed = AddressRefused if refused == len(failures) else FetchFailed
         raise failed(f"fetch {resource} from {self.publisher} failed: {'; '.join(failures)}")
+
+    async def _prepare(self) -> None:
+        """Before each request: nothing over plain HTTP (``Libp2pFetcher`` finds its path)."""
 
     async def _get_at(
         self,
@@ -351,22 +355,11 @@ class Libp2pFetcher(HttpFetcher):
         super().__init__(publisher, [base], max_block=max_block, opener=opener, legacy=False)
         self._discovered = False
 
-    async def _get(
-        self,
-        resource: str,
-        headers: Mapping[str, str],
-        cap: int,
-        *,
-        allow_empty: bool,
-        keep_gzip: bool = False,
-    ) -> EncodedBody | None:
+    async def _prepare(self) -> None:
         if not self._discovered:
             path = await self._protocol_path()
             self._urls = [f"http://{self.publisher}{path}"]
             self._discovered = True
-        return await super()._get(
-            resource, headers, cap, allow_empty=allow_empty, keep_gzip=keep_gzip
-        )
 
     async def _protocol_path(self) -> str:
         """Where the publisher serves ipnisync: its ``/.well-known/libp2p/protocols`` entry for

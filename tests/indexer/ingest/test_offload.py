@@ -12,7 +12,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import trio
 from structlog.testing import capture_logs
 
 from indexer.ingest.engine import IngestConfig, Ingester
@@ -22,11 +21,9 @@ from store import KV
 from sync import DAG_CBOR, DAG_JSON, Advertisement, EntryChunk, Link, decode_node, encode_block
 from sync.errors import BlockTooLarge, FetchFailed, HashMismatch, SchemaError
 from sync.ipnisync.fetch import MAX_BLOCK, fetcher_factory
-from sync.ipnisync.routes import ipnisync_handler
 from sync.net.gzipbody import EncodedBody
-from sync.net.httpserver import serve_tcp
 from sync.walk.entries import ParsedBlock, parse_block
-from tests.builders import ChainBuilder, build_hamt, key, make_ad, multihash
+from tests.builders import ChainBuilder, build_hamt, key, make_ad, multihash, serve_and_ingest
 
 ENTRIES = 3_000  # ~150 KB of DAG-JSON, ~110 KB gzipped: over MIN_BYTES
 MIN_BYTES = 16 << 10
@@ -105,15 +102,7 @@ async def _ingest(tmp_path: Path, chain: ChainBuilder, offload: Offload) -> Inge
     config = IngestConfig(retry_base=0.01, retry_max=0.01, max_attempts=2)
     ingester = Ingester(KV(tmp_path / "idx"), fetcher_factory(timeout=10), config=config)
     ingester.offload = offload
-    async with trio.open_nursery() as nursery:
-        served = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
-        await nursery.start(ingester.run)
-        port = served[0].socket.getsockname()[1]
-        assert chain.head_key is not None
-        ingester.request_sync(chain.head_key.peer_id(), [f"/ip4/127.0.0.1/tcp/{port}/http"])
-        with trio.fail_after(60):
-            await ingester.wait_idle()
-        nursery.cancel_scope.cancel()
+    await serve_and_ingest(ingester, [chain], within=60)
     return ingester
 
 

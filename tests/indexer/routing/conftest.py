@@ -33,11 +33,10 @@ from staging import StagingArea
 from store import KV, IndexStore
 from sync import Link, PrivateKey
 from sync.ipnisync.fetch import fetcher_factory
-from sync.ipnisync.routes import ipnisync_handler
 from sync.model.cid import RAW, encode_uvarint
 from sync.model.metadata import bitswap, graphsync_filecoinv1, ipfs_gateway_http
 from sync.net.httpserver import Handler, serve_tcp
-from tests.builders import ChainBuilder, key, link, multihash
+from tests.builders import ChainBuilder, key, link, multihash, serve_and_ingest
 
 A_ADDRS = (
     "/ip4/10.0.0.1/tcp/4001",
@@ -159,16 +158,7 @@ _fetcher = fetcher_factory(timeout=5)
 
 async def _ingest(kv: KV, chains: list[ChainBuilder]) -> None:
     ingester = Ingester(kv, _fetcher, config=IngestConfig(segment=3))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(ingester.run)
-        for chain in chains:
-            listeners = await nursery.start(serve_tcp, ipnisync_handler(chain), "127.0.0.1", 0)
-            port = listeners[0].socket.getsockname()[1]
-            assert chain.head_key is not None
-            ingester.request_sync(chain.head_key.peer_id(), [f"/ip4/127.0.0.1/tcp/{port}/http"])
-        with trio.fail_after(30):
-            await ingester.wait_idle()
-        nursery.cancel_scope.cancel()
+    await serve_and_ingest(ingester, chains)
     for chain in chains:
         for ad, _ in chain.order:
             done = StagingArea(ingester.kv).done(ad.raw)
