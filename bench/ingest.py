@@ -2,7 +2,9 @@
 
 - ``throughput``: ``indexer publisher serve`` (its own process, as a publisher is another
   machine) serves ``ADS`` ads of ``PER_AD`` multihashes over HTTP on 127.0.0.1; an in-process
-  ``Ingester`` syncs and indexes them.  The limit is raw plyvel ``WriteBatch`` puts of the
+  ``Ingester`` syncs and indexes them, its big blocks decoded in a decode process
+  (``open_offload`` at the default ``[ingest]`` settings, warmed before the clock starts, as a
+  running daemon's is).  The limit is raw plyvel ``WriteBatch`` puts of the
   same index entries (``i<mh>`` -> value key), in batches of one chunk, in the same run; the
   best of ``ROUNDS`` runs of each, every run into a fresh database.
 - ``small_ads``: the same set-up with ``SMALL_ADS`` ads of one multihash each: every ad is two

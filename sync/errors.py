@@ -42,7 +42,8 @@ The tree::
     │   ├── FetchFailed            network failure, timeout, 5xx from the publisher
     │   │   └── TransportFailed    one address did not answer in full: the fetcher tries the next
     │   ├── BlockNotFound          LIMITED: 404 from the publisher (permanent once retries run out)
-    │   └── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
+    │   ├── AddressRefused         every address in a range ``refuse_private_addrs`` refuses
+    │   └── DecoderDied            LIMITED: the process decoding the block died under it
     ├── Refusal                    server control flow: answer ``status`` and close (stays inside)
     └── Hangup                     server control flow: close without a word (stays inside)
 """
@@ -64,6 +65,7 @@ __all__ = [
     "BlockTooLarge",
     "ChainTooLong",
     "DecodeError",
+    "DecoderDied",
     "EntriesOverBudget",
     "FetchFailed",
     "FieldTooLarge",
@@ -226,6 +228,15 @@ class TransportFailed(FetchFailed):
 
 class BlockNotFound(TransientError):
     """The publisher does not have the block (now); permanent once retries are exhausted."""
+
+    retry = Retry.LIMITED
+
+
+class DecoderDied(TransientError):
+    """The decode process died while it decoded the block (``indexer.ingest.offload``): killed,
+    out of memory, or crashed by the block itself; this process is unharmed.  Limited: a
+    worker killed from outside is gone on retry, while a block that crashes the decoder every
+    time ends processed-with-error instead of stalling its provider's chain."""
 
     retry = Retry.LIMITED
 

@@ -12,9 +12,12 @@ Rules this module keeps:
   (a round trip to a worker costs more than a small block's decode).  Either way the block is
   checked and decoded by the same code with the same cap, so the result and the errors are the
   same: the worker's errors come back as the same ``sync.errors`` classes.
-- A worker that dies under a block (killed, out of memory; trio-parallel's
-  ``BrokenWorkerError``) costs that block nothing: it is decoded here instead, with a warning.
-  The cap bounds what any block can make a worker allocate (``sync.net.gzipbody``).
+- A worker that dies under a block (killed, out of memory, or a crash of a decoder's C code
+  that the block caused; trio-parallel's ``BrokenWorkerError``) fails that block with
+  ``DecoderDied`` (retried a limited number of times, a warning each time): never decoded here
+  instead, so a block that crashes the decoder crashes only a worker, never the daemon.  The
+  next block gets a new worker.  The cap bounds what any block can make a worker allocate
+  (``sync.net.gzipbody``).
 - At most ``processes`` blocks are in workers at once (a ``CapacityLimiter``); workers start on
   first use, exit after ``IDLE_TIMEOUT`` unused, and all are stopped when ``open_offload``'s
   block ends (the daemon's); a decode is not cancelled half-way (a worker's end cancels its
@@ -40,6 +43,7 @@ import trio
 import trio_parallel
 
 from sync import Link
+from sync.errors import DecoderDied
 from sync.net.gzipbody import EncodedBody
 from sync.walk.entries import ParsedBlock, parse_block, parse_encoded
 
@@ -92,12 +96,8 @@ class Offload:
             )
         except trio_parallel.BrokenWorkerError as exc:
             self.died += 1
-            log.warning(
-                "decode process died; decoding the block here",
-                block=str(link),
-                error=str(exc),
-            )
-            return parse_block(link, body.decode())
+            log.warning("decode process died under a block", block=str(link), error=str(exc))
+            raise DecoderDied(f"{body.where}: the decode process died: {exc}") from None
         self.offloaded += 1
         return dataclasses.replace(parsed, body=body)  # its bytes, should they be needed again
 

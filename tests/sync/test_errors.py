@@ -39,6 +39,7 @@ EXPECTED = {
     "TransportFailed": Retry.ALWAYS,  # one address failed: the fetcher tries the next first
     "BlockNotFound": Retry.LIMITED,
     "AddressRefused": Retry.ALWAYS,  # this indexer's setting, not the ads: keep them, retry
+    "DecoderDied": Retry.LIMITED,  # a block that crashes the decoder every time must end
     "Refusal": Retry.NEVER,  # HTTP server control flow: never reaches a worker
     "Hangup": Retry.NEVER,  # HTTP server control flow: never reaches a worker
 }

@@ -19,10 +19,18 @@ from indexer.ingest.offload import Offload, open_offload
 from staging import StagingArea
 from store import KV
 from sync import DAG_CBOR, DAG_JSON, Advertisement, EntryChunk, Link, decode_node, encode_block
-from sync.errors import BlockTooLarge, FetchFailed, HashMismatch, SchemaError
+from sync.errors import (
+    BlockTooLarge,
+    DecoderDied,
+    FetchFailed,
+    HashMismatch,
+    Retry,
+    SchemaError,
+    retry_of,
+)
 from sync.ipnisync.fetch import MAX_BLOCK, fetcher_factory
 from sync.net.gzipbody import EncodedBody
-from sync.walk.entries import ParsedBlock, parse_block
+from sync.walk.entries import ParsedBlock, parse_block, parse_encoded
 from tests.builders import ChainBuilder, build_hamt, key, make_ad, multihash, serve_and_ingest
 
 ENTRIES = 3_000  # ~150 KB of DAG-JSON, ~110 KB gzipped: over MIN_BYTES
@@ -85,14 +93,27 @@ async def test_hostile_bodies_fail_in_a_decode_process_as_they_fail_here() -> No
         assert (await offload.parse(link, _gz(raw))).data() == raw
 
 
-async def test_a_decode_process_that_dies_under_a_block_costs_the_block_nothing() -> None:
+MARK = multihash(424_242)  # a chunk holding it crashes the decoder (``_crash_on_mark``)
+
+
+def _crash_on_mark(link: Link, body: EncodedBody) -> ParsedBlock:
+    """``parse_encoded``, but a chunk with ``MARK`` in it kills the process decoding it, as a
+    block that crashes a C decoder would."""
+    parsed = parse_encoded(link, body)
+    if isinstance(parsed.node, EntryChunk) and MARK in parsed.node.entries:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return parsed
+
+
+async def test_a_decode_process_that_dies_under_a_block_fails_the_block_not_this_process() -> None:
     link, raw = _chunk(DAG_CBOR)
     async with open_offload(1, MIN_BYTES) as offload:
         offload.decode = _die
-        with capture_logs() as logs:
-            parsed = await offload.parse(link, _gz(raw))
-        assert parsed.raw == raw and offload.died == 1 and offload.offloaded == 0
-        assert [e["event"] for e in logs] == ["decode process died; decoding the block here"]
+        with capture_logs() as logs, pytest.raises(DecoderDied, match="decode process died"):
+            await offload.parse(link, _gz(raw))
+        assert offload.died == 1 and offload.offloaded == 0
+        assert [e["event"] for e in logs] == ["decode process died under a block"]
+        assert retry_of(DecoderDied("x")) is Retry.LIMITED
         offload.decode = Offload.inline().decode
         again = await offload.parse(link, _gz(raw))  # a new worker takes the next one
         assert again.raw is None and again.data() == raw and offload.offloaded == 1
@@ -169,5 +190,25 @@ async def test_a_hamt_with_every_block_sent_to_a_decode_process_is_indexed_whole
         ingester = await _ingest(tmp_path, chain, offload)
     assert all(ingester.index.lookup(mh) for mh in [*mhs, multihash(1)])
     assert 1 <= offload.offloaded <= 3  # the chunk, the HAMT root (one maybe from the walk)
+    assert StagingArea(ingester.index.kv).providers() == []
+    ingester.index.kv.close()
+
+
+async def test_a_chunk_that_crashes_the_decoder_every_time_fails_its_ad_alone(
+    tmp_path: Path,
+) -> None:
+    signer, chain = key(4), ChainBuilder(chunk_size=ENTRIES)
+    for a in range(3):
+        mhs = [multihash(10_000 * a + i) for i in range(ENTRIES)]
+        chain.add(signer, [MARK, *mhs[1:]] if a == 1 else mhs)
+    async with open_offload(1, MIN_BYTES) as offload:
+        offload.decode = _crash_on_mark
+        ingester = await _ingest(tmp_path, chain, offload)
+    indexed = [all(ingester.index.lookup(mh) for mh in mhs) for _, mhs in chain.order]
+    assert indexed == [True, False, True]
+    records = [record for _, record in ingester.index.providers()]
+    assert len(records) == 1 and "DecoderDied" in (records[0].last_error or "")
+    assert offload.died >= 2 and offload.offloaded >= 1  # its attempts; the other ads (one maybe
+    # decoded here, from the walk's own fetch ahead)
     assert StagingArea(ingester.index.kv).providers() == []
     ingester.index.kv.close()
