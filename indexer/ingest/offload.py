@@ -17,7 +17,9 @@ Rules this module keeps:
   ``DecoderDied`` (retried a limited number of times, a warning each time): never decoded here
   instead, so a block that crashes the decoder crashes only a worker, never the daemon.  The
   next block gets a new worker.  The cap bounds what any block can make a worker allocate
-  (``sync.net.gzipbody``).
+  (``sync.net.gzipbody``).  Any other failure that is not the block's (a ``SyncError``): no
+  worker could be started (out of processes or descriptors), or a bug, is logged with its
+  traceback and the block decoded here, so ingest goes on without workers rather than stall.
 - At most ``processes`` blocks are in workers at once (a ``CapacityLimiter``); workers start on
   first use, exit after ``IDLE_TIMEOUT`` unused, and all are stopped when ``open_offload``'s
   block ends (the daemon's); a decode is not cancelled half-way (a worker's end cancels its
@@ -43,7 +45,7 @@ import trio
 import trio_parallel
 
 from sync import Link
-from sync.errors import DecoderDied
+from sync.errors import DecoderDied, SyncError
 from sync.net.gzipbody import EncodedBody
 from sync.walk.entries import ParsedBlock, parse_block, parse_encoded
 
@@ -98,6 +100,12 @@ class Offload:
             self.died += 1
             log.warning("decode process died under a block", block=str(link), error=str(exc))
             raise DecoderDied(f"{body.where}: the decode process died: {exc}") from None
+        except SyncError:
+            raise  # the block's own fault, as it would be here
+        except Exception as exc:  # no worker could start, or a bug: decode it here
+            log.error("decode process failed; decoding the block here", block=str(link),
+                      exc_info=exc)  # fmt: skip
+            return parse_block(link, body.decode())
         self.offloaded += 1
         return dataclasses.replace(parsed, body=body)  # its bytes, should they be needed again
 

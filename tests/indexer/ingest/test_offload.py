@@ -105,6 +105,22 @@ def _crash_on_mark(link: Link, body: EncodedBody) -> ParsedBlock:
     return parsed
 
 
+def _bug(link: Link, body: EncodedBody) -> ParsedBlock:
+    raise RuntimeError("a decode process that cannot decode")
+
+
+async def test_a_decode_process_that_fails_otherwise_leaves_the_block_to_this_process() -> None:
+    link, raw = _chunk(DAG_JSON)
+    async with open_offload(1, MIN_BYTES) as offload:
+        offload.decode = _bug
+        with capture_logs() as logs:
+            parsed = await offload.parse(link, _gz(raw))
+        assert parsed.raw == raw and offload.offloaded == 0 and offload.died == 0
+        assert [(e["event"], e["log_level"]) for e in logs] == [
+            ("decode process failed; decoding the block here", "error")
+        ]
+
+
 async def test_a_decode_process_that_dies_under_a_block_fails_the_block_not_this_process() -> None:
     link, raw = _chunk(DAG_CBOR)
     async with open_offload(1, MIN_BYTES) as offload:
