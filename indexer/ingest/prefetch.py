@@ -113,13 +113,17 @@ class Prefetcher:
     ) -> None:
         with self._settling(link, slot, publisher):
             if raw is None:
-                fetcher = await self.get_fetcher(publisher, addrs)
-                if isinstance(fetcher, EncodedFetcher):  # decoded where ``offload`` says
-                    body = await fetcher.block_encoded(link, "EntryChunk")
-                    slot.parsed = await self.offload.parse(link, body)
-                    return
-                raw = await fetcher.block(link, "EntryChunk")
-            slot.parsed = parse_block(link, raw)
+                slot.parsed = await self._fetch_parsed(publisher, addrs, link)
+            else:
+                slot.parsed = parse_block(link, raw)
+
+    async def _fetch_parsed(self, publisher: PeerId, addrs: list[str], link: Link) -> ParsedBlock:
+        """``link``'s block fetched from ``publisher``, checked and decoded: where ``offload``
+        says when the fetcher can hand it over still encoded, else here."""
+        fetcher = await self.get_fetcher(publisher, addrs)
+        if isinstance(fetcher, EncodedFetcher):
+            return await self.offload.parse(link, await fetcher.block_encoded(link, "EntryChunk"))
+        return parse_block(link, await fetcher.block(link, "EntryChunk"))
 
     @contextmanager
     def _settling(self, link: Link, slot: _Slot, publisher: PeerId) -> Iterator[None]:
@@ -157,18 +161,15 @@ class Prefetcher:
         self, publisher: PeerId, addrs: list[str], link: Link, chain: bool
     ) -> ParsedBlock | None:
         """``link``'s block prefetched; else, for a chain block or root with a decode process,
-        fetched now (the applier's own fetch: its errors are the applier's) and decoded where
-        ``offload`` says; else None (the applier fetches it, from the walk's blocks first)."""
+        taken from the walk's blocks or fetched now (the applier's own fetch: its errors are
+        the applier's) and decoded where ``offload`` says; else None (the applier fetches it)."""
         ready = await self.take_parsed(link)
         if ready is not None or not chain or self.offload.context is None:
             return ready
         raw = self.take_ahead(publisher, link)
         if raw is not None:
             return parse_block(link, raw)
-        fetcher = await self.get_fetcher(publisher, addrs)
-        if not isinstance(fetcher, EncodedFetcher):
-            return None
-        return await self.offload.parse(link, await fetcher.block_encoded(link, "EntryChunk"))
+        return await self._fetch_parsed(publisher, addrs, link)
 
     async def take(self, link: Link) -> bytes | None:
         """The prefetched bytes of ``link`` (``take_parsed``'s block), or None."""
