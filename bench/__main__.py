@@ -82,7 +82,7 @@ HEADLINES: list[Headline] = [
              "raw plyvel WriteBatch puts of the same entries",
              ("raw_plyvel_writebatch_puts_per_s",), ("ratio_to_raw",), target=0.6),
     Headline("small_ads", "small ads (1 multihash each)", "ads/s", ("ads_per_s",),
-             "sequential block GETs through one fetcher (2 per ad)",
+             "sequential block GETs through one fetcher (a walk waits one per ad)",
              ("sequential_block_requests_per_s",), target=2000, on="value"),
     Headline("find", "HTTP find / the same server's /health", "requests/s",
              ("find", "requests_per_s"), "GET /health on the same server",

@@ -12,7 +12,9 @@
   per-request cost end to end, in ads/s; beside it, sequential block GETs through one fetcher
   against the same server (the request cost alone, and the limit: the walk of a chain learns
   each next ad from the one before, one round trip per ad; the mean of a measure just before
-  and one just after the ingest), and the ratio of the two.
+  and one just after the ingest), and the ratio of the two; and the CPU per ad of the
+  ingesting process and of the publisher's over the ingest, with the rate the machine's
+  cores could not exceed at those costs (``cpu_bound_ads_per_s``: cores / their sum).
 - ``memory``: ingest (``bench.heap``) of a chain of 1k ads and of 100k ads (one multihash each),
   both with LevelDB opened at the same small ``[store]`` settings (``MEMORY_STORE``, named in
   the output): peak RSS, anonymous and file-backed RSS, and the RSS split by mapping at its
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,12 +35,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import plyvel
 import trio
 
+from bench.find import _cpu
 from indexer.config import StoreConfig
 from indexer.ingest.engine import Ingester
 from indexer.ingest.offload import open_offload
@@ -61,7 +65,12 @@ def _mh(i: int) -> bytes:
 _fetcher = fetcher_factory()
 
 
-async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
+class Timed(NamedTuple):
+    elapsed: float  # seconds from the sync's request to the ingester's idle
+    cpu: float  # this process's CPU seconds (every thread) over the same span
+
+
+async def _ingest(peer: PeerId, addr: str, kv: KV) -> Timed:
     config = IngestConfig()
     async with (
         open_offload(config.decode_processes, config.decode_min_bytes) as offload,
@@ -70,17 +79,24 @@ async def _ingest(peer: PeerId, addr: str, kv: KV) -> float:
         await offload.warm()  # as in a daemon that has been up: its decode process is
         ingester = Ingester(kv, _fetcher, config=config, offload=offload)
         await nursery.start(ingester.run)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         ingester.request_sync(peer, [addr])
         await ingester.wait_idle()
-        elapsed = time.perf_counter() - start
+        timed = Timed(time.perf_counter() - start, time.process_time() - cpu)
         nursery.cancel_scope.cancel()
-    return elapsed
+    return timed
 
 
 @contextmanager
 def _served(data_dir: Path) -> Iterator[str]:
     """``indexer publisher serve`` in its own process (a publisher is another machine)."""
+    with _serving(data_dir) as (addr, _pid):
+        yield addr
+
+
+@contextmanager
+def _serving(data_dir: Path) -> Iterator[tuple[str, int]]:
+    """``_served``, and the serving process's pid (to read its CPU time)."""
     serve = subprocess.Popen(
         [sys.executable, "-m", "indexer", "publisher", "serve", "--data-dir", str(data_dir),
          "--json"],
@@ -90,7 +106,8 @@ def _served(data_dir: Path) -> Iterator[str]:
     )  # fmt: skip
     try:
         assert serve.stdout is not None
-        yield str(json.loads(serve.stdout.readline())["http_multiaddr"]).rsplit("/p2p/", 1)[0]
+        addr = str(json.loads(serve.stdout.readline())["http_multiaddr"]).rsplit("/p2p/", 1)[0]
+        yield addr, serve.pid
     finally:
         serve.terminate()
         serve.wait()
@@ -128,7 +145,7 @@ def throughput() -> dict[str, Any]:
         with _served(Path(tmp) / "pub") as addr:
             for run in range(ROUNDS):  # best of ROUNDS, each into a fresh database, both sides
                 with KV(Path(tmp) / f"indexer{run}") as kv:
-                    elapsed = min(elapsed, trio.run(_ingest, pub.peer_id, addr, kv))
+                    elapsed = min(elapsed, trio.run(_ingest, pub.peer_id, addr, kv).elapsed)
                 raw = max(raw, _raw_puts(Path(tmp) / f"raw{run}", pairs))
     ours = total / elapsed
     return {
@@ -157,11 +174,13 @@ def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
         for a in range(ads):
             head = pub.add(f"c{a}".encode(), [_mh(a)], bitswap()).link
         pub.close()
-        with _served(Path(tmp) / "pub") as addr, KV(Path(tmp) / "indexer") as kv:
+        with _serving(Path(tmp) / "pub") as (addr, pid), KV(Path(tmp) / "indexer") as kv:
             # The limit just before and just after the ingest, so a change of the machine's
             # load during the run moves both sides of the ratio alike.
             before = trio.run(_requests, pub.peer_id, addr, head, ads)
-            elapsed = trio.run(_ingest, pub.peer_id, addr, kv)
+            served = _cpu(pid)
+            elapsed, cpu = trio.run(_ingest, pub.peer_id, addr, kv)
+            served = _cpu(pid) - served
             after = trio.run(_requests, pub.peer_id, addr, head, ads)
     per_s = (before + after) / 2
     return {
@@ -173,6 +192,13 @@ def small_ads(ads: int = SMALL_ADS) -> dict[str, Any]:
         # A chain is a linked list: its walk waits one round trip per ad whatever else is in
         # flight, so one sequential GET per ad is the limit of the whole ingest.
         "ratio_to_sequential_requests": round(ads / elapsed / per_s, 3),
+        # CPU per ad of the ingesting process (every thread: the event loop, the write thread,
+        # LevelDB's compaction; small blocks are decoded in it, not in the decode process) and
+        # of the publisher's, over the ingest: whatever runs in parallel, the machine's cores
+        # cannot do more ads per second than cores / the two together.
+        "indexer_cpu_us_per_ad": round(cpu / ads * 1e6),
+        "publisher_cpu_us_per_ad": round(served / ads * 1e6),
+        "cpu_bound_ads_per_s": round((os.cpu_count() or 1) * ads / (cpu + served)),
     }
 
 

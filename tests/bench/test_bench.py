@@ -1,6 +1,7 @@
 """The benchmarks' own machinery, fast: the summary table of ``python -m bench``, the growth
-bench end to end at two tiny sizes (through ingest's write path), and the recovery bench's data
-directories (the daemon start itself takes seconds: run ``python -m bench recovery``)."""
+bench end to end at two tiny sizes (through ingest's write path), the small-ads bench on a tiny
+chain (a real publisher process), and the recovery bench's data directories (the daemon start
+itself takes seconds: run ``python -m bench recovery``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import growth, recovery
+from bench import growth, ingest, recovery
 from bench.__main__ import BENCHES, HEADLINES, Headline, _record, summary
 from bench.errors import BenchRefused
 from indexer.config import DB_DIR
@@ -97,6 +98,17 @@ def test_growth_end_to_end_at_tiny_sizes() -> None:
     assert out["ingest_ratio"] == round(
         last["ingest_multihashes_per_s"] / first["ingest_multihashes_per_s"], 3
     )
+
+
+def test_small_ads_reports_both_processes_cpu_and_the_ceiling_it_sets() -> None:
+    out = ingest.small_ads(ads=300)
+    assert out["ads"] == 300 and out["ads_per_s"] > 0 and out["sequential_block_requests_per_s"] > 0
+    # Both processes worked (the publisher's CPU is read from its own /proc entry, in clock
+    # ticks: 300 ads are ~600 requests, tens of ticks), and no run can beat the CPU they took.
+    assert out["indexer_cpu_us_per_ad"] > 0 and out["publisher_cpu_us_per_ad"] > 0
+    per_ad = out["indexer_cpu_us_per_ad"] + out["publisher_cpu_us_per_ad"]
+    assert abs(out["cpu_bound_ads_per_s"] - (os.cpu_count() or 1) * 1e6 / per_ad) <= 2
+    assert out["ads_per_s"] <= out["cpu_bound_ads_per_s"] * 1.05  # rounding, tick granularity
 
 
 def test_growth_build_indexes_through_staging_and_leaves_nothing_staged(tmp_path: Path) -> None:
